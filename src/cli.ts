@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { ConfigError, loadRegistryConfig } from './config/registry.ts';
+import { createLogger } from './observability/logger.ts';
+import { startRegistry } from './registry/server.ts';
+
+const usage = `usage: berth <command> [flags]
+
+commands:
+  registry     serve the OCI registry (standalone: filesystem storage, 127.0.0.1:5000)
+
+registry flags:
+  --config FILE        YAML configuration (see README.md)
+  --listen HOST:PORT   address to listen on (default 127.0.0.1:5000)
+  --storage-dir DIR    filesystem storage root (default ./data)
+  --log-level LEVEL    fatal|error|warn|info|debug|trace|silent (default info)
+`;
+
+class UsageError extends Error {}
+
+async function runRegistry(args: string[]): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        config: { type: 'string' },
+        listen: { type: 'string' },
+        'storage-dir': { type: 'string' },
+        'log-level': { type: 'string' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const config = await loadRegistryConfig({
+    config: values.config,
+    listen: values.listen,
+    storageDir: values['storage-dir'],
+    logLevel: values['log-level'],
+  });
+  const logger = createLogger(config.log.level, 'berth-registry');
+  const registry = await startRegistry(config, logger);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      logger.info({ signal }, 'shutdown requested');
+      void registry.stop().then(() => process.exit(0));
+    });
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'registry':
+      return runRegistry(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(usage);
+      return;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  if (error instanceof UsageError) {
+    process.stderr.write(`berth: ${error.message}\n\n${usage}`);
+    process.exit(2);
+  }
+  if (error instanceof ConfigError) {
+    process.stderr.write(`berth: ${error.message}\n`);
+    process.exit(2);
+  }
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE' || code === 'EACCES') {
+    process.stderr.write(
+      `berth: cannot listen: ${(error as Error).message}; choose another address with --listen\n`,
+    );
+    process.exit(1);
+  }
+  process.stderr.write(`berth: ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,149 @@
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { durationSchema, sizeSchema } from './units.ts';
+
+const listenSchema = z
+  .string()
+  .regex(
+    /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/,
+    'expected host:port, e.g. 127.0.0.1:5000 or :5000',
+  )
+  .transform((text) => {
+    const separator = text.lastIndexOf(':');
+    const host = text.slice(0, separator).replace(/^\[|\]$/g, '');
+    return { host: host === '' ? '0.0.0.0' : host, port: Number(text.slice(separator + 1)) };
+  })
+  .refine(({ port }) => port <= 65535, 'port must be at most 65535');
+
+/** The `berth registry` configuration: a YAML file, overridden by flags, validated here once. */
+export const registryConfigSchema = z
+  .object({
+    listen: listenSchema
+      .prefault('127.0.0.1:5000')
+      .describe('Address to serve the registry API on, host:port.'),
+    storage: z
+      .object({
+        filesystem: z
+          .object({
+            rootDirectory: z
+              .string()
+              .min(1)
+              .describe('Directory that holds the registry data (CNCF distribution layout).'),
+          })
+          .strict(),
+      })
+      .strict()
+      .prefault({ filesystem: { rootDirectory: './data' } }),
+    uploads: z
+      .object({
+        purgeAfter: durationSchema
+          .prefault('24h')
+          .describe('Abandoned uploads older than this are removed.'),
+        purgeInterval: durationSchema
+          .prefault('1h')
+          .describe('How often abandoned uploads are looked for.'),
+      })
+      .strict()
+      .prefault({}),
+    cache: z
+      .object({
+        manifestBytes: sizeSchema.prefault('64Mi').describe('Memory for cached manifests.'),
+        ttl: durationSchema
+          .prefault('5s')
+          .describe('How long a cached tag or manifest is trusted without storage.'),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({
+        level: z
+          .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+          .prefault('info'),
+        requests: z.boolean().prefault(true).describe('Log one line per request.'),
+      })
+      .strict()
+      .prefault({}),
+    shutdownTimeout: durationSchema
+      .prefault('30s')
+      .describe('How long in-flight requests may run after SIGTERM.'),
+  })
+  .strict();
+
+export type RegistryConfig = Readonly<z.infer<typeof registryConfigSchema>>;
+
+/** Flags that override the file. */
+export interface RegistryFlags {
+  config?: string | undefined;
+  listen?: string | undefined;
+  storageDir?: string | undefined;
+  logLevel?: string | undefined;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export async function loadRegistryConfig(flags: RegistryFlags): Promise<RegistryConfig> {
+  let document: Record<string, unknown> = {};
+  if (flags.config !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(flags.config, 'utf8');
+    } catch (error) {
+      throw new ConfigError(`cannot read --config ${flags.config}: ${(error as Error).message}`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(text);
+    } catch (error) {
+      throw new ConfigError(`${flags.config} is not valid YAML: ${(error as Error).message}`);
+    }
+    if (
+      parsed !== null &&
+      parsed !== undefined &&
+      (typeof parsed !== 'object' || Array.isArray(parsed))
+    ) {
+      throw new ConfigError(`${flags.config} must hold a mapping of settings`);
+    }
+    document = (parsed ?? {}) as Record<string, unknown>;
+  }
+  return parseRegistryConfig(applyFlags(document, flags), flags.config ?? 'configuration');
+}
+
+function applyFlags(
+  document: Record<string, unknown>,
+  flags: RegistryFlags,
+): Record<string, unknown> {
+  const merged: Record<string, unknown> = { ...document };
+  if (flags.listen !== undefined) merged.listen = flags.listen;
+  if (flags.storageDir !== undefined)
+    merged.storage = { filesystem: { rootDirectory: flags.storageDir } };
+  if (flags.logLevel !== undefined)
+    merged.log = { ...(merged.log as object | undefined), level: flags.logLevel };
+  return merged;
+}
+
+/** Validates and freezes; errors name the field and say what is expected. */
+export function parseRegistryConfig(document: unknown, source: string): RegistryConfig {
+  const result = registryConfigSchema.safeParse(document);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      const where = issue.path.length ? issue.path.join('.') : '(top level)';
+      return `  ${where}: ${issue.message}`;
+    });
+    throw new ConfigError(`invalid ${source}:\n${problems.join('\n')}`);
+  }
+  return deepFreeze(result.data);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,159 @@
+import express, { type Express, type Request, type Response } from 'express';
+import type { Logger } from '../../observability/logger.ts';
+import { Counter, Histogram, type MetricsRegistry } from '../../observability/metrics.ts';
+import { OciError, toOciError } from '../errors.ts';
+import type { RegistryServices } from '../services.ts';
+import {
+  cancelUpload,
+  completeUpload,
+  deleteBlob,
+  getBlob,
+  getUploadStatus,
+  patchUpload,
+  startUpload,
+} from './blob-handlers.ts';
+import { apiVersionHeader, type HandlerContext } from './context.ts';
+import {
+  deleteManifest,
+  getCatalog,
+  getManifest,
+  getReferrers,
+  getTags,
+  putManifest,
+} from './manifest-handlers.ts';
+import { matchRoute, type Route, type RouteKind } from './routes.ts';
+
+type Handler = (ctx: HandlerContext, route: never) => Promise<void>;
+
+/** Which handler serves each route and method; anything else is 405 UNSUPPORTED. */
+const handlers: Record<RouteKind, Partial<Record<string, Handler>>> = {
+  base: { GET: sendBase, HEAD: sendBase },
+  catalog: { GET: getCatalog },
+  tags: { GET: getTags },
+  manifest: { GET: getManifest, HEAD: getManifest, PUT: putManifest, DELETE: deleteManifest },
+  blob: { GET: getBlob, HEAD: getBlob, DELETE: deleteBlob },
+  uploads: { POST: startUpload },
+  upload: { GET: getUploadStatus, PATCH: patchUpload, PUT: completeUpload, DELETE: cancelUpload },
+  referrers: { GET: getReferrers },
+};
+
+async function sendBase(ctx: HandlerContext): Promise<void> {
+  ctx.res.status(200).json({});
+}
+
+export interface RegistryAppOptions {
+  readonly services: RegistryServices;
+  readonly logger: Logger;
+  readonly metrics: MetricsRegistry;
+  readonly logRequests: boolean;
+  /** False once shutdown has begun, so load balancers stop sending. */
+  readonly isReady: () => boolean;
+}
+
+export function createRegistryApp(options: RegistryAppOptions): Express {
+  const { services, logger, metrics } = options;
+  const requests = metrics.register(
+    new Counter(
+      'berth_registry_http_requests_total',
+      'Registry API requests by route, method and status.',
+      ['route', 'method', 'status'],
+    ),
+  );
+  const durations = metrics.register(
+    new Histogram(
+      'berth_registry_http_request_duration_seconds',
+      'Registry API request latency.',
+      ['route', 'method'],
+      [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    ),
+  );
+  const bytesIn = metrics.register(
+    new Counter('berth_registry_received_bytes_total', 'Blob and manifest bytes received.'),
+  );
+  const bytesOut = metrics.register(
+    new Counter('berth_registry_sent_bytes_total', 'Blob and manifest bytes sent, by route.', [
+      'route',
+    ]),
+  );
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+  app.set('query parser', 'simple');
+
+  app.get('/healthz', (_req, res) => {
+    res.status(200).type('text/plain').send('ok\n');
+  });
+  app.get('/readyz', (_req, res) => {
+    const ready = options.isReady();
+    res
+      .status(ready ? 200 : 503)
+      .type('text/plain')
+      .send(ready ? 'ok\n' : 'shutting down\n');
+  });
+  app.get('/metrics', (_req, res) => {
+    res.status(200).type('text/plain; version=0.0.4').send(metrics.render());
+  });
+
+  app.use(async (req: Request, res: Response) => {
+    const started = process.hrtime.bigint();
+    res.set(apiVersionHeader);
+    const route = matchRoute(req.path);
+    const traffic = { received: 0, sent: 0 };
+    const routeKind = route?.kind ?? 'none';
+    res.on('close', () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      requests.inc({ route: routeKind, method: req.method, status: String(res.statusCode) });
+      durations.observe({ route: routeKind, method: req.method }, seconds);
+      if (traffic.received) bytesIn.inc({}, traffic.received);
+      if (traffic.sent) bytesOut.inc({ route: routeKind }, traffic.sent);
+      if (options.logRequests) {
+        logger.info(
+          {
+            method: req.method,
+            route: routeKind,
+            repository: route && 'name' in route ? route.name : undefined,
+            status: res.statusCode,
+            received: traffic.received,
+            sent: traffic.sent,
+            durationMs: Math.round(seconds * 1000 * 10) / 10,
+            completed: res.writableFinished,
+          },
+          'request',
+        );
+      }
+    });
+    try {
+      await dispatch({ req, res, services, traffic }, route, req.method);
+    } catch (error) {
+      sendError(req, res, error, logger);
+    }
+  });
+  return app;
+}
+
+async function dispatch(
+  ctx: HandlerContext,
+  route: Route | undefined,
+  method: string,
+): Promise<void> {
+  if (!route)
+    throw new OciError('NAME_UNKNOWN', 'no such endpoint', { detail: { path: ctx.req.path } });
+  const handler = handlers[route.kind][method];
+  if (!handler) throw new OciError('UNSUPPORTED', `${method} is not supported here`);
+  await handler(ctx, route as never);
+}
+
+/** The one place where errors become responses. Unexpected ones are logged here, once. */
+function sendError(req: Request, res: Response, thrown: unknown, logger: Logger): void {
+  const { error, unexpected } = toOciError(thrown);
+  if (unexpected)
+    logger.error({ err: thrown, method: req.method, path: req.path }, 'request failed');
+  if (res.headersSent) {
+    // Part of a body is out; the only honest signal left is to cut the connection.
+    res.destroy();
+    return;
+  }
+  if (req.readableAborted || req.socket.destroyed) return;
+  res.status(error.status).set(error.headers).json(error.toBody());
+}

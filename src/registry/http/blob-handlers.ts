@@ -1,0 +1,163 @@
+import { pipeline } from 'node:stream/promises';
+import { OciError } from '../errors.ts';
+import { assertRepositoryName, parseDigest } from '../reference.ts';
+import type { HandlerContext } from './context.ts';
+import { parseByteRange, parseChunkRange, queryString } from './headers.ts';
+import { declaredLength, hasBody } from './body.ts';
+
+type BlobRoute = { name: string; digest: string };
+type UploadsRoute = { name: string };
+type UploadRoute = { name: string; id: string };
+
+/** GET and HEAD /v2/<name>/blobs/<digest>, with single `Range: bytes=` requests answered 206. */
+export async function getBlob(ctx: HandlerContext, route: BlobRoute): Promise<void> {
+  const { req, res, services } = ctx;
+  const name = assertRepositoryName(route.name);
+  const digest = parseDigest(route.digest);
+  const size = await services.blobs.stat(name, digest);
+  const range = parseByteRange(req.headers.range, size);
+  res.setHeader('Docker-Content-Digest', digest.value);
+  res.setHeader('Content-Type', 'application/octet-stream');
+  res.setHeader('Accept-Ranges', 'bytes');
+  res.setHeader('ETag', `"${digest.value}"`);
+  res.setHeader('Cache-Control', 'max-age=31536000');
+  if (range) {
+    res.status(206);
+    res.setHeader('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
+    res.setHeader('Content-Length', range.end - range.start + 1);
+  } else {
+    res.status(200);
+    res.setHeader('Content-Length', size);
+  }
+  if (req.method === 'HEAD' || size === 0) {
+    res.end();
+    return;
+  }
+  const stream = await services.blobs.open(digest, range);
+  stream.on('data', (chunk: Buffer) => {
+    ctx.traffic.sent += chunk.length;
+  });
+  await pipeline(stream, res);
+}
+
+export async function deleteBlob(ctx: HandlerContext, route: BlobRoute): Promise<void> {
+  const name = assertRepositoryName(route.name);
+  const digest = parseDigest(route.digest);
+  await ctx.services.blobs.delete(name, digest);
+  ctx.res.status(202).setHeader('Content-Length', 0).end();
+}
+
+/**
+ * POST /v2/<name>/blobs/uploads/: a cross-repository mount (`mount` with `from`), a monolithic
+ * upload (`digest` with a body), or a new upload session.
+ */
+export async function startUpload(ctx: HandlerContext, route: UploadsRoute): Promise<void> {
+  const { req, res, services } = ctx;
+  const name = assertRepositoryName(route.name);
+  const mount = queryString(req.query.mount, 'mount');
+  const from = queryString(req.query.from, 'from');
+  const digestParam = queryString(req.query.digest, 'digest');
+
+  if (mount !== undefined && from !== undefined) {
+    const digest = parseDigest(mount);
+    const source = assertRepositoryName(from);
+    if (await services.blobs.mount(name, source, digest)) {
+      sendBlobCreated(ctx, name, digest.value);
+      return;
+    }
+  }
+  if (digestParam !== undefined) {
+    const digest = parseDigest(digestParam);
+    const id = await services.uploads.start(name);
+    const length = declaredLength(req);
+    await services.uploads.complete(name, id, digest, req, length === undefined ? {} : { length });
+    ctx.traffic.received += length ?? 0;
+    sendBlobCreated(ctx, name, digest.value);
+    return;
+  }
+  const id = await services.uploads.start(name);
+  sendUploadAccepted(ctx, name, id, 0);
+}
+
+/** PATCH an upload: one chunk, with or without Content-Range (docker streams one without). */
+export async function patchUpload(ctx: HandlerContext, route: UploadRoute): Promise<void> {
+  const { req, services } = ctx;
+  const name = assertRepositoryName(route.name);
+  const range = parseChunkRange(req.headers['content-range']);
+  const length = declaredLength(req);
+  if (range && length !== undefined && range.length !== length) {
+    throw new OciError(
+      'RANGE_INVALID',
+      `Content-Range covers ${range.length} bytes but Content-Length is ${length}`,
+    );
+  }
+  const expectLength = range?.length ?? length;
+  const { size, received } = await services.uploads.append(name, route.id, req, {
+    ...(range ? { start: range.start } : {}),
+    ...(expectLength !== undefined ? { length: expectLength } : {}),
+  });
+  ctx.traffic.received += received;
+  sendUploadAccepted(ctx, name, route.id, size);
+}
+
+/** PUT an upload with `?digest=`: an optional last chunk, then the blob is committed. */
+export async function completeUpload(ctx: HandlerContext, route: UploadRoute): Promise<void> {
+  const { req, services } = ctx;
+  const name = assertRepositoryName(route.name);
+  const digestParam = queryString(req.query.digest, 'digest');
+  if (digestParam === undefined)
+    throw new OciError('DIGEST_INVALID', 'the digest query parameter is required');
+  const digest = parseDigest(digestParam);
+  const range = parseChunkRange(req.headers['content-range']);
+  const length = declaredLength(req);
+  if (hasBody(req)) {
+    const expectLength = range?.length ?? length;
+    await services.uploads.complete(name, route.id, digest, req, {
+      ...(range ? { start: range.start } : {}),
+      ...(expectLength !== undefined ? { length: expectLength } : {}),
+    });
+    ctx.traffic.received += length ?? 0;
+  } else {
+    await services.uploads.complete(name, route.id, digest);
+  }
+  sendBlobCreated(ctx, name, digest.value);
+}
+
+export async function getUploadStatus(ctx: HandlerContext, route: UploadRoute): Promise<void> {
+  const name = assertRepositoryName(route.name);
+  const size = await ctx.services.uploads.status(name, route.id);
+  sendUploadAccepted(ctx, name, route.id, size, 204);
+}
+
+export async function cancelUpload(ctx: HandlerContext, route: UploadRoute): Promise<void> {
+  const name = assertRepositoryName(route.name);
+  await ctx.services.uploads.cancel(name, route.id);
+  ctx.res.status(204).end();
+}
+
+function sendBlobCreated(ctx: HandlerContext, name: string, digest: string): void {
+  ctx.res
+    .status(201)
+    .setHeader('Location', `/v2/${name}/blobs/${digest}`)
+    .setHeader('Docker-Content-Digest', digest)
+    .setHeader('Content-Length', 0)
+    .end();
+}
+
+/** 202 (or 204 for a status GET) with where to send the next chunk and what has arrived. */
+function sendUploadAccepted(
+  ctx: HandlerContext,
+  name: string,
+  id: string,
+  size: number,
+  status = 202,
+): void {
+  ctx.res
+    .status(status)
+    .setHeader('Location', `/v2/${name}/blobs/uploads/${id}`)
+    // distribution's convention: an empty upload reports 0-0.
+    .setHeader('Range', `0-${size > 0 ? size - 1 : 0}`)
+    .setHeader('Docker-Upload-UUID', id)
+    .setHeader('Content-Length', 0)
+    .end();
+}

@@ -1,0 +1,131 @@
+import { OciError, isOciError } from '../errors.ts';
+import {
+  assertRepositoryName,
+  parseDigest,
+  parseManifestReference,
+  type ManifestReference,
+} from '../reference.ts';
+import { maxManifestBytes } from '../service/manifests.ts';
+import { listReferrers } from '../service/referrers.ts';
+import { paginate } from '../service/pagination.ts';
+import { listTags } from '../service/tags.ts';
+import { readBody } from './body.ts';
+import type { HandlerContext } from './context.ts';
+import { bareMediaType, parsePageSize, queryString } from './headers.ts';
+
+type ManifestRoute = { name: string; reference: string };
+
+/** Catalog pages are capped as in distribution. */
+const maxCatalogPage = 1000;
+const defaultCatalogPage = 100;
+
+/**
+ * GET and HEAD a manifest: the stored bytes with the pushed media type, whatever the Accept
+ * header says (rewriting content would change its digest).
+ */
+export async function getManifest(ctx: HandlerContext, route: ManifestRoute): Promise<void> {
+  const { req, res, services } = ctx;
+  const name = assertRepositoryName(route.name);
+  let reference: ManifestReference;
+  try {
+    reference = parseManifestReference(route.reference);
+  } catch (error) {
+    // A name that cannot be a tag cannot have been pushed: that is "unknown", not a bad request.
+    if (isOciError(error, 'TAG_INVALID'))
+      throw new OciError('MANIFEST_UNKNOWN', undefined, { detail: { tag: route.reference } });
+    throw error;
+  }
+  const manifest = await services.manifests.get(name, reference);
+  res.status(200);
+  res.setHeader('Content-Type', manifest.mediaType);
+  res.setHeader('Content-Length', manifest.bytes.length);
+  res.setHeader('Docker-Content-Digest', manifest.digest.value);
+  res.setHeader('ETag', `"${manifest.digest.value}"`);
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  ctx.traffic.sent += manifest.bytes.length;
+  res.end(manifest.bytes);
+}
+
+export async function putManifest(ctx: HandlerContext, route: ManifestRoute): Promise<void> {
+  const { req, res, services } = ctx;
+  const name = assertRepositoryName(route.name);
+  const reference = parseManifestReference(route.reference);
+  const bytes = await readBody(req, maxManifestBytes);
+  ctx.traffic.received += bytes.length;
+  const { digest, subject } = await services.manifests.put(
+    name,
+    reference,
+    bytes,
+    bareMediaType(req.headers['content-type']),
+  );
+  res.status(201);
+  res.setHeader('Location', `/v2/${name}/manifests/${digest.value}`);
+  res.setHeader('Docker-Content-Digest', digest.value);
+  if (subject) res.setHeader('OCI-Subject', subject.value);
+  res.setHeader('Content-Length', 0);
+  res.end();
+}
+
+export async function deleteManifest(ctx: HandlerContext, route: ManifestRoute): Promise<void> {
+  const name = assertRepositoryName(route.name);
+  const reference = parseManifestReference(route.reference);
+  await ctx.services.manifests.delete(name, reference);
+  ctx.res.status(202).setHeader('Content-Length', 0).end();
+}
+
+/** GET /v2/<name>/tags/list with `n` and `last`; a further page is announced in `Link`. */
+export async function getTags(ctx: HandlerContext, route: { name: string }): Promise<void> {
+  const { req, res, services } = ctx;
+  const name = assertRepositoryName(route.name);
+  const n = parsePageSize(req.query.n, Number.MAX_SAFE_INTEGER);
+  const last = queryString(req.query.last, 'last');
+  const page = paginate(await listTags(services.driver, name), { n, last });
+  if (page.next !== undefined && n !== undefined) {
+    res.setHeader(
+      'Link',
+      `</v2/${name}/tags/list?n=${n}&last=${encodeURIComponent(page.next)}>; rel="next"`,
+    );
+  }
+  res.status(200).json({ name, tags: page.items });
+}
+
+export async function getCatalog(ctx: HandlerContext): Promise<void> {
+  const { req, res, services } = ctx;
+  const n = parsePageSize(req.query.n, maxCatalogPage) ?? defaultCatalogPage;
+  const last = queryString(req.query.last, 'last');
+  const page = paginate(await services.catalog.list(), { n, last });
+  if (page.next !== undefined) {
+    res.setHeader(
+      'Link',
+      `</v2/_catalog?n=${n}&last=${encodeURIComponent(page.next)}>; rel="next"`,
+    );
+  }
+  res.status(200).json({ repositories: page.items });
+}
+
+/** GET /v2/<name>/referrers/<digest>, optionally filtered by `artifactType`. */
+export async function getReferrers(
+  ctx: HandlerContext,
+  route: { name: string; digest: string },
+): Promise<void> {
+  const { req, res, services } = ctx;
+  const name = assertRepositoryName(route.name);
+  const subject = parseDigest(route.digest);
+  const artifactType = queryString(req.query.artifactType, 'artifactType');
+  const index = await listReferrers(
+    services.driver,
+    services.manifests,
+    name,
+    subject,
+    artifactType,
+  );
+  if (artifactType !== undefined) res.setHeader('OCI-Filters-Applied', 'artifactType');
+  const body = Buffer.from(JSON.stringify(index));
+  res.status(200);
+  res.setHeader('Content-Type', 'application/vnd.oci.image.index.v1+json');
+  res.setHeader('Content-Length', body.length);
+  res.end(body);
+}

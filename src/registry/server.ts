@@ -1,0 +1,113 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { RegistryConfig } from '../config/registry.ts';
+import type { Logger } from '../observability/logger.ts';
+import { MetricsRegistry } from '../observability/metrics.ts';
+import { createRegistryApp } from './http/app.ts';
+import { createRegistryServices, type RegistryServices } from './services.ts';
+import { FilesystemDriver, temporaryDirectory } from './storage/filesystem/driver.ts';
+import { listOrEmpty } from './service/links.ts';
+
+export interface RunningRegistry {
+  readonly server: Server;
+  readonly services: RegistryServices;
+  /** The bound address, e.g. `127.0.0.1:5000`. */
+  readonly address: string;
+  /** Stops accepting, lets in-flight requests finish (up to the shutdown timeout), then closes. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `berth registry`: storage, services and the HTTP server. Before listening, it clears
+ * temporary files left by a crash and abandoned uploads past their grace period.
+ */
+export async function startRegistry(
+  config: RegistryConfig,
+  logger: Logger,
+): Promise<RunningRegistry> {
+  const driver = new FilesystemDriver(config.storage.filesystem.rootDirectory);
+  const services = createRegistryServices(driver, config);
+  const metrics = new MetricsRegistry();
+  metrics.registerProcessMetrics();
+  let ready = true;
+
+  await removeStaleTemporaryFiles(services, logger);
+  const purge = async (): Promise<void> => {
+    try {
+      const removed = await services.uploads.purge(
+        new Date(Date.now() - config.uploads.purgeAfter),
+      );
+      if (removed > 0) logger.info({ removed }, 'abandoned uploads purged');
+    } catch (error) {
+      logger.error({ err: error }, 'upload purge failed');
+    }
+  };
+  await purge();
+  const purgeTimer = setInterval(() => void purge(), config.uploads.purgeInterval).unref();
+
+  const app = createRegistryApp({
+    services,
+    logger,
+    metrics,
+    logRequests: config.log.requests,
+    isReady: () => ready,
+  });
+  const server = createServer(
+    {
+      // Node's default (300 s) would cut off a slow multi-gigabyte upload.
+      requestTimeout: 0,
+      headersTimeout: 60_000,
+      keepAliveTimeout: 75_000,
+      highWaterMark: 1024 * 1024,
+    },
+    app,
+  );
+  // An idle socket (no bytes either way) is dropped after this long.
+  server.setTimeout(10 * 60_000);
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.listen.port, config.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as AddressInfo;
+  const address = `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
+  logger.info({ address, storage: config.storage.filesystem.rootDirectory }, 'registry listening');
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      ready = false;
+      clearInterval(purgeTimer);
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeout);
+      await closed;
+      clearTimeout(timer);
+      await services.uploads.close();
+      logger.info('registry stopped');
+    })();
+    return stopping;
+  };
+  return { server, services, address, stop };
+}
+
+/** Files in the temporary directory older than an hour belong to writes that never finished. */
+async function removeStaleTemporaryFiles(
+  services: RegistryServices,
+  logger: Logger,
+): Promise<void> {
+  const cutoff = Date.now() - 3_600_000;
+  let removed = 0;
+  for (const name of await listOrEmpty(services.driver, temporaryDirectory)) {
+    const path = `${temporaryDirectory}/${name}`;
+    const info = await services.driver.stat(path);
+    if (info && info.modifiedAt.getTime() < cutoff) {
+      await services.driver.delete(path);
+      removed += 1;
+    }
+  }
+  if (removed > 0) logger.info({ removed }, 'stale temporary files removed');
+}

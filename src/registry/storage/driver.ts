@@ -1,0 +1,81 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * The seam between the registry's services and where bytes live. Paths are absolute,
+ * slash-separated and driver-relative (`/docker/registry/v2/...`); a driver maps them onto its
+ * medium. Every driver must pass the shared suite in `testsuite.ts`.
+ */
+export interface StorageDriver {
+  readonly name: string;
+  /** Size and kind of what is at `path`, or undefined when nothing is. */
+  stat(path: string): Promise<FileInfo | undefined>;
+  /** The whole content of a small file. Throws PathNotFoundError. */
+  getContent(path: string): Promise<Buffer>;
+  /** Replaces a small file atomically and durably: a reader sees the old or the new content. */
+  putContent(path: string, content: Buffer | string): Promise<void>;
+  /**
+   * A stream of the file from `offset` to `end` (inclusive) or to its end. Throws
+   * PathNotFoundError before the stream is returned, never through it.
+   */
+  reader(path: string, range?: { offset: number; end?: number }): Promise<Readable>;
+  /**
+   * A writer that appends to the file at `path`, creating it when absent. Content becomes
+   * durable on `commit`.
+   */
+  writer(path: string): Promise<FileWriter>;
+  /** Names (not paths) of the direct children of a directory. Throws PathNotFoundError. */
+  list(path: string): Promise<string[]>;
+  /** Moves a file to `destination` atomically, replacing what was there. */
+  move(source: string, destination: string): Promise<void>;
+  /** Removes a file or a whole directory tree. Missing paths are not an error. */
+  delete(path: string): Promise<void>;
+}
+
+export interface FileInfo {
+  readonly size: number;
+  readonly modifiedAt: Date;
+  readonly isDirectory: boolean;
+}
+
+/** An append-only writer for one file, used for blob uploads. */
+export interface FileWriter {
+  /** Bytes in the file, counting those written through this writer. */
+  readonly size: number;
+  /**
+   * Appends a chunk. The promise resolves once the writer is ready for more: earlier chunks may
+   * still be in flight, and a failed write rejects a later call or `flush`.
+   */
+  write(chunk: Buffer): Promise<void>;
+  /** Waits for every pending write. */
+  flush(): Promise<void>;
+  /** Cuts the file back to `size` bytes, discarding a tail that was never acknowledged. */
+  truncate(size: number): Promise<void>;
+  /** Flushes and makes the content durable. The writer stays usable. */
+  commit(): Promise<void>;
+  /** Releases the writer's resources without removing the file. */
+  close(): Promise<void>;
+}
+
+export class PathNotFoundError extends Error {
+  readonly path: string;
+  constructor(path: string) {
+    super(`path not found: ${path}`);
+    this.name = 'PathNotFoundError';
+    this.path = path;
+  }
+}
+
+export class InvalidPathError extends Error {
+  constructor(path: string) {
+    super(`invalid storage path: ${path}`);
+    this.name = 'InvalidPathError';
+  }
+}
+
+/** Rejects paths a driver must never see: relative, `..` or empty components. */
+export function assertStoragePath(path: string): void {
+  if (!path.startsWith('/') || path.length < 2) throw new InvalidPathError(path);
+  for (const part of path.slice(1).split('/')) {
+    if (part === '' || part === '.' || part === '..') throw new InvalidPathError(path);
+  }
+}
