@@ -8,13 +8,15 @@ const common = {
   testEnvironment: 'node',
 };
 export default {
+  // Integration tests start real servers and clients; unit tests finish in milliseconds anyway.
+  testTimeout: 300_000,
+  reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/src/**/*.test.ts'] },
     {
       ...common,
       displayName: 'integration',
       testMatch: ['<rootDir>/test/**/*.test.ts'],
-      testTimeout: 300_000,
     },
   ],
 };

@@ -52,7 +52,7 @@ export async function deleteBlob(ctx: HandlerContext, route: BlobRoute): Promise
  * upload (`digest` with a body), or a new upload session.
  */
 export async function startUpload(ctx: HandlerContext, route: UploadsRoute): Promise<void> {
-  const { req, res, services } = ctx;
+  const { req, services } = ctx;
   const name = assertRepositoryName(route.name);
   const mount = queryString(req.query.mount, 'mount');
   const from = queryString(req.query.from, 'from');

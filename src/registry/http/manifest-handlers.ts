@@ -1,6 +1,7 @@
 import { OciError, isOciError } from '../errors.ts';
 import {
   assertRepositoryName,
+  isTag,
   parseDigest,
   parseManifestReference,
   type ManifestReference,
@@ -53,20 +54,35 @@ export async function putManifest(ctx: HandlerContext, route: ManifestRoute): Pr
   const { req, res, services } = ctx;
   const name = assertRepositoryName(route.name);
   const reference = parseManifestReference(route.reference);
+  const tags = tagParameters(req.query.tag);
   const bytes = await readBody(req, maxManifestBytes);
   ctx.traffic.received += bytes.length;
+  const contentType = bareMediaType(req.headers['content-type']);
   const { digest, subject } = await services.manifests.put(
     name,
     reference,
     bytes,
-    bareMediaType(req.headers['content-type']),
+    contentType,
+    tags,
   );
   res.status(201);
+  if (tags.length > 0) res.setHeader('OCI-Tag', tags);
   res.setHeader('Location', `/v2/${name}/manifests/${digest.value}`);
   res.setHeader('Docker-Content-Digest', digest.value);
   if (subject) res.setHeader('OCI-Subject', subject.value);
   res.setHeader('Content-Length', 0);
   res.end();
+}
+
+/** `?tag=a&tag=b` on a push by digest (distribution-spec after v1.1): more tags in one request. */
+function tagParameters(value: unknown): string[] {
+  if (value === undefined) return [];
+  const tags = Array.isArray(value) ? value : [value];
+  for (const tag of tags) {
+    if (typeof tag !== 'string' || !isTag(tag))
+      throw new OciError('TAG_INVALID', 'invalid tag parameter', { detail: { tag } });
+  }
+  return tags as string[];
 }
 
 export async function deleteManifest(ctx: HandlerContext, route: ManifestRoute): Promise<void> {

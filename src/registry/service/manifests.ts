@@ -86,7 +86,7 @@ export class ManifestService {
 
   /**
    * Stores a manifest after checking that it is valid and that everything it references is in
-   * the repository. Writes go content first, links last, so a crash leaves no link to anything
+   * the repository, and points the reference's tag and `extraTags` at it. Writes go content first, links last, so a crash leaves no link to anything
    * missing.
    */
   async put(
@@ -94,6 +94,7 @@ export class ManifestService {
     reference: ManifestReference,
     bytes: Buffer,
     contentType: string | undefined,
+    extraTags: readonly string[] = [],
   ): Promise<{ digest: Digest; subject: Digest | undefined }> {
     const algorithm = reference.kind === 'digest' ? reference.digest.algorithm : 'sha256';
     const digest = parseDigest(`${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`);
@@ -116,10 +117,11 @@ export class ManifestService {
         digest,
       );
     }
-    if (reference.kind === 'tag') {
-      await writeLink(this.driver, paths.tagIndexLink(repository, reference.tag, digest), digest);
-      await writeLink(this.driver, paths.tagCurrentLink(repository, reference.tag), digest);
-      this.tags.set(`${repository}:${reference.tag}`, digest);
+    const tags = reference.kind === 'tag' ? [reference.tag, ...extraTags] : extraTags;
+    for (const tag of tags) {
+      await writeLink(this.driver, paths.tagIndexLink(repository, tag, digest), digest);
+      await writeLink(this.driver, paths.tagCurrentLink(repository, tag), digest);
+      this.tags.set(`${repository}:${tag}`, digest);
     }
     const key = `${repository}@${digest.value}`;
     this.manifests.set(

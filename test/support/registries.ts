@@ -1,0 +1,82 @@
+import { writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Daemon, ExitedError, freePort, waitFor } from './processes.ts';
+import { findTool } from './tools.ts';
+
+const repositoryRoot = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+
+export interface RegistryProcess {
+  readonly host: string;
+  readonly url: string;
+  readonly daemon: Daemon;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts `berth registry` as its own process, as a user would, and waits until it is ready. */
+export async function startBerth(
+  storageDir: string,
+  options: { port?: number; extraArgs?: string[]; env?: NodeJS.ProcessEnv } = {},
+): Promise<RegistryProcess> {
+  const port = options.port ?? (await freePort());
+  const host = `127.0.0.1:${port}`;
+  const daemon = new Daemon(
+    process.execPath,
+    [
+      join(repositoryRoot, 'src', 'cli.ts'),
+      'registry',
+      '--listen',
+      host,
+      '--storage-dir',
+      storageDir,
+      ...(options.extraArgs ?? []),
+    ],
+    { ...process.env, ...options.env },
+  );
+  await waitUntilServing(daemon, `http://${host}/readyz`, 'berth registry');
+  return { host, url: `http://${host}`, daemon, stop: (signal) => daemon.stop(signal) };
+}
+
+/** Starts CNCF distribution (Debian's docker-registry) on filesystem storage. */
+export async function startDistribution(
+  storageDir: string,
+  configDir: string,
+): Promise<RegistryProcess> {
+  const binary = findTool('docker-registry');
+  if (!binary) throw new Error('docker-registry is not installed; run test/tools/install.sh');
+  const port = await freePort();
+  const host = `127.0.0.1:${port}`;
+  const config = join(configDir, 'distribution.yml');
+  await writeFile(
+    config,
+    [
+      'version: 0.1',
+      'log: {level: warn, accesslog: {disabled: true}}',
+      'storage:',
+      `  filesystem: {rootdirectory: ${storageDir}}`,
+      '  delete: {enabled: true}',
+      `http: {addr: "${host}"}`,
+      '',
+    ].join('\n'),
+  );
+  const daemon = new Daemon(binary, ['serve', config]);
+  await waitUntilServing(daemon, `http://${host}/v2/`, 'docker-registry');
+  return { host, url: `http://${host}`, daemon, stop: (signal) => daemon.stop(signal) };
+}
+
+async function waitUntilServing(daemon: Daemon, url: string, what: string): Promise<void> {
+  try {
+    await waitFor(
+      async () => {
+        if (!daemon.running) throw new ExitedError(`${what} exited: ${daemon.output}`);
+        const response = await fetch(url);
+        return response.ok;
+      },
+      30_000,
+      what,
+    );
+  } catch (error) {
+    await daemon.stop('SIGKILL');
+    throw error;
+  }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs every tool the test suite drives, outside the repository:
+#   Debian packages: skopeo, containerd, podman, docker-registry (CNCF distribution 2.8)
+#   Go modules, built through the module proxy into $BERTH_TOOLS_DIR/bin:
+#     crane, oras, the OCI distribution-spec conformance suite
+# Idempotent: what is already there at the pinned version is kept.
+set -euo pipefail
+
+tools_dir="${BERTH_TOOLS_DIR:-$HOME/.cache/berth-tools}"
+bin_dir="$tools_dir/bin"
+mkdir -p "$bin_dir"
+
+debian_packages=(skopeo containerd podman docker-registry curl)
+missing=()
+for package in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install: Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# name=module@version; the binary is rebuilt when the recorded version differs.
+go_tools=(
+  "crane=github.com/google/go-containerregistry/cmd/crane@v0.22.1"
+  "oras=oras.land/oras/cmd/oras@v1.3.6"
+  "conformance=github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
+)
+for entry in "${go_tools[@]}"; do
+  name="${entry%%=*}"
+  module="${entry#*=}"
+  stamp="$bin_dir/.$name.version"
+  if [ -x "$bin_dir/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$module" ]; then
+    continue
+  fi
+  echo "install: go install $module"
+  GOBIN="$bin_dir" CGO_ENABLED=0 go install "$module"
+  echo "$module" > "$stamp"
+done
+
+echo "install: tools ready in $bin_dir"
