@@ -1,3 +1,4 @@
+import process from 'node:process';
 // Prints one plain closing line, "N passed, N failed, N skipped", that any CI log reader understands.
 export default class SummaryReporter {
   onRunComplete(_contexts, results) {
