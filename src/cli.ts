@@ -3,11 +3,15 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadRegistryConfig } from './config/registry.ts';
 import { createLogger } from './observability/logger.ts';
 import { startRegistry } from './registry/server.ts';
+import { checkConsistency } from './registry/service/consistency.ts';
+import { FilesystemDriver } from './registry/storage/filesystem/driver.ts';
 
 const usage = `usage: berth <command> [flags]
 
 commands:
   registry     serve the OCI registry (standalone: filesystem storage, 127.0.0.1:5000)
+  check        verify a registry's storage: every link names existing content, every
+               manifest's blobs are present (--storage-dir DIR [--verify-content])
 
 registry flags:
   --config FILE        YAML configuration (see README.md)
@@ -51,11 +55,38 @@ async function runRegistry(args: string[]): Promise<void> {
   }
 }
 
+async function runCheck(args: string[]): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        'storage-dir': { type: 'string', default: './data' },
+        'verify-content': { type: 'boolean', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const report = await checkConsistency(new FilesystemDriver(values['storage-dir']), {
+    verifyContent: values['verify-content'],
+  });
+  for (const problem of report.problems) process.stdout.write(`problem: ${problem}\n`);
+  process.stdout.write(
+    `${report.repositories} repositories, ${report.manifests} manifests, ${report.blobs} blobs checked; ${report.problems.length} problems\n`,
+  );
+  if (report.problems.length > 0) process.exitCode = 1;
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'registry':
       return runRegistry(rest);
+    case 'check':
+      return runCheck(rest);
     case undefined:
     case 'help':
     case '--help':

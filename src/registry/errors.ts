@@ -21,7 +21,6 @@ export const ociErrorCodes = {
   // Not in the spec's table, but what distribution and real clients use for bad chunk ranges.
   PAGINATION_NUMBER_INVALID: { status: 400, message: 'invalid number of results requested' },
   RANGE_INVALID: { status: 416, message: 'invalid content range' },
-  MANIFEST_TOO_LARGE: { status: 413, message: 'manifest exceeds the size limit' },
   UNKNOWN: { status: 500, message: 'unknown error' },
   UNAVAILABLE: { status: 503, message: 'service unavailable' },
 } as const satisfies Record<string, { status: number; message: string }>;
@@ -39,13 +38,19 @@ export class OciError extends Error {
   constructor(
     code: OciErrorCode,
     message?: string,
-    options: { detail?: unknown; headers?: Record<string, string>; cause?: unknown } = {},
+    options: {
+      detail?: unknown;
+      headers?: Record<string, string>;
+      cause?: unknown;
+      status?: number;
+    } = {},
   ) {
     const entry = ociErrorCodes[code];
     super(message ?? entry.message, { cause: options.cause });
     this.name = 'OciError';
     this.code = code;
-    this.status = entry.status;
+    // A few answers keep the code but need another status (413 for an oversized manifest).
+    this.status = options.status ?? entry.status;
     this.detail = options.detail;
     this.headers = options.headers ?? {};
   }
@@ -53,7 +58,7 @@ export class OciError extends Error {
   /** The wire form: `{"errors":[{"code","message","detail"}]}`. */
   toBody(): { errors: { code: string; message: string; detail?: unknown }[] } {
     const error: { code: string; message: string; detail?: unknown } = {
-      code: this.code === 'MANIFEST_TOO_LARGE' ? 'SIZE_INVALID' : this.code,
+      code: this.code,
       message: this.message,
     };
     if (this.detail !== undefined) error.detail = this.detail;

@@ -70,7 +70,19 @@ export async function startUpload(ctx: HandlerContext, route: UploadsRoute): Pro
     const digest = parseDigest(digestParam);
     const id = await services.uploads.start(name);
     const length = declaredLength(req);
-    await services.uploads.complete(name, id, digest, req, length === undefined ? {} : { length });
+    try {
+      await services.uploads.complete(
+        name,
+        id,
+        digest,
+        req,
+        length === undefined ? {} : { length },
+      );
+    } catch (error) {
+      // A monolithic upload has no session the client knows of: leave nothing behind.
+      await services.uploads.cancel(name, id).catch(() => undefined);
+      throw error;
+    }
     ctx.traffic.received += length ?? 0;
     sendBlobCreated(ctx, name, digest.value);
     return;
