@@ -10,6 +10,11 @@ import { walkRepositories } from './repositories.ts';
 export interface ConsistencyReport {
   /** Broken invariants: a link to missing content, content that does not match its digest. */
   readonly problems: string[];
+  /**
+   * Entries whose link was never written (a crash between creating the directory and renaming
+   * the link into it). Readers treat them as absent, so they are not problems.
+   */
+  readonly incomplete: number;
   readonly repositories: number;
   readonly manifests: number;
   readonly blobs: number;
@@ -28,6 +33,7 @@ export async function checkConsistency(
   const problems: string[] = [];
   let repositories = 0;
   let manifests = 0;
+  let incomplete = 0;
   const verified = new Map<string, boolean>();
 
   const contentOk = async (digest: Digest): Promise<boolean> => {
@@ -57,11 +63,12 @@ export async function checkConsistency(
         `${paths.repository(repository)}/_layers/${algorithm}`,
       )) {
         const where = `${repository}: layer ${algorithm}:${hex}`;
-        const digest = await linkedDigest(
-          driver,
-          `${paths.repository(repository)}/_layers/${algorithm}/${hex}/link`,
-          `${algorithm}:${hex}`,
-        );
+        const link = `${paths.repository(repository)}/_layers/${algorithm}/${hex}/link`;
+        if (!(await driver.stat(link))) {
+          incomplete += 1;
+          continue;
+        }
+        const digest = await linkedDigest(driver, link, `${algorithm}:${hex}`);
         if (!digest) {
           problems.push(`${where}: link missing or wrong`);
           continue;
@@ -76,11 +83,12 @@ export async function checkConsistency(
     for (const algorithm of await listOrEmpty(driver, revisionsRoot)) {
       for (const hex of await listOrEmpty(driver, `${revisionsRoot}/${algorithm}`)) {
         const where = `${repository}: manifest ${algorithm}:${hex}`;
-        const digest = await linkedDigest(
-          driver,
-          `${revisionsRoot}/${algorithm}/${hex}/link`,
-          `${algorithm}:${hex}`,
-        );
+        const link = `${revisionsRoot}/${algorithm}/${hex}/link`;
+        if (!(await driver.stat(link))) {
+          incomplete += 1;
+          continue;
+        }
+        const digest = await linkedDigest(driver, link, `${algorithm}:${hex}`);
         if (!digest) {
           problems.push(`${where}: link missing or wrong`);
           continue;
@@ -127,7 +135,7 @@ export async function checkConsistency(
 
     for (const tag of await listOrEmpty(driver, paths.tagsRoot(repository))) {
       const current = await readLink(driver, paths.tagCurrentLink(repository, tag));
-      if (!current) problems.push(`${repository}: tag ${tag} has no current link`);
+      if (!current) incomplete += 1;
       else if (!revisions.has(current.value))
         problems.push(`${repository}: tag ${tag} points at missing manifest ${current.value}`);
     }
@@ -138,7 +146,7 @@ export async function checkConsistency(
       }
     }
   }
-  return { problems, repositories, manifests, blobs: verified.size };
+  return { problems, incomplete, repositories, manifests, blobs: verified.size };
 }
 
 async function linkedDigest(

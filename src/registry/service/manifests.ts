@@ -119,8 +119,8 @@ export class ManifestService {
     }
     const tags = reference.kind === 'tag' ? [reference.tag, ...extraTags] : extraTags;
     for (const tag of tags) {
-      await writeLink(this.driver, paths.tagIndexLink(repository, tag, digest), digest);
       await writeLink(this.driver, paths.tagCurrentLink(repository, tag), digest);
+      await writeLink(this.driver, paths.tagIndexLink(repository, tag, digest), digest);
       this.tags.set(`${repository}:${tag}`, digest);
     }
     const key = `${repository}@${digest.value}`;
