@@ -16,7 +16,7 @@ export interface RegistryProcess {
 /** Starts `berth registry` as its own process, as a user would, and waits until it is ready. */
 export async function startBerth(
   storageDir: string,
-  options: { port?: number; extraArgs?: string[]; env?: NodeJS.ProcessEnv } = {},
+  options: { port?: number; extraArgs?: string[]; env?: NodeJS.ProcessEnv; built?: boolean } = {},
 ): Promise<RegistryProcess> {
   const port = options.port ?? (await freePort());
   const host = `127.0.0.1:${port}`;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every tool the test suite drives, outside the repository:
-#   Debian packages: skopeo, containerd, podman, docker-registry (CNCF distribution 2.8)
+#   Debian packages: skopeo, containerd, podman, docker-registry (CNCF distribution 2.8),
+#                    curl and wrk (benchmarks)
 #   Go modules, built through the module proxy into $BERTH_TOOLS_DIR/bin:
 #     crane, oras, the OCI distribution-spec conformance suite
 # Idempotent: what is already there at the pinned version is kept.
@@ -10,7 +11,7 @@ tools_dir="${BERTH_TOOLS_DIR:-$HOME/.cache/berth-tools}"
 bin_dir="$tools_dir/bin"
 mkdir -p "$bin_dir"
 
-debian_packages=(skopeo containerd podman docker-registry curl)
+debian_packages=(skopeo containerd podman docker-registry curl wrk)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

@@ -1,4 +1,3 @@
-import { pipeline } from 'node:stream/promises';
 import { OciError } from '../errors.ts';
 import { assertRepositoryName, parseDigest } from '../reference.ts';
 import type { HandlerContext } from './context.ts';
@@ -33,11 +32,9 @@ export async function getBlob(ctx: HandlerContext, route: BlobRoute): Promise<vo
     res.end();
     return;
   }
-  const stream = await services.blobs.open(digest, range);
-  stream.on('data', (chunk: Buffer) => {
-    ctx.traffic.sent += chunk.length;
-  });
-  await pipeline(stream, res);
+  await services.blobs.send(digest, res, range);
+  ctx.traffic.sent += Number(res.getHeader('Content-Length'));
+  res.end();
 }
 
 export async function deleteBlob(ctx: HandlerContext, route: BlobRoute): Promise<void> {

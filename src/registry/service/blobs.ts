@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { OciError } from '../errors.ts';
 import type { Digest } from '../reference.ts';
 import type { StorageDriver } from '../storage/driver.ts';
@@ -36,6 +36,15 @@ export class BlobService {
   async open(digest: Digest, range?: BlobRange): Promise<Readable> {
     return this.driver.reader(
       paths.blobData(digest),
+      range ? { offset: range.start, end: range.end } : { offset: 0 },
+    );
+  }
+
+  /** Sends the blob's bytes, whole or in the given range, into `destination`. */
+  async send(digest: Digest, destination: Writable, range?: BlobRange): Promise<void> {
+    await this.driver.pipeTo(
+      paths.blobData(digest),
+      destination,
       range ? { offset: range.start, end: range.end } : { offset: 0 },
     );
   }

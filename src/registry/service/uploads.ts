@@ -1,5 +1,7 @@
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { noteTransientBytes } from '../../util/memory.ts';
+import { forEachChunk } from '../../util/streams.ts';
 import { OciError } from '../errors.ts';
 import type { Digest, DigestAlgorithm } from '../reference.ts';
 import { PathNotFoundError, type FileWriter, type StorageDriver } from '../storage/driver.ts';
@@ -181,7 +183,7 @@ export class UploadService {
     }
     let received = 0;
     try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      await forEachChunk(body, (chunk) => {
         received += chunk.length;
         if (expect.length !== undefined && received > expect.length) {
           throw new OciError('SIZE_INVALID', 'chunk is longer than declared', {
@@ -189,8 +191,9 @@ export class UploadService {
           });
         }
         session.hash?.update(chunk);
-        await session.writer.write(chunk);
-      }
+        noteTransientBytes(chunk.length);
+        return session.writer.write(chunk);
+      });
       await session.writer.flush();
       if (expect.length !== undefined && received !== expect.length) {
         throw new OciError('SIZE_INVALID', 'chunk is shorter than declared', {

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 /**
  * The seam between the registry's services and where bytes live. Paths are absolute,
@@ -18,6 +18,17 @@ export interface StorageDriver {
    * PathNotFoundError before the stream is returned, never through it.
    */
   reader(path: string, range?: { offset: number; end?: number }): Promise<Readable>;
+  /**
+   * Writes the file, or the range `offset`..`end` (inclusive), into `destination`, honouring its
+   * backpressure. Resolves once every byte was accepted by the destination. Throws
+   * PathNotFoundError before writing anything. This is the serving path for blob GETs, so a
+   * driver should make it as cheap as it can (the filesystem driver reuses a ring of buffers).
+   */
+  pipeTo(
+    path: string,
+    destination: Writable,
+    range?: { offset: number; end?: number },
+  ): Promise<void>;
   /**
    * A writer that appends to the file at `path`, creating it when absent. Content becomes
    * durable on `commit`.
@@ -42,10 +53,11 @@ export interface FileWriter {
   /** Bytes in the file, counting those written through this writer. */
   readonly size: number;
   /**
-   * Appends a chunk. The promise resolves once the writer is ready for more: earlier chunks may
-   * still be in flight, and a failed write rejects a later call or `flush`.
+   * Appends a chunk. Returns a promise only when the caller must wait before writing more (the
+   * writer's buffer is full); earlier chunks may still be in flight, and a failed write rejects
+   * a later call or `flush`. The chunk must not be modified afterwards.
    */
-  write(chunk: Buffer): Promise<void>;
+  write(chunk: Buffer): Promise<void> | undefined;
   /** Waits for every pending write. */
   flush(): Promise<void>;
   /** Cuts the file back to `size` bytes, discarding a tail that was never acknowledged. */

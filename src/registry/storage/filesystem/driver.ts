@@ -11,7 +11,7 @@ import {
   type FileHandle,
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import {
   assertStoragePath,
   PathNotFoundError,
@@ -22,6 +22,8 @@ import {
 
 /** Reads blobs in large slices: with 64 KiB (Node's default) loopback pulls run at a third of the speed. */
 const readChunkBytes = 1024 * 1024;
+/** Buffers in flight per blob GET. */
+const pipeRingSize = 4;
 /** Small writes are gathered into one writev of about this size. */
 const writeBatchBytes = 1024 * 1024;
 /** Files are flushed to disk every this many bytes while uploads run, so commit has little left to sync. */
@@ -102,6 +104,26 @@ export class FilesystemDriver implements StorageDriver {
     });
   }
 
+  async pipeTo(
+    path: string,
+    destination: Writable,
+    range: { offset: number; end?: number } = { offset: 0 },
+  ): Promise<void> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.resolve(path), 'r');
+    } catch (error) {
+      if (isNotFound(error)) throw new PathNotFoundError(path);
+      throw error;
+    }
+    try {
+      const end = range.end ?? (await handle.stat()).size - 1;
+      await copyRange(handle, range.offset, end, destination);
+    } finally {
+      await handle.close();
+    }
+  }
+
   async writer(path: string): Promise<FileWriter> {
     const file = this.resolve(path);
     await mkdir(dirname(file), { recursive: true });
@@ -145,6 +167,50 @@ export class FilesystemDriver implements StorageDriver {
 }
 
 /**
+ * Copies a byte range from a file into a writable through a ring of reused buffers: no
+ * allocation per chunk, and a buffer is refilled only once the destination has flushed it.
+ * About twice as fast as piping a read stream (Node's HTTP/1.1 server has no sendfile).
+ */
+async function copyRange(
+  handle: FileHandle,
+  start: number,
+  end: number,
+  destination: Writable,
+): Promise<void> {
+  const ring = Array.from({ length: pipeRingSize }, () => ({
+    buffer: Buffer.allocUnsafe(readChunkBytes),
+    flushed: Promise.resolve() as Promise<unknown>,
+  }));
+  let position = start;
+  for (let turn = 0; position <= end; turn += 1) {
+    const slot = ring[turn % ring.length] as (typeof ring)[number];
+    await slot.flushed;
+    if (destination.destroyed) throw new Error('destination closed before the blob was sent');
+    const length = Math.min(slot.buffer.length, end - position + 1);
+    const { bytesRead } = await handle.read(slot.buffer, 0, length, position);
+    if (bytesRead === 0) throw new Error('file ended before the requested range');
+    position += bytesRead;
+    const chunk =
+      bytesRead === slot.buffer.length ? slot.buffer : slot.buffer.subarray(0, bytesRead);
+    slot.flushed = new Promise((resolve) => destination.write(chunk, resolve));
+    if (destination.writableNeedDrain) await drained(destination);
+  }
+  await Promise.all(ring.map((slot) => slot.flushed));
+}
+
+function drained(destination: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      destination.off('drain', done);
+      destination.off('close', done);
+      resolve();
+    };
+    destination.on('drain', done);
+    destination.on('close', done);
+  });
+}
+
+/**
  * Appends through a file handle in batches: chunks from a socket (16-64 KiB) are gathered into
  * one writev of about a mebibyte, with at most one write in flight, so hashing the next chunks
  * overlaps with the disk.
@@ -168,15 +234,20 @@ class FilesystemWriter implements FileWriter {
     return this.written + this.buffered;
   }
 
-  async write(chunk: Buffer): Promise<void> {
-    if (this.failure !== undefined) throw this.failure;
+  write(chunk: Buffer): Promise<void> | undefined {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
     this.batch.push(chunk);
     this.batchBytes += chunk.length;
     this.buffered += chunk.length;
-    if (this.batchBytes < writeBatchBytes) return;
-    if (this.inFlight) await this.inFlight;
-    if (this.failure !== undefined) throw this.failure;
-    this.startWrite();
+    if (this.batchBytes < writeBatchBytes) return undefined;
+    if (!this.inFlight) {
+      this.startWrite();
+      return undefined;
+    }
+    return this.inFlight.then(() => {
+      if (this.failure !== undefined) throw this.failure;
+      if (this.batchBytes >= writeBatchBytes && !this.inFlight) this.startWrite();
+    });
   }
 
   private startWrite(): void {
