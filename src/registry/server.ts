@@ -83,9 +83,12 @@ export async function startRegistry(
       ready = false;
       clearInterval(purgeTimer);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Keep-alive connections become idle as their requests finish; close each as soon as it is.
+      const reaper = setInterval(() => server.closeIdleConnections(), 100);
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), config.shutdownTimeout);
       await closed;
+      clearInterval(reaper);
       clearTimeout(timer);
       await services.uploads.close();
       logger.info('registry stopped');
