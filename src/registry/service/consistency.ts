@@ -57,78 +57,64 @@ export async function checkConsistency(
   for await (const repository of walkRepositories(driver)) {
     repositories += 1;
     const layers = new Set<string>();
-    for (const algorithm of await listOrEmpty(driver, `${paths.repository(repository)}/_layers`)) {
-      for (const hex of await listOrEmpty(
-        driver,
-        `${paths.repository(repository)}/_layers/${algorithm}`,
-      )) {
-        const where = `${repository}: layer ${algorithm}:${hex}`;
-        const link = `${paths.repository(repository)}/_layers/${algorithm}/${hex}/link`;
-        if (!(await driver.stat(link))) {
-          incomplete += 1;
-          continue;
-        }
-        const digest = await linkedDigest(driver, link, `${algorithm}:${hex}`);
-        if (!digest) {
-          problems.push(`${where}: link missing or wrong`);
-          continue;
-        }
-        if (!(await contentOk(digest))) problems.push(`${where}: content missing`);
-        layers.add(digest.value);
+    for await (const entry of linkedEntries(driver, `${paths.repository(repository)}/_layers`)) {
+      const where = `${repository}: layer ${entry.name}`;
+      if (entry.state === 'incomplete') incomplete += 1;
+      else if (entry.state === 'wrong') problems.push(`${where}: link missing or wrong`);
+      else {
+        if (!(await contentOk(entry.digest))) problems.push(`${where}: content missing`);
+        layers.add(entry.digest.value);
       }
     }
 
     const revisions = new Set<string>();
-    const revisionsRoot = `${paths.manifestsRoot(repository)}/revisions`;
-    for (const algorithm of await listOrEmpty(driver, revisionsRoot)) {
-      for (const hex of await listOrEmpty(driver, `${revisionsRoot}/${algorithm}`)) {
-        const where = `${repository}: manifest ${algorithm}:${hex}`;
-        const link = `${revisionsRoot}/${algorithm}/${hex}/link`;
-        if (!(await driver.stat(link))) {
-          incomplete += 1;
-          continue;
+    for await (const entry of linkedEntries(
+      driver,
+      `${paths.manifestsRoot(repository)}/revisions`,
+    )) {
+      const where = `${repository}: manifest ${entry.name}`;
+      if (entry.state === 'incomplete') {
+        incomplete += 1;
+        continue;
+      }
+      if (entry.state === 'wrong') {
+        problems.push(`${where}: link missing or wrong`);
+        continue;
+      }
+      const digest = entry.digest;
+      manifests += 1;
+      revisions.add(digest.value);
+      if (!(await contentOk(digest))) {
+        problems.push(`${where}: content missing`);
+        continue;
+      }
+      const bytes = await driver.getContent(paths.blobData(digest));
+      if (createHash(digest.algorithm).update(bytes).digest('hex') !== digest.hex) {
+        problems.push(`${where}: content does not match its digest`);
+        continue;
+      }
+      let parsed;
+      try {
+        const json = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+        if (json.schemaVersion === 1) continue;
+        parsed = parseManifest(bytes, inferMediaType(json));
+      } catch {
+        problems.push(`${where}: not a valid manifest`);
+        continue;
+      }
+      for (const blob of parsed.blobs) {
+        if (
+          !layers.has(blob.value) &&
+          !(await readLink(driver, paths.layerLink(repository, blob)))
+        ) {
+          problems.push(`${where}: references blob ${blob.value}, which is not in the repository`);
         }
-        const digest = await linkedDigest(driver, link, `${algorithm}:${hex}`);
-        if (!digest) {
-          problems.push(`${where}: link missing or wrong`);
-          continue;
-        }
-        manifests += 1;
-        revisions.add(digest.value);
-        if (!(await contentOk(digest))) {
-          problems.push(`${where}: content missing`);
-          continue;
-        }
-        const bytes = await driver.getContent(paths.blobData(digest));
-        if (createHash(digest.algorithm).update(bytes).digest('hex') !== digest.hex) {
-          problems.push(`${where}: content does not match its digest`);
-          continue;
-        }
-        let parsed;
-        try {
-          const json = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
-          if (json.schemaVersion === 1) continue;
-          parsed = parseManifest(bytes, inferMediaType(json));
-        } catch {
-          problems.push(`${where}: not a valid manifest`);
-          continue;
-        }
-        for (const blob of parsed.blobs) {
-          if (
-            !layers.has(blob.value) &&
-            !(await readLink(driver, paths.layerLink(repository, blob)))
-          ) {
-            problems.push(
-              `${where}: references blob ${blob.value}, which is not in the repository`,
-            );
-          }
-        }
-        for (const child of parsed.manifests) {
-          if (!(await readLink(driver, paths.revisionLink(repository, child)))) {
-            problems.push(
-              `${where}: references manifest ${child.value}, which is not in the repository`,
-            );
-          }
+      }
+      for (const child of parsed.manifests) {
+        if (!(await readLink(driver, paths.revisionLink(repository, child)))) {
+          problems.push(
+            `${where}: references manifest ${child.value}, which is not in the repository`,
+          );
         }
       }
     }
@@ -147,6 +133,31 @@ export async function checkConsistency(
     }
   }
   return { problems, incomplete, repositories, manifests, blobs: verified.size };
+}
+
+type LinkedEntry =
+  | { name: string; state: 'ok'; digest: Digest }
+  | { name: string; state: 'incomplete'; digest?: never }
+  | { name: string; state: 'wrong'; digest?: never };
+
+/**
+ * The `<alg>/<hex>/link` entries under a directory (`_layers`, `_manifests/revisions`). An entry
+ * without its link file is a write a crash interrupted; one whose link names another digest is
+ * wrong.
+ */
+async function* linkedEntries(driver: StorageDriver, root: string): AsyncGenerator<LinkedEntry> {
+  for (const algorithm of await listOrEmpty(driver, root)) {
+    for (const hex of await listOrEmpty(driver, `${root}/${algorithm}`)) {
+      const name = `${algorithm}:${hex}`;
+      const link = `${root}/${algorithm}/${hex}/link`;
+      if (!(await driver.stat(link))) {
+        yield { name, state: 'incomplete' };
+        continue;
+      }
+      const digest = await linkedDigest(driver, link, name);
+      yield digest ? { name, state: 'ok', digest } : { name, state: 'wrong' };
+    }
+  }
 }
 
 async function linkedDigest(

@@ -220,15 +220,16 @@ export class UploadService {
       session.hash = undefined;
       return hex;
     }
-    return this.hashStored(repository, id, algorithm, session.writer.size);
+    return (await this.hashStored(repository, id, algorithm, session.writer.size)).digest('hex');
   }
 
+  /** Hashes the first `size` bytes of an upload from storage. */
   private async hashStored(
     repository: string,
     id: string,
     algorithm: DigestAlgorithm,
     size: number,
-  ): Promise<string> {
+  ): Promise<Hash> {
     const hash = createHash(algorithm);
     if (size > 0) {
       const stream = await this.driver.reader(paths.uploadData(repository, id), {
@@ -237,7 +238,7 @@ export class UploadService {
       });
       for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
     }
-    return hash.digest('hex');
+    return hash;
   }
 
   private async acquire(repository: string, id: string): Promise<Session> {
@@ -256,7 +257,7 @@ export class UploadService {
         const hash =
           writer.size === 0
             ? createHash('sha256')
-            : await this.resumeHash(repository, id, writer.size);
+            : await this.hashStored(repository, id, 'sha256', writer.size);
         session = { key, writer, hash, busy: false, lastUsed: Date.now() };
         this.sessions.set(key, session);
       }
@@ -269,16 +270,6 @@ export class UploadService {
     session.busy = true;
     session.lastUsed = Date.now();
     return session;
-  }
-
-  private async resumeHash(repository: string, id: string, size: number): Promise<Hash> {
-    const hash = createHash('sha256');
-    const stream = await this.driver.reader(paths.uploadData(repository, id), {
-      offset: 0,
-      end: size - 1,
-    });
-    for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
-    return hash;
   }
 
   private release(session: Session): void {
