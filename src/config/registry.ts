@@ -3,6 +3,8 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { durationSchema, sizeSchema } from './units.ts';
 
+const positiveDuration = durationSchema.refine((millis) => millis > 0, 'must be longer than zero');
+
 const listenSchema = z
   .string()
   .regex(
@@ -37,10 +39,10 @@ export const registryConfigSchema = z
       .prefault({ filesystem: { rootDirectory: './data' } }),
     uploads: z
       .object({
-        purgeAfter: durationSchema
+        purgeAfter: positiveDuration
           .prefault('24h')
           .describe('Abandoned uploads older than this are removed.'),
-        purgeInterval: durationSchema
+        purgeInterval: positiveDuration
           .prefault('1h')
           .describe('How often abandoned uploads are looked for.'),
       })
@@ -64,7 +66,7 @@ export const registryConfigSchema = z
       })
       .strict()
       .prefault({}),
-    shutdownTimeout: durationSchema
+    shutdownTimeout: positiveDuration
       .prefault('30s')
       .describe('How long in-flight requests may run after SIGTERM.'),
   })

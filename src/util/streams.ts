@@ -12,6 +12,7 @@ export function forEachChunk(
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     let failed = false;
+    let pendingWork: Promise<void> | undefined;
     const fail = (error: unknown): void => {
       if (failed) return;
       failed = true;
@@ -30,14 +31,21 @@ export function forEachChunk(
       }
       if (pending) {
         stream.pause();
+        pendingWork = pending;
         pending.then(() => {
+          if (pendingWork === pending) pendingWork = undefined;
           if (!failed) stream.resume();
         }, fail);
       }
     };
     const onEnd = (): void => {
-      cleanup();
-      resolve();
+      // `end` can arrive while the last chunk's work is still pending (a paused stream may end).
+      const last = pendingWork ?? Promise.resolve();
+      last.then(() => {
+        if (failed) return;
+        cleanup();
+        resolve();
+      }, fail);
     };
     const onClose = (): void => {
       if (!stream.readableEnded) fail(new Error('stream closed before its end'));

@@ -147,7 +147,9 @@ async function dispatch(
 /** The one place where errors become responses. Unexpected ones are logged here, once. */
 function sendError(req: Request, res: Response, thrown: unknown, logger: Logger): void {
   const { error, unexpected } = toOciError(thrown);
-  if (unexpected)
+  const clientGone = req.socket.destroyed || res.destroyed;
+  if (clientGone) logger.debug({ method: req.method, path: req.path }, 'client went away');
+  else if (unexpected)
     logger.error({ err: thrown, method: req.method, path: req.path }, 'request failed');
   if (res.headersSent) {
     // Part of a body is out; the only honest signal left is to cut the connection.

@@ -1,4 +1,5 @@
 import type { Request } from 'express';
+import { forEachChunk } from '../../util/streams.ts';
 import { OciError } from '../errors.ts';
 
 /** Reads a small request body (a manifest) whole, refusing it once it passes `limit` bytes. */
@@ -7,11 +8,13 @@ export async function readBody(req: Request, limit: number): Promise<Buffer> {
   if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
+  // forEachChunk drains the rest of a refused body, so the 413 still reaches the client.
+  await forEachChunk(req, (chunk) => {
     total += chunk.length;
     if (total > limit) throw tooLarge(limit);
     chunks.push(chunk);
-  }
+    return undefined;
+  });
   return Buffer.concat(chunks, total);
 }
 

@@ -76,7 +76,7 @@ export function parsePageSize(value: unknown, max: number): number | undefined {
 export function queryString(value: unknown, name: string): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') {
-    throw new OciError('UNSUPPORTED', `query parameter ${name} must appear once`);
+    throw new OciError('UNSUPPORTED', `query parameter ${name} must appear once`, { status: 400 });
   }
   return value;
 }

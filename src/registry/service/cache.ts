@@ -28,8 +28,8 @@ export class LruCache<K, V> {
   }
 
   set(key: K, value: V, weight = 1): void {
-    if (weight > this.maxWeight) return;
     this.delete(key);
+    if (weight > this.maxWeight) return;
     this.entries.set(key, { value, weight, expiresAt: Date.now() + this.ttlMillis });
     this.weight += weight;
     for (const [oldest, entry] of this.entries) {

@@ -147,6 +147,9 @@ export class ManifestService {
     }
     const { digest } = reference;
     const manifest = await this.getByDigest(repository, digest);
+    // The revision goes first: a push that tags this digest meanwhile then fails its reference
+    // check or recreates the revision, and no tag is left pointing at nothing.
+    await this.driver.delete(paths.revisionDirectory(repository, digest));
     for (const tag of await listOrEmpty(this.driver, paths.tagsRoot(repository))) {
       const current = await readLink(this.driver, paths.tagCurrentLink(repository, tag));
       if (current?.value === digest.value) {
@@ -156,7 +159,6 @@ export class ManifestService {
     }
     const subject = this.parseStored(manifest)?.subject;
     if (subject) await this.driver.delete(paths.referrerEntry(repository, subject, digest));
-    await this.driver.delete(paths.revisionDirectory(repository, digest));
     this.manifests.delete(`${repository}@${digest.value}`);
     this.onChange(repository);
   }

@@ -13,6 +13,8 @@ import { walkRepositories } from './repositories.ts';
 const uploadIdPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Open writers are closed after this long without a request, to bound file handles. */
 const idleSessionMillis = 60_000;
+/** Open upload writers kept at most; a closed one is reopened (and its hash rebuilt) on use. */
+const maxOpenSessions = 256;
 
 /** What a chunk must satisfy; both are optional, as docker streams PATCH bodies with neither. */
 export interface ChunkExpectation {
@@ -100,23 +102,22 @@ export class UploadService {
       if (body) await this.receive(session, body, expect);
       await session.writer.commit();
       const computed = await this.digestOf(session, repository, id, digest.algorithm);
+      finished = true;
       if (computed !== digest.hex) {
-        finished = true;
         await this.discard(session, repository, id);
         throw new OciError('DIGEST_INVALID', 'provided digest did not match uploaded content', {
           detail: { digest: digest.value },
         });
       }
-      finished = true;
+      // The session stays in the map, busy, until the upload directory is gone: a concurrent
+      // PATCH must not reopen the data file while it is being renamed into a shared blob.
       await session.writer.close();
-      this.sessions.delete(session.key);
-      if (await this.blobs.exists(digest)) {
-        await this.driver.delete(paths.uploadDirectory(repository, id));
-      } else {
+      if (!(await this.blobs.exists(digest))) {
         await this.driver.move(paths.uploadData(repository, id), paths.blobData(digest));
       }
       await this.blobs.link(repository, digest);
       await this.driver.delete(paths.uploadDirectory(repository, id));
+      this.sessions.delete(session.key);
     } finally {
       if (!finished) this.release(session);
     }
@@ -254,12 +255,12 @@ export class UploadService {
         await writer.close();
         session = raced;
       } else {
-        const hash =
-          writer.size === 0
-            ? createHash('sha256')
-            : await this.hashStored(repository, id, 'sha256', writer.size);
+        // A resumed upload is hashed from storage only when it completes, so that neither a
+        // DELETE nor a racing first PATCH pays for reading it here.
+        const hash = writer.size === 0 ? createHash('sha256') : undefined;
         session = { key, writer, hash, busy: false, lastUsed: Date.now() };
         this.sessions.set(key, session);
+        await this.closeExcessSessions();
       }
     }
     if (session.busy) {
@@ -293,6 +294,18 @@ export class UploadService {
     const cutoff = Date.now() - idleSessionMillis;
     for (const session of [...this.sessions.values()]) {
       if (session.busy || session.lastUsed > cutoff) continue;
+      this.sessions.delete(session.key);
+      await session.writer.close().catch(() => undefined);
+    }
+  }
+
+  /** Bounds open file handles: past the cap, the least recently used idle sessions are closed. */
+  private async closeExcessSessions(): Promise<void> {
+    if (this.sessions.size <= maxOpenSessions) return;
+    const idle = [...this.sessions.values()]
+      .filter((session) => !session.busy)
+      .sort((a, b) => a.lastUsed - b.lastUsed);
+    for (const session of idle.slice(0, this.sessions.size - maxOpenSessions)) {
       this.sessions.delete(session.key);
       await session.writer.close().catch(() => undefined);
     }

@@ -154,6 +154,7 @@ export class FilesystemDriver implements StorageDriver {
     await rm(this.resolve(path), { recursive: true, force: true });
   }
 
+  /** Renames, creating the target's directory when needed, and makes the rename durable. */
   private async renameInto(source: string, target: string): Promise<void> {
     try {
       await rename(source, target);
@@ -162,6 +163,13 @@ export class FilesystemDriver implements StorageDriver {
       // The target directory is missing (the source's absence surfaces again below).
       await mkdir(dirname(target), { recursive: true });
       await rename(source, target);
+    }
+    // Without this, a power loss can keep a link while losing the rename of what it names.
+    const directory = await open(dirname(target), 'r');
+    try {
+      await directory.sync();
+    } finally {
+      await directory.close();
     }
   }
 }
@@ -177,6 +185,8 @@ async function copyRange(
   end: number,
   destination: Writable,
 ): Promise<void> {
+  // A destroyed socket may drop write callbacks; its close ends every wait below.
+  const closed = new Promise<void>((resolve) => destination.once('close', resolve));
   const ring = Array.from({ length: pipeRingSize }, () => ({
     buffer: Buffer.allocUnsafe(readChunkBytes),
     flushed: Promise.resolve() as Promise<unknown>,
@@ -184,7 +194,7 @@ async function copyRange(
   let position = start;
   for (let turn = 0; position <= end; turn += 1) {
     const slot = ring[turn % ring.length] as (typeof ring)[number];
-    await slot.flushed;
+    await Promise.race([slot.flushed, closed]);
     if (destination.destroyed) throw new Error('destination closed before the blob was sent');
     const length = Math.min(slot.buffer.length, end - position + 1);
     const { bytesRead } = await handle.read(slot.buffer, 0, length, position);
@@ -193,21 +203,13 @@ async function copyRange(
     const chunk =
       bytesRead === slot.buffer.length ? slot.buffer : slot.buffer.subarray(0, bytesRead);
     slot.flushed = new Promise((resolve) => destination.write(chunk, resolve));
-    if (destination.writableNeedDrain) await drained(destination);
+    if (destination.writableNeedDrain) await Promise.race([drained(destination), closed]);
   }
-  await Promise.all(ring.map((slot) => slot.flushed));
+  await Promise.race([Promise.all(ring.map((slot) => slot.flushed)), closed]);
 }
 
 function drained(destination: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      destination.off('drain', done);
-      destination.off('close', done);
-      resolve();
-    };
-    destination.on('drain', done);
-    destination.on('close', done);
-  });
+  return new Promise((resolve) => destination.once('drain', resolve));
 }
 
 /**
@@ -284,16 +286,16 @@ class FilesystemWriter implements FileWriter {
   }
 
   async flush(): Promise<void> {
-    if (this.inFlight) await this.inFlight;
-    if (this.batchBytes > 0) {
-      this.startWrite();
-      await this.inFlight;
+    // A write started by the continuation of an earlier `write()` may begin while this waits.
+    while (this.inFlight || (this.batchBytes > 0 && this.failure === undefined)) {
+      if (this.inFlight) await this.inFlight;
+      else this.startWrite();
     }
     if (this.failure !== undefined) throw this.failure;
   }
 
   async truncate(size: number): Promise<void> {
-    if (this.inFlight) await this.inFlight;
+    while (this.inFlight) await this.inFlight;
     this.batch = [];
     this.batchBytes = 0;
     this.buffered = 0;
