@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { checkConsistency } from '../../src/registry/service/consistency.ts';
 import { FilesystemDriver } from '../../src/registry/storage/filesystem/driver.ts';
@@ -129,6 +130,18 @@ describe('bad input', () => {
         'SIZE_INVALID',
       );
       await expectError(send('GET', '/v2/bad/large/manifests/v1'), 404, 'MANIFEST_UNKNOWN');
+    });
+
+    it('answers 413 to an oversized manifest sent without a Content-Length', async () => {
+      const body = Buffer.alloc(5 * 1024 * 1024, 0x20);
+      await expectError(
+        send('PUT', '/v2/bad/large/manifests/chunked', {
+          body,
+          headers: { 'Content-Type': ociManifest, 'Transfer-Encoding': 'chunked' },
+        }),
+        413,
+        'SIZE_INVALID',
+      );
     });
 
     it('refuses a manifest that names a missing blob with MANIFEST_BLOB_UNKNOWN', async () => {
@@ -363,6 +376,39 @@ describe('bad input', () => {
         5000,
         'the abandoned session to go',
       );
+    });
+
+    it('refuses a PATCH while the closing PUT of the same upload is running', async () => {
+      const location = await startUpload('bad/race');
+      const data = randomBytes(2 * 1024 * 1024);
+      const [hostname, port] = host.split(':');
+      const put = new Promise<number>((resolve, reject) => {
+        const req = request(
+          {
+            hostname,
+            port: Number(port),
+            method: 'PUT',
+            path: `${location}?digest=${digestOf(data)}`,
+            headers: { 'Content-Length': data.length },
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on('error', reject);
+        req.write(data.subarray(0, 1024 * 1024));
+        setTimeout(() => req.end(data.subarray(1024 * 1024)), 300);
+      });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await expectError(
+        send('PATCH', location, { body: 'EVIL', headers: { 'Content-Length': 4 } }),
+        400,
+        'BLOB_UPLOAD_INVALID',
+      );
+      expect(await put).toBe(201);
+      const blob = await send('GET', `/v2/bad/race/blobs/${digestOf(data)}`);
+      expect(blob.body.equals(data)).toBe(true);
     });
 
     it('refuses an unknown upload id and a second writer on one upload', async () => {
