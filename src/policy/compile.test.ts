@@ -1,0 +1,118 @@
+import { compilePolicy, type Identity } from './compile.ts';
+import { repositoryDocumentSchema, type RepositoryDocument } from './schema.ts';
+
+function repository(
+  namespace: string,
+  name: string,
+  spec: Record<string, unknown> = {},
+): RepositoryDocument {
+  return repositoryDocumentSchema.parse({ metadata: { namespace, name }, spec });
+}
+
+const namespaces = new Map<string, Record<string, string>>([
+  ['team-a', {}],
+  ['team-b', { env: 'prod' }],
+  ['team-c', { env: 'dev' }],
+  ['team-d', {}],
+]);
+const ns = (namespace: string): Identity => ({ kind: 'namespace', namespace });
+const actions = (set: ReadonlySet<string>) => [...set].sort();
+
+describe('compilePolicy', () => {
+  const policy = compilePolicy(
+    {
+      namespaces,
+      repositories: [
+        repository('team-a', 'web', {
+          pull: { namespaces: ['team-d'], namespaceSelector: { matchLabels: { env: 'prod' } } },
+          immutableTags: ['v*'],
+        }),
+        repository('team-a', 'everything', { path: 'team-a/*', push: { namespaces: ['team-c'] } }),
+        repository('team-a', 'public', { path: 'team-a/public', visibility: 'Public' }),
+        repository('team-b', 'steal', { path: 'team-a/secret' }),
+      ],
+    },
+    { anonymousPull: true },
+  );
+
+  it('gives the owner everything and the named and selected namespaces pull', () => {
+    expect(actions(policy.allowed(ns('team-a'), 'team-a/web'))).toEqual(['delete', 'pull', 'push']);
+    expect(actions(policy.allowed(ns('team-b'), 'team-a/web'))).toEqual(['pull']);
+    expect(actions(policy.allowed(ns('team-d'), 'team-a/web'))).toEqual(['pull']);
+    expect(actions(policy.allowed(ns('team-c'), 'team-a/web'))).toEqual([]);
+  });
+
+  it('lets the exact path win over the subtree', () => {
+    // team-c may push to the subtree, but team-a/web has its own rule.
+    expect(actions(policy.allowed(ns('team-c'), 'team-a/tools/build'))).toEqual(['pull', 'push']);
+    expect(actions(policy.allowed(ns('team-c'), 'team-a/web'))).toEqual([]);
+  });
+
+  it('refuses a claim outside the owning namespace, so a tenant cannot grant itself another tenant’s images', () => {
+    expect(policy.rejected).toEqual([
+      expect.objectContaining({ namespace: 'team-b', name: 'steal', reason: 'PathNotOwned' }),
+    ]);
+    expect(actions(policy.allowed(ns('team-b'), 'team-a/secret'))).toEqual([]);
+  });
+
+  it('gives nobody but the admin an undeclared path', () => {
+    expect(actions(policy.allowed(ns('team-a'), 'elsewhere/app'))).toEqual([]);
+    expect(actions(policy.allowed({ kind: 'admin' }, 'elsewhere/app'))).toEqual([
+      'delete',
+      'pull',
+      'push',
+    ]);
+  });
+
+  it('lets anyone pull a Public repository, anonymously only when allowed', () => {
+    expect(actions(policy.allowed({ kind: 'anonymous' }, 'team-a/public'))).toEqual(['pull']);
+    expect(actions(policy.allowed(ns('team-c'), 'team-a/public'))).toEqual(['pull']);
+    expect(actions(policy.allowed({ kind: 'anonymous' }, 'team-a/web'))).toEqual([]);
+    const closed = compilePolicy(
+      { namespaces, repositories: [repository('team-a', 'public', { visibility: 'Public' })] },
+      { anonymousPull: false },
+    );
+    expect(actions(closed.allowed({ kind: 'anonymous' }, 'team-a/public'))).toEqual([]);
+  });
+
+  it('matches immutable tag globs', () => {
+    expect(policy.isImmutableTag('team-a/web', 'v1.2')).toBe(true);
+    expect(policy.isImmutableTag('team-a/web', 'latest')).toBe(false);
+    expect(policy.isImmutableTag('team-a/other', 'v1')).toBe(false);
+  });
+
+  it('refuses a second claim of the same path', () => {
+    const conflict = compilePolicy(
+      {
+        namespaces,
+        repositories: [
+          repository('team-a', 'one', { path: 'team-a/x' }),
+          repository('team-a', 'two', { path: 'team-a/x' }),
+        ],
+      },
+      { anonymousPull: false },
+    );
+    expect(conflict.rejected.map((r) => [r.name, r.reason])).toEqual([['two', 'PathConflict']]);
+  });
+
+  it('resolves set-based selectors', () => {
+    const selected = compilePolicy(
+      {
+        namespaces,
+        repositories: [
+          repository('team-a', 'web', {
+            pull: {
+              namespaceSelector: {
+                matchExpressions: [{ key: 'env', operator: 'In', values: ['dev', 'prod'] }],
+              },
+            },
+          }),
+        ],
+      },
+      { anonymousPull: false },
+    );
+    expect(
+      ['team-b', 'team-c', 'team-d'].map((n) => selected.allowed(ns(n), 'team-a/web').has('pull')),
+    ).toEqual([true, true, false]);
+  });
+});

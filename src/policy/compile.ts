@@ -1,0 +1,191 @@
+import type { RepositoryDocument } from './schema.ts';
+import { matchesSelector } from './selector.ts';
+
+export type Action = 'pull' | 'push' | 'delete';
+
+/** Who is asking. A credential proves one of these; the policy says what it may do. */
+export type Identity =
+  | { readonly kind: 'admin' }
+  | { readonly kind: 'namespace'; readonly namespace: string }
+  | { readonly kind: 'anonymous' };
+
+export interface PolicyInput {
+  /** Every namespace that exists, with its labels. */
+  readonly namespaces: ReadonlyMap<string, Readonly<Record<string, string>>>;
+  readonly repositories: readonly RepositoryDocument[];
+}
+
+export interface PolicyOptions {
+  /** Whether Public repositories may be pulled without any credential. */
+  readonly anonymousPull: boolean;
+}
+
+/** Why a Repository grants nothing; the operator reports these as status conditions. */
+export interface RejectedRepository {
+  readonly namespace: string;
+  readonly name: string;
+  readonly reason: 'PathNotOwned' | 'PathConflict';
+  readonly message: string;
+}
+
+interface Rule {
+  readonly owner: string;
+  readonly source: string;
+  readonly visibility: 'Private' | 'Public';
+  readonly pull: ReadonlySet<string>;
+  readonly push: ReadonlySet<string>;
+  readonly immutableTags: readonly RegExp[];
+}
+
+const none: ReadonlySet<Action> = new Set();
+const everything: ReadonlySet<Action> = new Set(['pull', 'push', 'delete']);
+const pullPush: ReadonlySet<Action> = new Set(['pull', 'push']);
+const pullOnly: ReadonlySet<Action> = new Set(['pull']);
+
+/**
+ * A compiled, immutable policy. Paths are exact names or `prefix/*` subtrees; the most specific
+ * rule wins (an exact name, else the longest subtree). A path no Repository declares belongs to
+ * nobody but the admin.
+ */
+export class Policy {
+  readonly rejected: readonly RejectedRepository[];
+  private readonly exact: ReadonlyMap<string, Rule>;
+  /** Subtree prefixes (without `/*`), longest first. */
+  private readonly subtrees: readonly (readonly [string, Rule])[];
+  private readonly anonymousPull: boolean;
+  private readonly decisions = new Map<string, ReadonlySet<Action>>();
+
+  constructor(
+    exact: Map<string, Rule>,
+    subtrees: [string, Rule][],
+    rejected: RejectedRepository[],
+    options: PolicyOptions,
+  ) {
+    this.exact = exact;
+    this.subtrees = subtrees.sort((a, b) => b[0].length - a[0].length);
+    this.rejected = rejected;
+    this.anonymousPull = options.anonymousPull;
+  }
+
+  /** The actions `identity` may perform on `repository`. */
+  allowed(identity: Identity, repository: string): ReadonlySet<Action> {
+    if (identity.kind === 'admin') return everything;
+    const key = `${identity.kind === 'namespace' ? identity.namespace : ''}\u0000${repository}`;
+    let decision = this.decisions.get(key);
+    if (decision === undefined) {
+      decision = this.decide(identity, this.ruleFor(repository));
+      if (this.decisions.size > 50_000) this.decisions.clear();
+      this.decisions.set(key, decision);
+    }
+    return decision;
+  }
+
+  /** Whether a push may not move `tag` once it exists. */
+  isImmutableTag(repository: string, tag: string): boolean {
+    return this.ruleFor(repository)?.immutableTags.some((pattern) => pattern.test(tag)) ?? false;
+  }
+
+  /** The namespace that owns a repository path, if any Repository declares it. */
+  ownerOf(repository: string): string | undefined {
+    return this.ruleFor(repository)?.owner;
+  }
+
+  private ruleFor(repository: string): Rule | undefined {
+    const exact = this.exact.get(repository);
+    if (exact) return exact;
+    for (const [prefix, rule] of this.subtrees) {
+      if (repository.startsWith(`${prefix}/`)) return rule;
+    }
+    return undefined;
+  }
+
+  private decide(identity: Identity, rule: Rule | undefined): ReadonlySet<Action> {
+    if (!rule) return none;
+    if (identity.kind === 'anonymous')
+      return rule.visibility === 'Public' && this.anonymousPull ? pullOnly : none;
+    if (identity.kind !== 'namespace') return none;
+    const { namespace } = identity;
+    if (namespace === rule.owner) return everything;
+    if (rule.push.has(namespace)) return pullPush;
+    if (rule.pull.has(namespace) || rule.visibility === 'Public') return pullOnly;
+    return none;
+  }
+}
+
+/** The repository path a Repository claims: `spec.path`, or `<namespace>/<name>`. */
+export function repositoryPath(document: RepositoryDocument): string {
+  return document.spec.path ?? `${document.metadata.namespace}/${document.metadata.name}`;
+}
+
+/**
+ * Compiles Repository documents against the live namespaces. A Repository may claim only paths
+ * under its own namespace (`team-a/...`): one tenant can never grant itself another's images.
+ * Pure: the same input always gives the same policy.
+ */
+export function compilePolicy(input: PolicyInput, options: PolicyOptions): Policy {
+  const exact = new Map<string, Rule>();
+  const subtrees = new Map<string, Rule>();
+  const rejected: RejectedRepository[] = [];
+  const ordered = [...input.repositories].sort((a, b) =>
+    `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(
+      `${b.metadata.namespace}/${b.metadata.name}`,
+    ),
+  );
+  for (const document of ordered) {
+    const { namespace, name } = document.metadata;
+    const path = repositoryPath(document);
+    if (!path.startsWith(`${namespace}/`)) {
+      rejected.push({
+        namespace,
+        name,
+        reason: 'PathNotOwned',
+        message: `path ${path} is outside namespace ${namespace}; use ${namespace}/...`,
+      });
+      continue;
+    }
+    const isSubtree = path.endsWith('/*');
+    const key = isSubtree ? path.slice(0, -2) : path;
+    const table = isSubtree ? subtrees : exact;
+    const claimed = table.get(key);
+    if (claimed) {
+      rejected.push({
+        namespace,
+        name,
+        reason: 'PathConflict',
+        message: `path ${path} is already claimed by ${claimed.source}`,
+      });
+      continue;
+    }
+    table.set(key, {
+      owner: namespace,
+      source: `${namespace}/${name}`,
+      visibility: document.spec.visibility,
+      pull: resolveNamespaces(document.spec.pull, input.namespaces),
+      push: resolveNamespaces(document.spec.push, input.namespaces),
+      immutableTags: (document.spec.immutableTags ?? []).map(globToRegExp),
+    });
+  }
+  return new Policy(exact, [...subtrees.entries()], rejected, options);
+}
+
+/** The namespaces a grant names: the listed ones plus those whose labels match the selector. */
+export function resolveNamespaces(
+  grant: RepositoryDocument['spec']['pull'],
+  namespaces: ReadonlyMap<string, Readonly<Record<string, string>>>,
+): ReadonlySet<string> {
+  const resolved = new Set<string>(grant?.namespaces ?? []);
+  if (grant?.namespaceSelector) {
+    for (const [namespace, labels] of namespaces) {
+      if (matchesSelector(grant.namespaceSelector, labels)) resolved.add(namespace);
+    }
+  }
+  return resolved;
+}
+
+function globToRegExp(glob: string): RegExp {
+  const pattern = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
+  return new RegExp(`^${pattern}$`);
+}

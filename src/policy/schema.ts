@@ -1,0 +1,112 @@
+import { z } from 'zod';
+
+/**
+ * The Repository resource as the policy sees it. This zod schema is the one source of truth:
+ * the standalone policy file is validated with it, and the operator's CRD is generated from it.
+ */
+const dnsLabel = z
+  .string()
+  .regex(
+    /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/,
+    'must be a Kubernetes name: lower-case letters, digits and -',
+  )
+  .max(63);
+
+const labelSelectorRequirement = z
+  .object({
+    key: z.string().min(1).describe('The label key the selector applies to.'),
+    operator: z
+      .enum(['In', 'NotIn', 'Exists', 'DoesNotExist'])
+      .describe('How the key relates to the values.'),
+    values: z
+      .array(z.string())
+      .optional()
+      .describe('Values for In and NotIn; empty for Exists and DoesNotExist.'),
+  })
+  .strict();
+
+export const labelSelectorSchema = z
+  .object({
+    matchLabels: z
+      .record(z.string(), z.string())
+      .optional()
+      .describe('Labels a namespace must carry, all of them.'),
+    matchExpressions: z
+      .array(labelSelectorRequirement)
+      .optional()
+      .describe('Set-based requirements, all of which must hold.'),
+  })
+  .strict();
+export type LabelSelector = z.infer<typeof labelSelectorSchema>;
+
+const accessGrantSchema = z
+  .object({
+    namespaces: z.array(dnsLabel).optional().describe('Namespaces granted this access by name.'),
+    namespaceSelector: labelSelectorSchema
+      .optional()
+      .describe(
+        'Namespaces granted this access by their labels. An empty selector matches every namespace.',
+      ),
+  })
+  .strict();
+
+/** A repository path: an exact name, or `prefix/*` for a whole subtree. */
+const repositoryPathPattern =
+  /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*(?:\/\*)?$/;
+
+export const repositorySpecSchema = z
+  .object({
+    path: z
+      .string()
+      .regex(
+        repositoryPathPattern,
+        'must be a repository name such as team-a/web, or a subtree such as team-a/*',
+      )
+      .max(200)
+      .optional()
+      .describe(
+        'Repository path in the registry. Defaults to <namespace>/<name>; a tenant may claim only paths under its namespace.',
+      ),
+    visibility: z
+      .enum(['Private', 'Public'])
+      .default('Private')
+      .describe(
+        'Public: anyone may pull, anonymously where the Registry allows. Private: only the namespaces named here.',
+      ),
+    pull: accessGrantSchema
+      .optional()
+      .describe('Namespaces that may pull, besides the owning namespace.'),
+    push: accessGrantSchema
+      .optional()
+      .describe('Namespaces that may push (and pull), besides the owning namespace.'),
+    immutableTags: z
+      .array(
+        z
+          .string()
+          .regex(/^[A-Za-z0-9_.*?-]+$/, 'a tag glob: letters, digits, _ . - and the wildcards * ?'),
+      )
+      .optional()
+      .describe('Tag patterns (globs) that may not be moved once pushed.'),
+  })
+  .strict();
+export type RepositorySpec = z.infer<typeof repositorySpecSchema>;
+
+export const repositoryDocumentSchema = z
+  .object({
+    metadata: z.object({ name: dnsLabel, namespace: dnsLabel }).passthrough(),
+    spec: repositorySpecSchema,
+  })
+  .passthrough();
+export type RepositoryDocument = z.infer<typeof repositoryDocumentSchema>;
+
+/**
+ * The standalone policy file: the namespaces that exist (with labels, for selectors) and the
+ * Repository documents. In Kubernetes mode both come from watches instead.
+ */
+export const policyFileSchema = z
+  .object({
+    namespaces: z.record(dnsLabel, z.record(z.string(), z.string()).nullable()).default({}),
+    repositories: z.array(repositoryDocumentSchema).default([]),
+  })
+  .strict();
+export type PolicyFile = z.infer<typeof policyFileSchema>;
