@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { ConfigError, loadRegistryConfig } from './config/registry.ts';
+import { ConfigError, loadRegistryConfig, registryConfigSchema } from './config/registry.ts';
+import { parseDuration } from './config/units.ts';
+import { openTokenService } from './registry/auth/setup.ts';
 import { createLogger } from './observability/logger.ts';
 import { startRegistry } from './registry/server.ts';
 import { checkConsistency } from './registry/service/consistency.ts';
@@ -10,6 +12,8 @@ const usage = `usage: berth <command> [flags]
 
 commands:
   registry     serve the OCI registry (standalone: filesystem storage, 127.0.0.1:5000)
+  credential   print a namespace credential (the password of a pull secret), signed with the
+               registry's key: --namespace NAME [--lifetime 720h] [--config FILE | --storage-dir DIR]
   check        verify a registry's storage: every link names existing content, every
                manifest's blobs are present (--storage-dir DIR [--verify-content])
 
@@ -18,6 +22,8 @@ registry flags:
   --listen HOST:PORT   address to listen on (default 127.0.0.1:5000)
   --storage-dir DIR    filesystem storage root (default ./data)
   --log-level LEVEL    fatal|error|warn|info|debug|trace|silent (default info)
+  --policy FILE        turn on token authentication with this repository policy (YAML)
+  --admin-password-file FILE   the admin's password (else $BERTH_ADMIN_PASSWORD)
 `;
 
 class UsageError extends Error {}
@@ -32,6 +38,8 @@ async function runRegistry(args: string[]): Promise<void> {
         listen: { type: 'string' },
         'storage-dir': { type: 'string' },
         'log-level': { type: 'string' },
+        policy: { type: 'string' },
+        'admin-password-file': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -44,6 +52,8 @@ async function runRegistry(args: string[]): Promise<void> {
     listen: values.listen,
     storageDir: values['storage-dir'],
     logLevel: values['log-level'],
+    policy: values.policy,
+    adminPasswordFile: values['admin-password-file'],
   });
   const logger = createLogger(config.log.level, 'berth-registry');
   const registry = await startRegistry(config, logger);
@@ -53,6 +63,37 @@ async function runRegistry(args: string[]): Promise<void> {
       void registry.stop().then(() => process.exit(0));
     });
   }
+}
+
+async function runCredential(args: string[]): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        namespace: { type: 'string' },
+        lifetime: { type: 'string' },
+        config: { type: 'string' },
+        'storage-dir': { type: 'string' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (!values.namespace) throw new UsageError('credential needs --namespace NAME');
+  const config = await loadRegistryConfig({
+    config: values.config,
+    storageDir: values['storage-dir'],
+  });
+  const auth = config.auth ?? registryConfigSchema.shape.auth.unwrap().parse({});
+  const lifetime =
+    values.lifetime === undefined ? auth.credentialLifetime : parseDuration(values.lifetime);
+  if (lifetime === undefined)
+    throw new UsageError(`--lifetime ${values.lifetime} is not a duration; write e.g. 720h`);
+  const { tokens } = await openTokenService(config, auth);
+  process.stdout.write(`${await tokens.issueCredential(values.namespace, lifetime)}\n`);
 }
 
 async function runCheck(args: string[]): Promise<void> {
@@ -87,6 +128,8 @@ async function main(argv: string[]): Promise<void> {
       return runRegistry(rest);
     case 'check':
       return runCheck(rest);
+    case 'credential':
+      return runCredential(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -66,6 +66,52 @@ export const registryConfigSchema = z
       })
       .strict()
       .prefault({}),
+    auth: z
+      .object({
+        service: z
+          .string()
+          .min(1)
+          .prefault('berth-registry')
+          .describe('The service name in challenges and the audience of tokens.'),
+        issuer: z.string().min(1).prefault('berth').describe('The issuer of every token.'),
+        realm: z
+          .url()
+          .optional()
+          .describe(
+            "Token endpoint URL for challenges; by default the registry's own host and port, /token.",
+          ),
+        tokenTTL: positiveDuration.prefault('5m').describe('Lifetime of access tokens.'),
+        credentialLifetime: positiveDuration
+          .prefault('720h')
+          .describe('Lifetime of namespace credentials and refresh tokens.'),
+        keyRotation: positiveDuration
+          .prefault('720h')
+          .describe('Age at which a new signing key takes over.'),
+        anonymousPull: z
+          .boolean()
+          .prefault(true)
+          .describe('Whether Public repositories may be pulled without credentials.'),
+        adminUsername: z.string().min(1).prefault('admin'),
+        adminPasswordFile: z
+          .string()
+          .optional()
+          .describe(
+            'File holding the admin password (else $BERTH_ADMIN_PASSWORD; without either there is no admin).',
+          ),
+        signingKeyFile: z
+          .string()
+          .optional()
+          .describe(
+            'Where the signing keys live; created when missing. Default <rootDirectory>/_berth/signing-keys.json.',
+          ),
+        policyFile: z
+          .string()
+          .optional()
+          .describe('Repository policy (YAML), reloaded when it changes.'),
+      })
+      .strict()
+      .optional()
+      .describe('Token authentication and per-repository policy. Absent: an open registry.'),
     shutdownTimeout: positiveDuration
       .prefault('30s')
       .describe('How long in-flight requests may run after SIGTERM.'),
@@ -80,6 +126,9 @@ export interface RegistryFlags {
   listen?: string | undefined;
   storageDir?: string | undefined;
   logLevel?: string | undefined;
+  /** Turns authentication on with this policy file. */
+  policy?: string | undefined;
+  adminPasswordFile?: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -126,6 +175,15 @@ function applyFlags(
     merged.storage = { filesystem: { rootDirectory: flags.storageDir } };
   if (flags.logLevel !== undefined)
     merged.log = { ...(merged.log as object | undefined), level: flags.logLevel };
+  if (flags.policy !== undefined) {
+    merged.auth = { ...(merged.auth as object | undefined), policyFile: flags.policy };
+  }
+  if (flags.adminPasswordFile !== undefined) {
+    merged.auth = {
+      ...(merged.auth as object | undefined),
+      adminPasswordFile: flags.adminPasswordFile,
+    };
+  }
   return merged;
 }
 

@@ -7,6 +7,7 @@ import { createRegistryApp } from './http/app.ts';
 import { createRegistryServices, type RegistryServices } from './services.ts';
 import { FilesystemDriver, temporaryDirectory } from './storage/filesystem/driver.ts';
 import { listOrEmpty } from './service/links.ts';
+import { setUpAuth } from './auth/setup.ts';
 
 export interface RunningRegistry {
   readonly server: Server;
@@ -45,12 +46,14 @@ export async function startRegistry(
   await purge();
   const purgeTimer = setInterval(() => void purge(), config.uploads.purgeInterval).unref();
 
+  const authentication = await setUpAuth(config, logger);
   const app = createRegistryApp({
     services,
     logger,
     metrics,
     logRequests: config.log.requests,
     isReady: () => ready,
+    auth: authentication?.auth,
   });
   const server = createServer(
     {
@@ -91,6 +94,7 @@ export async function startRegistry(
       clearInterval(reaper);
       clearTimeout(timer);
       await services.uploads.close();
+      authentication?.close();
       logger.info('registry stopped');
     })();
     return stopping;

@@ -1,6 +1,10 @@
 import express, { type Express, type Request, type Response } from 'express';
 import type { Logger } from '../../observability/logger.ts';
 import { Counter, Histogram, type MetricsRegistry } from '../../observability/metrics.ts';
+import { enforce, requirementOf, RequestAccess, unauthorized } from '../auth/access-control.ts';
+import { parseBearer } from '../auth/authenticator.ts';
+import { tokenPath, type RegistryAuth } from '../auth/auth.ts';
+import { InvalidTokenError } from '../auth/tokens.ts';
 import { OciError, toOciError } from '../errors.ts';
 import type { RegistryServices } from '../services.ts';
 import {
@@ -22,6 +26,7 @@ import {
   putManifest,
 } from './manifest-handlers.ts';
 import { matchRoute, type Route, type RouteKind } from './routes.ts';
+import { getToken, postToken } from './token-handlers.ts';
 
 type Handler = (ctx: HandlerContext, route: never) => Promise<void>;
 
@@ -48,6 +53,8 @@ export interface RegistryAppOptions {
   readonly logRequests: boolean;
   /** False once shutdown has begun, so load balancers stop sending. */
   readonly isReady: () => boolean;
+  /** Token service and policy; without it the registry is open (loopback standalone use). */
+  readonly auth?: RegistryAuth | undefined;
 }
 
 export function createRegistryApp(options: RegistryAppOptions): Express {
@@ -95,6 +102,24 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
     res.status(200).type('text/plain; version=0.0.4').send(metrics.render());
   });
 
+  const auth = options.auth;
+  if (auth) {
+    const tokenRoute = (handler: typeof getToken) => async (req: Request, res: Response) => {
+      res.set(apiVersionHeader);
+      try {
+        await handler(auth, req, res);
+      } catch (error) {
+        sendError(req, res, error, logger);
+      }
+    };
+    app.get(tokenPath, tokenRoute(getToken));
+    app.post(
+      tokenPath,
+      express.urlencoded({ extended: false, limit: '64kb' }),
+      tokenRoute(postToken),
+    );
+  }
+
   app.use(async (req: Request, res: Response) => {
     const started = process.hrtime.bigint();
     res.set(apiVersionHeader);
@@ -124,12 +149,41 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
       }
     });
     try {
-      await dispatch({ req, res, services, traffic }, route, req.method);
+      const access = auth && route ? await authorize(auth, req, route) : undefined;
+      await dispatch({ req, res, services, traffic, access }, route, req.method);
     } catch (error) {
       sendError(req, res, error, logger);
     }
   });
   return app;
+}
+
+/** Who the caller is (from its Bearer token) and whether the live policy lets it do this. */
+async function authorize(auth: RegistryAuth, req: Request, route: Route): Promise<RequestAccess> {
+  const challenge = {
+    realm: auth.realm ?? `${req.protocol}://${req.headers.host ?? 'localhost'}${tokenPath}`,
+    service: auth.tokens.service,
+  };
+  const requirement = requirementOf(route, req.method);
+  const bearer = parseBearer(req.headers.authorization);
+  let access: RequestAccess;
+  if (bearer) {
+    try {
+      const verified = await auth.tokens.verifyAccessToken(bearer);
+      access = new RequestAccess(verified.identity, auth.policy.current(), verified.access);
+    } catch (error) {
+      if (!(error instanceof InvalidTokenError)) throw error;
+      const scope =
+        requirement.kind === 'repository'
+          ? `repository:${requirement.name}:${requirement.actions.join(',')}`
+          : undefined;
+      throw unauthorized(challenge, scope, 'invalid_token');
+    }
+  } else {
+    access = new RequestAccess({ kind: 'anonymous' }, auth.policy.current(), undefined);
+  }
+  enforce(access, requirement, challenge);
+  return access;
 }
 
 async function dispatch(

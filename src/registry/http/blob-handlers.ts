@@ -58,7 +58,9 @@ export async function startUpload(ctx: HandlerContext, route: UploadsRoute): Pro
   if (mount !== undefined && from !== undefined) {
     const digest = parseDigest(mount);
     const source = assertRepositoryName(from);
-    if (await services.blobs.mount(name, source, digest)) {
+    // A mount reads the source: without pull there, fall back to an ordinary upload.
+    const mayReadSource = ctx.access?.can(source, 'pull') ?? true;
+    if (mayReadSource && (await services.blobs.mount(name, source, digest))) {
       sendBlobCreated(ctx, name, digest.value);
       return;
     }

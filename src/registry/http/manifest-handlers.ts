@@ -58,13 +58,11 @@ export async function putManifest(ctx: HandlerContext, route: ManifestRoute): Pr
   const bytes = await readBody(req, maxManifestBytes);
   ctx.traffic.received += bytes.length;
   const contentType = bareMediaType(req.headers['content-type']);
-  const { digest, subject } = await services.manifests.put(
-    name,
-    reference,
-    bytes,
-    contentType,
-    tags,
-  );
+  const policy = ctx.access?.policy;
+  const { digest, subject } = await services.manifests.put(name, reference, bytes, contentType, {
+    extraTags: tags,
+    ...(policy ? { isImmutableTag: (tag: string) => policy.isImmutableTag(name, tag) } : {}),
+  });
   res.status(201);
   if (tags.length > 0) res.setHeader('OCI-Tag', tags);
   res.setHeader('Location', `/v2/${name}/manifests/${digest.value}`);
@@ -112,7 +110,13 @@ export async function getCatalog(ctx: HandlerContext): Promise<void> {
   const { req, res, services } = ctx;
   const n = parsePageSize(req.query.n, maxCatalogPage) ?? defaultCatalogPage;
   const last = queryString(req.query.last, 'last');
-  const page = paginate(await services.catalog.list(), { n, last });
+  const access = ctx.access;
+  const names = await services.catalog.list();
+  // Only what the caller may pull: the catalog must not reveal other tenants' repositories.
+  const visible = access
+    ? names.filter((name) => access.policy.allowed(access.identity, name).has('pull'))
+    : names;
+  const page = paginate(visible, { n, last });
   if (page.next !== undefined) {
     res.setHeader(
       'Link',

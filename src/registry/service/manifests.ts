@@ -94,7 +94,7 @@ export class ManifestService {
     reference: ManifestReference,
     bytes: Buffer,
     contentType: string | undefined,
-    extraTags: readonly string[] = [],
+    options: { extraTags?: readonly string[]; isImmutableTag?: (tag: string) => boolean } = {},
   ): Promise<{ digest: Digest; subject: Digest | undefined }> {
     const algorithm = reference.kind === 'digest' ? reference.digest.algorithm : 'sha256';
     const digest = parseDigest(`${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`);
@@ -105,6 +105,21 @@ export class ManifestService {
     }
     const manifest = parseManifest(bytes, contentType);
     await this.assertReferencesPresent(repository, manifest);
+    const extraTags = options.extraTags ?? [];
+    const tags = reference.kind === 'tag' ? [reference.tag, ...extraTags] : extraTags;
+    for (const tag of tags) {
+      if (!options.isImmutableTag?.(tag)) continue;
+      const current = await readLink(this.driver, paths.tagCurrentLink(repository, tag));
+      if (current && current.value !== digest.value) {
+        throw new OciError(
+          'DENIED',
+          `tag ${tag} is immutable and already points at ${current.value}`,
+          {
+            detail: { tag, digest: current.value },
+          },
+        );
+      }
+    }
 
     if (!(await this.blobs.exists(digest)))
       await this.driver.putContent(paths.blobData(digest), bytes);
@@ -117,7 +132,6 @@ export class ManifestService {
         digest,
       );
     }
-    const tags = reference.kind === 'tag' ? [reference.tag, ...extraTags] : extraTags;
     for (const tag of tags) {
       await writeLink(this.driver, paths.tagCurrentLink(repository, tag), digest);
       await writeLink(this.driver, paths.tagIndexLink(repository, tag, digest), digest);

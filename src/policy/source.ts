@@ -1,0 +1,58 @@
+import { readFile } from 'node:fs/promises';
+import { unwatchFile, watchFile } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import type { Logger } from '../observability/logger.ts';
+import { compilePolicy, type Policy, type PolicyOptions } from './compile.ts';
+import { policyFileSchema } from './schema.ts';
+
+/** Where the live policy comes from: a file in standalone mode, watches in Kubernetes mode. */
+export interface PolicySource {
+  current(): Policy;
+  close(): void;
+}
+
+export function staticPolicySource(policy: Policy): PolicySource {
+  return { current: () => policy, close: () => undefined };
+}
+
+/** Reads and compiles a standalone policy file; throws with the field at fault. */
+export async function loadPolicyFile(file: string, options: PolicyOptions): Promise<Policy> {
+  const document = parseYaml(await readFile(file, 'utf8')) ?? {};
+  const result = policyFileSchema.safeParse(document);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    throw new Error(
+      `invalid policy ${file}: ${issue?.path.join('.') || '(top level)'}: ${issue?.message}`,
+    );
+  }
+  const namespaces = new Map(
+    Object.entries(result.data.namespaces).map(([name, labels]) => [name, labels ?? {}]),
+  );
+  return compilePolicy({ namespaces, repositories: result.data.repositories }, options);
+}
+
+/**
+ * A policy file that is reloaded when it changes (polled every 200 ms, so an edit takes effect
+ * well within a second). A file that stops parsing leaves the last good policy in force.
+ */
+export async function watchPolicyFile(
+  file: string,
+  options: PolicyOptions,
+  logger: Logger,
+): Promise<PolicySource> {
+  let policy = await loadPolicyFile(file, options);
+  for (const rejected of policy.rejected) logger.warn({ ...rejected }, 'repository grants nothing');
+  const reload = async (): Promise<void> => {
+    try {
+      policy = await loadPolicyFile(file, options);
+      logger.info({ file, rejected: policy.rejected.length }, 'policy reloaded');
+      for (const rejected of policy.rejected)
+        logger.warn({ ...rejected }, 'repository grants nothing');
+    } catch (error) {
+      logger.error({ file, err: error }, 'policy reload failed; keeping the previous policy');
+    }
+  };
+  const listener = (): void => void reload();
+  watchFile(file, { interval: 200, persistent: false }, listener);
+  return { current: () => policy, close: () => unwatchFile(file, listener) };
+}

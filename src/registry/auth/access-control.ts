@@ -1,0 +1,130 @@
+import type { Action, Identity, Policy } from '../../policy/compile.ts';
+import { OciError } from '../errors.ts';
+import type { Route } from '../http/routes.ts';
+import { formatScope, type AccessEntry } from './scope.ts';
+
+/** What a request needs before it may run. */
+export type Requirement =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'authenticated' }
+  | { readonly kind: 'repository'; readonly name: string; readonly actions: readonly Action[] };
+
+const pull: readonly Action[] = ['pull'];
+const pullPush: readonly Action[] = ['pull', 'push'];
+const remove: readonly Action[] = ['delete'];
+
+/**
+ * The access each endpoint needs, as in distribution: reads need pull, writes pull and push,
+ * deletes delete. `_catalog` needs nothing here because it is filtered per caller.
+ */
+export function requirementOf(route: Route, method: string): Requirement {
+  switch (route.kind) {
+    case 'base':
+      return { kind: 'authenticated' };
+    case 'catalog':
+      return { kind: 'none' };
+    case 'tags':
+    case 'referrers':
+      return { kind: 'repository', name: route.name, actions: pull };
+    case 'manifest':
+    case 'blob':
+      if (method === 'DELETE') return { kind: 'repository', name: route.name, actions: remove };
+      if (method === 'GET' || method === 'HEAD')
+        return { kind: 'repository', name: route.name, actions: pull };
+      return { kind: 'repository', name: route.name, actions: pullPush };
+    case 'uploads':
+    case 'upload':
+      return { kind: 'repository', name: route.name, actions: pullPush };
+  }
+}
+
+/**
+ * A caller's rights for the rest of a request: the live policy for its identity, cut down to
+ * what its token grants. The policy is read per request, so a revocation applies to the very
+ * next request even while the token is still valid.
+ */
+export class RequestAccess {
+  readonly identity: Identity;
+  readonly policy: Policy;
+  private readonly token: readonly AccessEntry[] | undefined;
+
+  constructor(identity: Identity, policy: Policy, token: readonly AccessEntry[] | undefined) {
+    this.identity = identity;
+    this.policy = policy;
+    this.token = token;
+  }
+
+  /** Actions allowed on a repository by both the policy and, when there is one, the token. */
+  allowed(name: string): ReadonlySet<Action> {
+    const byPolicy = this.policy.allowed(this.identity, name);
+    if (this.token === undefined) return byPolicy;
+    const granted = new Set<string>();
+    for (const entry of this.token) {
+      if (entry.type === 'repository' && entry.name === name)
+        for (const action of entry.actions) granted.add(action);
+    }
+    return new Set([...byPolicy].filter((action) => granted.has(action) || granted.has('*')));
+  }
+
+  can(name: string, action: Action): boolean {
+    return this.allowed(name).has(action);
+  }
+
+  get hasToken(): boolean {
+    return this.token !== undefined;
+  }
+}
+
+export interface Challenge {
+  readonly realm: string;
+  readonly service: string;
+}
+
+/**
+ * Decides a request: returns when it may go on, or throws UNAUTHORIZED (401, with the Bearer
+ * challenge that tells the client where to get a token for what) or DENIED (403) when the caller
+ * is known and the policy refuses.
+ */
+export function enforce(
+  access: RequestAccess,
+  requirement: Requirement,
+  challenge: Challenge,
+): void {
+  if (requirement.kind === 'none') return;
+  if (requirement.kind === 'authenticated') {
+    if (access.identity.kind === 'anonymous' && !access.hasToken)
+      throw unauthorized(challenge, undefined, undefined);
+    return;
+  }
+  const allowed = access.allowed(requirement.name);
+  if (requirement.actions.every((action) => allowed.has(action))) return;
+  const scope = formatScope({
+    type: 'repository',
+    name: requirement.name,
+    actions: [...requirement.actions],
+  });
+  const policyAllows = access.policy.allowed(access.identity, requirement.name);
+  if (access.identity.kind === 'anonymous')
+    throw unauthorized(challenge, scope, access.hasToken ? 'insufficient_scope' : undefined);
+  if (requirement.actions.every((action) => policyAllows.has(action))) {
+    // The policy allows it but the token was issued for less: ask for a new token.
+    throw unauthorized(challenge, scope, 'insufficient_scope');
+  }
+  throw new OciError('DENIED', 'requested access to the resource is denied', {
+    detail: { name: requirement.name, actions: requirement.actions },
+  });
+}
+
+export function unauthorized(
+  challenge: Challenge,
+  scope: string | undefined,
+  error: 'invalid_token' | 'insufficient_scope' | undefined,
+): OciError {
+  const parts = [`realm="${challenge.realm}"`, `service="${challenge.service}"`];
+  if (scope) parts.push(`scope="${scope}"`);
+  if (error) parts.push(`error="${error}"`);
+  return new OciError('UNAUTHORIZED', 'authentication required', {
+    headers: { 'WWW-Authenticate': `Bearer ${parts.join(',')}` },
+    detail: scope ? { scope } : undefined,
+  });
+}

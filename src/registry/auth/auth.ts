@@ -1,0 +1,16 @@
+import type { PolicySource } from '../../policy/source.ts';
+import type { Authenticator } from './authenticator.ts';
+import type { FailureLimiter } from './limiter.ts';
+import type { TokenService } from './tokens.ts';
+
+/** Everything authentication needs, built once per process; absent when auth is off. */
+export interface RegistryAuth {
+  readonly tokens: TokenService;
+  readonly authenticator: Authenticator;
+  readonly policy: PolicySource;
+  readonly limiter: FailureLimiter;
+  /** Token endpoint URL; when undefined it is derived from each request's Host, so it is always the registry's own host:port. */
+  readonly realm: string | undefined;
+}
+
+export const tokenPath = '/token';

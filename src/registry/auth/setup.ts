@@ -1,0 +1,82 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RegistryConfig } from '../../config/registry.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { compilePolicy } from '../../policy/compile.ts';
+import { staticPolicySource, watchPolicyFile } from '../../policy/source.ts';
+import type { RegistryAuth } from './auth.ts';
+import { Authenticator } from './authenticator.ts';
+import { KeyRing } from './keys.ts';
+import { FailureLimiter } from './limiter.ts';
+import { TokenService } from './tokens.ts';
+
+type AuthConfig = NonNullable<RegistryConfig['auth']>;
+
+export function signingKeyFile(config: RegistryConfig, auth: AuthConfig): string {
+  return (
+    auth.signingKeyFile ??
+    join(config.storage.filesystem.rootDirectory, '_berth', 'signing-keys.json')
+  );
+}
+
+/** The key ring and token service alone, as `berth credential` needs them. */
+export async function openTokenService(
+  config: RegistryConfig,
+  auth: AuthConfig,
+): Promise<{ keys: KeyRing; tokens: TokenService }> {
+  const keys = await KeyRing.open(signingKeyFile(config, auth), {
+    rotateAfterMillis: auth.keyRotation,
+    // A retired key verifies until the longest-lived thing it signed has expired.
+    keepRetiredForMillis: auth.credentialLifetime + auth.tokenTTL,
+  });
+  const tokens = new TokenService(keys, {
+    issuer: auth.issuer,
+    service: auth.service,
+    tokenTtlMillis: auth.tokenTTL,
+    credentialLifetimeMillis: auth.credentialLifetime,
+  });
+  return { keys, tokens };
+}
+
+/** Builds authentication from the configuration; undefined when the registry is open. */
+export async function setUpAuth(
+  config: RegistryConfig,
+  logger: Logger,
+): Promise<{ auth: RegistryAuth; close: () => void } | undefined> {
+  const settings = config.auth;
+  if (!settings) return undefined;
+  const { keys, tokens } = await openTokenService(config, settings);
+  const password = settings.adminPasswordFile
+    ? (await readFile(settings.adminPasswordFile, 'utf8')).trim()
+    : process.env.BERTH_ADMIN_PASSWORD;
+  const options = { anonymousPull: settings.anonymousPull };
+  const policy = settings.policyFile
+    ? await watchPolicyFile(settings.policyFile, options, logger)
+    : staticPolicySource(compilePolicy({ namespaces: new Map(), repositories: [] }, options));
+  const rotation = setInterval(() => {
+    keys.rotateIfDue(new Date()).then(
+      (rotated) => rotated && logger.info({ kid: keys.active.kid }, 'signing key rotated'),
+      (error: unknown) => logger.error({ err: error }, 'signing key rotation failed'),
+    );
+  }, 3_600_000).unref();
+  logger.info(
+    { kids: keys.kids, policy: settings.policyFile ?? null, admin: password !== undefined },
+    'authentication on',
+  );
+  return {
+    auth: {
+      tokens,
+      authenticator: new Authenticator(tokens, {
+        username: settings.adminUsername,
+        password: password || undefined,
+      }),
+      policy,
+      limiter: new FailureLimiter({ maxFailures: 10, windowMillis: 60_000, blockMillis: 60_000 }),
+      realm: settings.realm,
+    },
+    close: () => {
+      clearInterval(rotation);
+      policy.close();
+    },
+  };
+}
