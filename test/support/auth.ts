@@ -1,0 +1,96 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { run, temporaryDirectory } from './processes.ts';
+import { startBerth, type RegistryProcess } from './registries.ts';
+
+const cli = join(resolve(fileURLToPath(new URL('../..', import.meta.url))), 'src', 'cli.ts');
+
+export const adminPassword = 'correct-horse-battery-staple';
+
+export interface AuthRegistry {
+  readonly registry: RegistryProcess;
+  readonly storage: string;
+  readonly policyFile: string;
+  /** A namespace credential made by `berth credential`, as a pull secret would hold it. */
+  credential(namespace: string, lifetime?: string): Promise<string>;
+  writePolicy(policy: unknown): Promise<void>;
+  /** The signing keys file, for tests that forge tokens. */
+  readonly keyFile: string;
+  stop(): Promise<void>;
+}
+
+/** Starts `berth registry` with token authentication, an admin password and a policy file. */
+export async function startAuthRegistry(
+  policy: unknown,
+  extraArgs: string[] = [],
+): Promise<AuthRegistry> {
+  const directory = await temporaryDirectory('auth');
+  const storage = join(directory.path, 'data');
+  const policyFile = join(directory.path, 'policy.yaml');
+  const passwordFile = join(directory.path, 'admin-password');
+  await writeFile(policyFile, stringify(policy));
+  await writeFile(passwordFile, `${adminPassword}\n`, { mode: 0o600 });
+  const registry = await startBerth(storage, {
+    extraArgs: [
+      '--log-level',
+      'warn',
+      '--policy',
+      policyFile,
+      '--admin-password-file',
+      passwordFile,
+      ...extraArgs,
+    ],
+  });
+  return {
+    registry,
+    storage,
+    policyFile,
+    keyFile: join(storage, '_berth', 'signing-keys.json'),
+    credential: async (namespace, lifetime) =>
+      (
+        await run(process.execPath, [
+          cli,
+          'credential',
+          '--namespace',
+          namespace,
+          '--storage-dir',
+          storage,
+          ...(lifetime ? ['--lifetime', lifetime] : []),
+        ])
+      ).stdout.trim(),
+    writePolicy: async (next) => writeFile(policyFile, stringify(next)),
+    stop: async () => {
+      await registry.stop();
+      await directory.remove();
+    },
+  };
+}
+
+/** Asks the token endpoint (GET, Basic auth) for a token, as docker and crane do. */
+export async function fetchToken(
+  registry: RegistryProcess,
+  credentials: { username: string; password: string } | undefined,
+  scopes: string[],
+): Promise<{ status: number; token?: string; body: Record<string, unknown> }> {
+  const query = new URLSearchParams({ service: 'berth-registry' });
+  for (const scope of scopes) query.append('scope', scope);
+  const headers: Record<string, string> = {};
+  if (credentials) {
+    headers.Authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+  }
+  const response = await fetch(`${registry.url}/token?${query}`, { headers });
+  const body = (await response.json()) as Record<string, unknown>;
+  return { status: response.status, token: body.token as string | undefined, body };
+}
+
+export async function readKeyFile(
+  file: string,
+): Promise<{ kid: string; privateJwk: Record<string, unknown> }[]> {
+  return (
+    JSON.parse(await readFile(file, 'utf8')) as {
+      keys: { kid: string; privateJwk: Record<string, unknown> }[];
+    }
+  ).keys;
+}
