@@ -2,7 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { run, temporaryDirectory } from '../support/processes.ts';
-import { startBerth, type RegistryProcess } from '../support/registries.ts';
+import { startBerth } from '../support/registries.ts';
+import { adminPassword, startAuthRegistry } from '../support/auth.ts';
 import { describeWithTools } from '../support/tools.ts';
 
 /**
@@ -45,30 +46,20 @@ interface SuiteResults {
   data: Record<string, string>;
 }
 
-describeWithTools(['conformance'], 'OCI distribution-spec conformance', (tools) => {
-  let registry: RegistryProcess;
-  let storage: Awaited<ReturnType<typeof temporaryDirectory>>;
-  let results: Awaited<ReturnType<typeof temporaryDirectory>>;
-
-  beforeAll(async () => {
-    storage = await temporaryDirectory('conformance-data');
-    results = await temporaryDirectory('conformance-results');
-    registry = await startBerth(storage.path, { extraArgs: ['--log-level', 'warn'] });
-  });
-
-  afterAll(async () => {
-    await registry?.stop();
-    await storage?.remove();
-    await results?.remove();
-  });
-
-  it('passes every workflow: pull, push, content discovery and content management', async () => {
-    const outcome = await run(tools.conformance as string, [], {
+async function runSuite(
+  conformance: string,
+  host: string,
+  credentials: Record<string, string>,
+): Promise<void> {
+  const results = await temporaryDirectory('conformance-results');
+  try {
+    const outcome = await run(conformance, [], {
       cwd: results.path,
       env: {
         ...process.env,
         ...suiteEnvironment,
-        OCI_REGISTRY: registry.host,
+        ...credentials,
+        OCI_REGISTRY: host,
         OCI_RESULTS_DIR: results.path,
       },
       allowFailure: true,
@@ -96,5 +87,32 @@ describeWithTools(['conformance'], 'OCI distribution-spec conformance', (tools) 
       expect(outcomes[area]).toBe('Pass');
     }
     expect(Object.keys(outcomes).length).toBeGreaterThan(40);
+  } finally {
+    await results.remove();
+  }
+}
+
+describeWithTools(['conformance'], 'OCI distribution-spec conformance', (tools) => {
+  it('passes every workflow: pull, push, content discovery and content management', async () => {
+    const storage = await temporaryDirectory('conformance-data');
+    const registry = await startBerth(storage.path, { extraArgs: ['--log-level', 'warn'] });
+    try {
+      await runSuite(tools.conformance as string, registry.host, {});
+    } finally {
+      await registry.stop();
+      await storage.remove();
+    }
+  });
+
+  it('passes every workflow with token authentication on', async () => {
+    const auth = await startAuthRegistry({ namespaces: {}, repositories: [] });
+    try {
+      await runSuite(tools.conformance as string, auth.registry.host, {
+        OCI_USERNAME: 'admin',
+        OCI_PASSWORD: adminPassword,
+      });
+    } finally {
+      await auth.stop();
+    }
   });
 });
