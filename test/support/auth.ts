@@ -25,6 +25,7 @@ export interface AuthRegistry {
 export async function startAuthRegistry(
   policy: unknown,
   extraArgs: string[] = [],
+  options: { built?: boolean } = {},
 ): Promise<AuthRegistry> {
   const directory = await temporaryDirectory('auth');
   const storage = join(directory.path, 'data');
@@ -42,6 +43,7 @@ export async function startAuthRegistry(
       passwordFile,
       ...extraArgs,
     ],
+    built: options.built ?? false,
   });
   return {
     registry,

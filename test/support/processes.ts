@@ -47,6 +47,8 @@ export async function run(
         resolve(result);
       }
     });
+    // A child that exits without reading its input must not crash the runner with EPIPE.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.input ?? '');
   });
 }

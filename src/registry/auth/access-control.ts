@@ -46,33 +46,51 @@ export function requirementOf(route: Route, method: string): Requirement {
 export class RequestAccess {
   readonly identity: Identity;
   readonly policy: Policy;
-  private readonly token: readonly AccessEntry[] | undefined;
+  /** Repository name -> actions the token grants; undefined when the request carried no token. */
+  private readonly grants: ReadonlyMap<string, ReadonlySet<string>> | undefined;
 
-  constructor(identity: Identity, policy: Policy, token: readonly AccessEntry[] | undefined) {
+  constructor(
+    identity: Identity,
+    policy: Policy,
+    grants: ReadonlyMap<string, ReadonlySet<string>> | undefined,
+  ) {
     this.identity = identity;
     this.policy = policy;
-    this.token = token;
+    this.grants = grants;
   }
 
-  /** Actions allowed on a repository by both the policy and, when there is one, the token. */
-  allowed(name: string): ReadonlySet<Action> {
+  /** Whether both the policy and, when there is one, the token allow every action on a repository. */
+  permits(name: string, actions: readonly Action[]): boolean {
     const byPolicy = this.policy.allowed(this.identity, name);
-    if (this.token === undefined) return byPolicy;
-    const granted = new Set<string>();
-    for (const entry of this.token) {
-      if (entry.type === 'repository' && entry.name === name)
-        for (const action of entry.actions) granted.add(action);
+    const granted = this.grants?.get(name);
+    for (const action of actions) {
+      if (!byPolicy.has(action)) return false;
+      if (this.grants && !(granted?.has(action) || granted?.has('*'))) return false;
     }
-    return new Set([...byPolicy].filter((action) => granted.has(action) || granted.has('*')));
+    return true;
   }
 
   can(name: string, action: Action): boolean {
-    return this.allowed(name).has(action);
+    return this.permits(name, [action]);
   }
 
   get hasToken(): boolean {
-    return this.token !== undefined;
+    return this.grants !== undefined;
   }
+}
+
+/** Repository grants of a token's `access` claim, by repository name. */
+export function repositoryGrants(
+  access: readonly AccessEntry[],
+): ReadonlyMap<string, ReadonlySet<string>> {
+  const grants = new Map<string, Set<string>>();
+  for (const entry of access) {
+    if (entry.type !== 'repository') continue;
+    const actions = grants.get(entry.name) ?? new Set<string>();
+    for (const action of entry.actions) actions.add(action);
+    grants.set(entry.name, actions);
+  }
+  return grants;
 }
 
 export interface Challenge {
@@ -88,16 +106,15 @@ export interface Challenge {
 export function enforce(
   access: RequestAccess,
   requirement: Requirement,
-  challenge: Challenge,
+  challenge: () => Challenge,
 ): void {
   if (requirement.kind === 'none') return;
   if (requirement.kind === 'authenticated') {
     if (access.identity.kind === 'anonymous' && !access.hasToken)
-      throw unauthorized(challenge, undefined, undefined);
+      throw unauthorized(challenge(), undefined, undefined);
     return;
   }
-  const allowed = access.allowed(requirement.name);
-  if (requirement.actions.every((action) => allowed.has(action))) return;
+  if (access.permits(requirement.name, requirement.actions)) return;
   const scope = formatScope({
     type: 'repository',
     name: requirement.name,
@@ -105,10 +122,10 @@ export function enforce(
   });
   const policyAllows = access.policy.allowed(access.identity, requirement.name);
   if (access.identity.kind === 'anonymous')
-    throw unauthorized(challenge, scope, access.hasToken ? 'insufficient_scope' : undefined);
+    throw unauthorized(challenge(), scope, access.hasToken ? 'insufficient_scope' : undefined);
   if (requirement.actions.every((action) => policyAllows.has(action))) {
     // The policy allows it but the token was issued for less: ask for a new token.
-    throw unauthorized(challenge, scope, 'insufficient_scope');
+    throw unauthorized(challenge(), scope, 'insufficient_scope');
   }
   throw new OciError('DENIED', 'requested access to the resource is denied', {
     detail: { name: requirement.name, actions: requirement.actions },

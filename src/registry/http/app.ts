@@ -160,24 +160,25 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
 
 /** Who the caller is (from its Bearer token) and whether the live policy lets it do this. */
 async function authorize(auth: RegistryAuth, req: Request, route: Route): Promise<RequestAccess> {
-  const challenge = {
+  // Built only for a refusal: reading req.protocol and Host costs on every request otherwise.
+  const challenge = () => ({
     realm: auth.realm ?? `${req.protocol}://${req.headers.host ?? 'localhost'}${tokenPath}`,
     service: auth.tokens.service,
-  };
+  });
   const requirement = requirementOf(route, req.method);
   const bearer = parseBearer(req.headers.authorization);
   let access: RequestAccess;
   if (bearer) {
     try {
       const verified = await auth.tokens.verifyAccessToken(bearer);
-      access = new RequestAccess(verified.identity, auth.policy.current(), verified.access);
+      access = new RequestAccess(verified.identity, auth.policy.current(), verified.grants);
     } catch (error) {
       if (!(error instanceof InvalidTokenError)) throw error;
       const scope =
         requirement.kind === 'repository'
           ? `repository:${requirement.name}:${requirement.actions.join(',')}`
           : undefined;
-      throw unauthorized(challenge, scope, 'invalid_token');
+      throw unauthorized(challenge(), scope, 'invalid_token');
     }
   } else {
     access = new RequestAccess({ kind: 'anonymous' }, auth.policy.current(), undefined);

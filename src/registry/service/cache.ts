@@ -4,7 +4,10 @@
  * another replica writes to the same storage.
  */
 export class LruCache<K, V> {
-  private readonly entries = new Map<K, { value: V; weight: number; expiresAt: number }>();
+  private readonly entries = new Map<
+    K,
+    { value: V; weight: number; expiresAt: number; touchedAt: number }
+  >();
   private readonly maxWeight: number;
   private readonly ttlMillis: number;
   private weight = 0;
@@ -17,20 +20,26 @@ export class LruCache<K, V> {
   get(key: K): V | undefined {
     const entry = this.entries.get(key);
     if (!entry) return undefined;
-    if (entry.expiresAt <= Date.now()) {
+    const now = Date.now();
+    if (entry.expiresAt <= now) {
       this.delete(key);
       return undefined;
     }
-    // Re-insert to mark as most recently used.
-    this.entries.delete(key);
-    this.entries.set(key, entry);
+    // Re-insert to mark as most recently used, at most once a second per entry: hot entries
+    // are read thousands of times a second, and recency at that grain is all eviction needs.
+    if (now - entry.touchedAt >= 1000) {
+      entry.touchedAt = now;
+      this.entries.delete(key);
+      this.entries.set(key, entry);
+    }
     return entry.value;
   }
 
   set(key: K, value: V, weight = 1): void {
     this.delete(key);
     if (weight > this.maxWeight) return;
-    this.entries.set(key, { value, weight, expiresAt: Date.now() + this.ttlMillis });
+    const now = Date.now();
+    this.entries.set(key, { value, weight, expiresAt: now + this.ttlMillis, touchedAt: now });
     this.weight += weight;
     for (const [oldest, entry] of this.entries) {
       if (this.weight <= this.maxWeight) break;
