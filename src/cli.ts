@@ -92,7 +92,12 @@ async function runCredential(args: string[]): Promise<void> {
     values.lifetime === undefined ? auth.credentialLifetime : parseDuration(values.lifetime);
   if (lifetime === undefined)
     throw new UsageError(`--lifetime ${values.lifetime} is not a duration; write e.g. 720h`);
-  const { tokens } = await openTokenService(config, auth);
+  if (lifetime > auth.credentialLifetime) {
+    throw new UsageError(
+      `--lifetime ${values.lifetime} is longer than auth.credentialLifetime; retired keys verify only that long`,
+    );
+  }
+  const { tokens } = await openTokenService(config, auth, false);
   process.stdout.write(`${await tokens.issueCredential(values.namespace, lifetime)}\n`);
 }
 

@@ -75,6 +75,18 @@ describe('compilePolicy', () => {
     expect(actions(closed.allowed({ kind: 'anonymous' }, 'team-a/public'))).toEqual([]);
   });
 
+  it('gives a namespace that does not exist nothing, not even Public pulls', () => {
+    expect(actions(policy.allowed(ns('gone'), 'team-a/public'))).toEqual([]);
+    const withoutB = compilePolicy(
+      {
+        namespaces: new Map([['team-a', {}]]),
+        repositories: [repository('team-a', 'web', { pull: { namespaces: ['team-b'] } })],
+      },
+      { anonymousPull: true },
+    );
+    expect(actions(withoutB.allowed(ns('team-b'), 'team-a/web'))).toEqual([]);
+  });
+
   it('matches immutable tag globs', () => {
     expect(policy.isImmutableTag('team-a/web', 'v1.2')).toBe(true);
     expect(policy.isImmutableTag('team-a/web', 'latest')).toBe(false);

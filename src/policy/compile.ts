@@ -53,14 +53,18 @@ export class Policy {
   /** Subtree prefixes (without `/*`), longest first. */
   private readonly subtrees: readonly (readonly [string, Rule])[];
   private readonly anonymousPull: boolean;
+  /** Namespaces that exist: a namespace that is gone (or never was) may do nothing. */
+  private readonly namespaces: ReadonlySet<string>;
   private readonly decisions = new Map<string, ReadonlySet<Action>>();
 
   constructor(
     exact: Map<string, Rule>,
     subtrees: [string, Rule][],
     rejected: RejectedRepository[],
+    namespaces: ReadonlySet<string>,
     options: PolicyOptions,
   ) {
+    this.namespaces = namespaces;
     this.exact = exact;
     this.subtrees = subtrees.sort((a, b) => b[0].length - a[0].length);
     this.rejected = rejected;
@@ -105,6 +109,9 @@ export class Policy {
       return rule.visibility === 'Public' && this.anonymousPull ? pullOnly : none;
     if (identity.kind !== 'namespace') return none;
     const { namespace } = identity;
+    // A deleted namespace keeps nothing, and a namespace recreated under the same name starts
+    // from what the policy says of it then, not from grants it had before.
+    if (!this.namespaces.has(namespace)) return none;
     if (namespace === rule.owner) return everything;
     if (rule.push.has(namespace)) return pullPush;
     if (rule.pull.has(namespace) || rule.visibility === 'Public') return pullOnly;
@@ -165,7 +172,13 @@ export function compilePolicy(input: PolicyInput, options: PolicyOptions): Polic
       immutableTags: (document.spec.immutableTags ?? []).map(globToRegExp),
     });
   }
-  return new Policy(exact, [...subtrees.entries()], rejected, options);
+  return new Policy(
+    exact,
+    [...subtrees.entries()],
+    rejected,
+    new Set(input.namespaces.keys()),
+    options,
+  );
 }
 
 /** The namespaces a grant names: the listed ones plus those whose labels match the selector. */

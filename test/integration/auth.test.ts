@@ -206,7 +206,10 @@ describe('authentication and authorization', () => {
       scope: 'repository:team-a/web:pull',
     });
     expect(refreshed.status).toBe(200);
-    const token = ((await refreshed.json()) as { access_token: string }).access_token;
+    const renewed = (await refreshed.json()) as { access_token: string; refresh_token?: string };
+    // The refresh grant never extends itself: one leaked refresh token cannot live forever.
+    expect(renewed.refresh_token).toBeUndefined();
+    const token = renewed.access_token;
     expect((await get('/v2/team-a/web/manifests/latest', token)).status).toBe(200);
     expect(
       (await post({ grant_type: 'refresh_token', refresh_token: 'forged', client_id: 'x' })).status,
@@ -345,6 +348,50 @@ describe('authentication and authorization', () => {
         headers: { Authorization: `Bearer ${token}`, 'Content-Type': ociManifest },
       });
       expect(same.status).toBe(201);
+    });
+
+    it('refuses deleting an immutable tag, or the manifest it points at', async () => {
+      const token = await tokenFor('team-a', ['repository:team-a/web:pull,push,delete']);
+      expect((await pushImage('team-a/web', 'v2.0', token)).status).toBe(201);
+      const head = await fetch(`${url}/v2/team-a/web/manifests/v2.0`, {
+        method: 'HEAD',
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      const digest = head.headers.get('docker-content-digest') as string;
+      for (const reference of ['v2.0', digest]) {
+        const response = await fetch(`${url}/v2/team-a/web/manifests/${reference}`, {
+          method: 'DELETE',
+          headers: { Authorization: `Bearer ${token}` },
+        });
+        expect(response.status).toBe(403);
+      }
+      expect((await get('/v2/team-a/web/manifests/v2.0', token)).status).toBe(200);
+    });
+
+    it('lists in the catalog only what the caller may pull, and only with a catalog token', async () => {
+      const forRepository = await tokenFor('team-b', ['repository:team-a/web:pull']);
+      const refused = await get('/v2/_catalog', forRepository);
+      expect(refused.status).toBe(401);
+      expect(refused.headers.get('www-authenticate')).toContain('scope="registry:catalog:*"');
+      const listing = await get('/v2/_catalog', await tokenFor('team-b', ['registry:catalog:*']));
+      expect(((await listing.json()) as { repositories: string[] }).repositories).toEqual([
+        'team-a/other',
+        'team-a/public',
+        'team-a/web',
+      ]);
+      const stranger = await get('/v2/_catalog', await tokenFor('team-d', ['registry:catalog:*']));
+      expect(((await stranger.json()) as { repositories: string[] }).repositories).toEqual([
+        'team-a/public',
+      ]);
+    });
+
+    it('refuses an oversized username without keeping it', async () => {
+      const answer = await fetchToken(
+        auth.registry,
+        { username: 'x'.repeat(10_000), password: 'p' },
+        [],
+      );
+      expect(answer.status).toBe(401);
     });
 
     it('revokes a namespace removed from the policy on its next request, though its token is unexpired', async () => {

@@ -5,8 +5,8 @@ import { formatScope, type AccessEntry } from './scope.ts';
 
 /** What a request needs before it may run. */
 export type Requirement =
-  | { readonly kind: 'none' }
   | { readonly kind: 'authenticated' }
+  | { readonly kind: 'catalog' }
   | { readonly kind: 'repository'; readonly name: string; readonly actions: readonly Action[] };
 
 const pull: readonly Action[] = ['pull'];
@@ -22,7 +22,7 @@ export function requirementOf(route: Route, method: string): Requirement {
     case 'base':
       return { kind: 'authenticated' };
     case 'catalog':
-      return { kind: 'none' };
+      return { kind: 'catalog' };
     case 'tags':
     case 'referrers':
       return { kind: 'repository', name: route.name, actions: pull };
@@ -48,15 +48,14 @@ export class RequestAccess {
   readonly policy: Policy;
   /** Repository name -> actions the token grants; undefined when the request carried no token. */
   private readonly grants: ReadonlyMap<string, ReadonlySet<string>> | undefined;
+  /** Whether the token grants `registry:catalog:*`. */
+  readonly permitsCatalog: boolean;
 
-  constructor(
-    identity: Identity,
-    policy: Policy,
-    grants: ReadonlyMap<string, ReadonlySet<string>> | undefined,
-  ) {
+  constructor(identity: Identity, policy: Policy, token: TokenGrants | undefined) {
     this.identity = identity;
     this.policy = policy;
-    this.grants = grants;
+    this.grants = token?.repositories;
+    this.permitsCatalog = token?.catalog ?? false;
   }
 
   /** Whether both the policy and, when there is one, the token allow every action on a repository. */
@@ -79,18 +78,23 @@ export class RequestAccess {
   }
 }
 
-/** Repository grants of a token's `access` claim, by repository name. */
-export function repositoryGrants(
-  access: readonly AccessEntry[],
-): ReadonlyMap<string, ReadonlySet<string>> {
-  const grants = new Map<string, Set<string>>();
+export interface TokenGrants {
+  readonly repositories: ReadonlyMap<string, ReadonlySet<string>>;
+  readonly catalog: boolean;
+}
+
+/** A token's `access` claim, indexed once per token. */
+export function indexGrants(access: readonly AccessEntry[]): TokenGrants {
+  const repositories = new Map<string, Set<string>>();
+  let catalog = false;
   for (const entry of access) {
+    if (entry.type === 'registry' && entry.name === 'catalog') catalog = true;
     if (entry.type !== 'repository') continue;
-    const actions = grants.get(entry.name) ?? new Set<string>();
+    const actions = repositories.get(entry.name) ?? new Set<string>();
     for (const action of entry.actions) actions.add(action);
-    grants.set(entry.name, actions);
+    repositories.set(entry.name, actions);
   }
-  return grants;
+  return { repositories, catalog };
 }
 
 export interface Challenge {
@@ -108,7 +112,13 @@ export function enforce(
   requirement: Requirement,
   challenge: () => Challenge,
 ): void {
-  if (requirement.kind === 'none') return;
+  if (requirement.kind === 'catalog') {
+    // Filtered per caller by the handler; a token must have been issued for the catalog.
+    if (access.hasToken && !access.permitsCatalog) {
+      throw unauthorized(challenge(), 'registry:catalog:*', 'insufficient_scope');
+    }
+    return;
+  }
   if (requirement.kind === 'authenticated') {
     if (access.identity.kind === 'anonymous' && !access.hasToken)
       throw unauthorized(challenge(), undefined, undefined);

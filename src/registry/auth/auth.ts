@@ -8,7 +8,8 @@ export interface RegistryAuth {
   readonly tokens: TokenService;
   readonly authenticator: Authenticator;
   readonly policy: PolicySource;
-  readonly limiter: FailureLimiter;
+  /** Failed logins per client address and user, and per user from anywhere. */
+  readonly limiter: { readonly client: FailureLimiter; readonly user: FailureLimiter };
   /** Token endpoint URL; when undefined it is derived from each request's Host, so it is always the registry's own host:port. */
   readonly realm: string | undefined;
 }

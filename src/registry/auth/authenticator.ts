@@ -19,18 +19,22 @@ export class Authenticator {
   }
 
   async authenticate(username: string, password: string): Promise<Identity | undefined> {
-    if (this.adminPasswordDigest && sameSecret(username, this.adminUsername)) {
-      return timingSafeEqual(digest(password), this.adminPasswordDigest)
-        ? { kind: 'admin' }
-        : undefined;
-    }
+    // Both checks run on every login, so response time does not tell the admin's name apart.
+    const isAdminName = sameSecret(username, this.adminUsername);
+    const adminPasswordMatches =
+      this.adminPasswordDigest !== undefined &&
+      timingSafeEqual(digest(password), this.adminPasswordDigest);
+    let namespace: string | undefined;
     try {
-      const namespace = await this.tokens.verifyCredential(password);
-      return namespace === username ? { kind: 'namespace', namespace } : undefined;
+      namespace = await this.tokens.verifyCredential(password);
     } catch (error) {
-      if (error instanceof InvalidTokenError) return undefined;
-      throw error;
+      if (!(error instanceof InvalidTokenError)) throw error;
     }
+    if (isAdminName && this.adminPasswordDigest)
+      return adminPasswordMatches ? { kind: 'admin' } : undefined;
+    return namespace !== undefined && namespace === username
+      ? { kind: 'namespace', namespace }
+      : undefined;
   }
 }
 

@@ -1,3 +1,6 @@
+/** Keys kept at most; memory stays bounded whatever clients send. */
+const maxEntries = 100_000;
+
 /**
  * Counts failed logins per key (client address and username). Past `maxFailures` within
  * `windowMillis`, the key is refused for `blockMillis`; other keys, and so other clients and
@@ -33,17 +36,22 @@ export class FailureLimiter {
     }
     entry.failures += 1;
     if (entry.failures >= this.maxFailures) entry.blockedUntil = now + this.blockMillis;
-    if (this.entries.size > 100_000) this.prune(now);
+    if (this.entries.size > maxEntries) this.prune(now);
   }
 
   succeed(key: string): void {
     this.entries.delete(key);
   }
 
+  /** Drops settled entries; if still over the cap, the oldest ones go (Map keeps insertion order). */
   private prune(now: number): void {
     for (const [key, entry] of this.entries) {
       if (entry.blockedUntil <= now && now - entry.windowStart > this.windowMillis)
         this.entries.delete(key);
+    }
+    for (const key of this.entries.keys()) {
+      if (this.entries.size <= maxEntries * 0.9) break;
+      this.entries.delete(key);
     }
   }
 }

@@ -20,14 +20,21 @@ export function signingKeyFile(config: RegistryConfig, auth: AuthConfig): string
 }
 
 /** The key ring and token service alone, as `berth credential` needs them. */
+/**
+ * The key ring and token service. Only the server (`rotates`) rotates keys; `berth credential`
+ * signs with the active key and leaves the file alone unless it has to create it.
+ */
 export async function openTokenService(
   config: RegistryConfig,
   auth: AuthConfig,
+  rotates = true,
 ): Promise<{ keys: KeyRing; tokens: TokenService }> {
   const keys = await KeyRing.open(signingKeyFile(config, auth), {
-    rotateAfterMillis: auth.keyRotation,
+    rotateAfterMillis: rotates ? auth.keyRotation : Number.POSITIVE_INFINITY,
     // A retired key verifies until the longest-lived thing it signed has expired.
-    keepRetiredForMillis: auth.credentialLifetime + auth.tokenTTL,
+    keepRetiredForMillis: rotates
+      ? auth.credentialLifetime + auth.tokenTTL
+      : Number.POSITIVE_INFINITY,
   });
   const tokens = new TokenService(keys, {
     issuer: auth.issuer,
@@ -71,7 +78,10 @@ export async function setUpAuth(
         password: password || undefined,
       }),
       policy,
-      limiter: new FailureLimiter({ maxFailures: 10, windowMillis: 60_000, blockMillis: 60_000 }),
+      limiter: {
+        client: new FailureLimiter({ maxFailures: 10, windowMillis: 60_000, blockMillis: 60_000 }),
+        user: new FailureLimiter({ maxFailures: 100, windowMillis: 60_000, blockMillis: 60_000 }),
+      },
       realm: settings.realm,
     },
     close: () => {

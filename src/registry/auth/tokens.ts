@@ -9,7 +9,7 @@ import {
 import type { Identity } from '../../policy/compile.ts';
 import { LruCache } from '../service/cache.ts';
 import type { KeyRing } from './keys.ts';
-import { repositoryGrants } from './access-control.ts';
+import { indexGrants, type TokenGrants } from './access-control.ts';
 import type { AccessEntry } from './scope.ts';
 
 /** What a JWT is for; a token of one use is refused where another is expected. */
@@ -27,7 +27,7 @@ export interface VerifiedAccess {
   readonly identity: Identity;
   readonly access: readonly AccessEntry[];
   /** `access` indexed by repository name, built once per token. */
-  readonly grants: ReadonlyMap<string, ReadonlySet<string>>;
+  readonly grants: TokenGrants;
   readonly expiresAt: number;
 }
 
@@ -118,7 +118,7 @@ export class TokenService {
     const result = {
       identity: identityOf(payload),
       access,
-      grants: repositoryGrants(access),
+      grants: indexGrants(access),
       expiresAt: (payload.exp as number) * 1000,
     };
     this.verified.set(token, result);

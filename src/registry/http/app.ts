@@ -158,11 +158,21 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
   return app;
 }
 
+/**
+ * The token endpoint on the host and port the client used, so that it matches the registry's
+ * own (crane refuses a loopback realm on another port). A Host that is not a plain host[:port]
+ * is not echoed into the challenge. Behind a TLS proxy, set `auth.realm` instead.
+ */
+function realmFromHost(req: Request): string {
+  const host = req.headers.host ?? '';
+  return `${req.protocol}://${/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(host) ? host : 'localhost'}${tokenPath}`;
+}
+
 /** Who the caller is (from its Bearer token) and whether the live policy lets it do this. */
 async function authorize(auth: RegistryAuth, req: Request, route: Route): Promise<RequestAccess> {
   // Built only for a refusal: reading req.protocol and Host costs on every request otherwise.
   const challenge = () => ({
-    realm: auth.realm ?? `${req.protocol}://${req.headers.host ?? 'localhost'}${tokenPath}`,
+    realm: auth.realm ?? realmFromHost(req),
     service: auth.tokens.service,
   });
   const requirement = requirementOf(route, req.method);

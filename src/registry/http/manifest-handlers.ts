@@ -86,7 +86,12 @@ function tagParameters(value: unknown): string[] {
 export async function deleteManifest(ctx: HandlerContext, route: ManifestRoute): Promise<void> {
   const name = assertRepositoryName(route.name);
   const reference = parseManifestReference(route.reference);
-  await ctx.services.manifests.delete(name, reference);
+  const policy = ctx.access?.policy;
+  await ctx.services.manifests.delete(
+    name,
+    reference,
+    policy ? { isImmutableTag: (tag: string) => policy.isImmutableTag(name, tag) } : {},
+  );
   ctx.res.status(202).setHeader('Content-Length', 0).end();
 }
 

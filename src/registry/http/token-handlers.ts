@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Request, Response } from 'express';
 import type { Identity } from '../../policy/compile.ts';
 import { parseBasic } from '../auth/authenticator.ts';
@@ -42,10 +43,15 @@ export async function postToken(auth: RegistryAuth, req: Request, res: Response)
     });
   }
   const scopes = parseScopes(listOf(form.scope));
-  await respond(auth, res, identity, scopes, stringOf(form.access_type) === 'offline', true);
+  // A refresh token is issued on a password login only: renewing it on the refresh grant would
+  // let one leaked token live forever.
+  const offline = grant === 'password' && stringOf(form.access_type) === 'offline';
+  await respond(auth, res, identity, scopes, offline, true);
 }
 
 const anonymous: Identity = { kind: 'anonymous' };
+/** Namespace names are at most 63 characters; anything far longer is not a user. */
+const maxUsernameLength = 256;
 
 async function login(
   auth: RegistryAuth,
@@ -53,8 +59,14 @@ async function login(
   username: string,
   password: string,
 ): Promise<Identity> {
-  const key = `${req.socket.remoteAddress ?? ''}\u0000${username}`;
-  const retryAfter = auth.limiter.retryAfter(key);
+  if (username.length > maxUsernameLength)
+    throw new OciError('UNAUTHORIZED', 'invalid username or password');
+  // Counted per client and user, and per user across all clients at a higher threshold, so
+  // that many addresses cannot guess one password without limit.
+  const user = createHash('sha256').update(username).digest('base64url').slice(0, 22);
+  const clientKey = `${req.socket.remoteAddress ?? ''} ${user}`;
+  const retryAfter =
+    auth.limiter.client.retryAfter(clientKey) ?? auth.limiter.user.retryAfter(user);
   if (retryAfter !== undefined) {
     throw new OciError('TOOMANYREQUESTS', 'too many failed logins; try again later', {
       headers: { 'Retry-After': String(retryAfter) },
@@ -62,10 +74,11 @@ async function login(
   }
   const identity = await auth.authenticator.authenticate(username, password);
   if (!identity) {
-    auth.limiter.fail(key);
+    auth.limiter.client.fail(clientKey);
+    auth.limiter.user.fail(user);
     throw new OciError('UNAUTHORIZED', 'invalid username or password');
   }
-  auth.limiter.succeed(key);
+  auth.limiter.client.succeed(clientKey);
   return identity;
 }
 

@@ -151,9 +151,16 @@ export class ManifestService {
    * Deletes by tag (only the tag goes) or by digest (the manifest leaves the repository, with
    * every tag that points at it and its entry in the referrers of its subject).
    */
-  async delete(repository: string, reference: ManifestReference): Promise<void> {
+  async delete(
+    repository: string,
+    reference: ManifestReference,
+    options: { isImmutableTag?: (tag: string) => boolean } = {},
+  ): Promise<void> {
+    const immutable = options.isImmutableTag ?? (() => false);
     if (reference.kind === 'tag') {
       await this.resolveTag(repository, reference.tag);
+      // Deleting and pushing again would move it all the same.
+      if (immutable(reference.tag)) throw immutableTag(reference.tag);
       await this.driver.delete(paths.tagDirectory(repository, reference.tag));
       this.tags.delete(`${repository}:${reference.tag}`);
       this.onChange(repository);
@@ -161,10 +168,15 @@ export class ManifestService {
     }
     const { digest } = reference;
     const manifest = await this.getByDigest(repository, digest);
+    const tags = await listOrEmpty(this.driver, paths.tagsRoot(repository));
+    for (const tag of tags.filter(immutable)) {
+      const current = await readLink(this.driver, paths.tagCurrentLink(repository, tag));
+      if (current?.value === digest.value) throw immutableTag(tag);
+    }
     // The revision goes first: a push that tags this digest meanwhile then fails its reference
     // check or recreates the revision, and no tag is left pointing at nothing.
     await this.driver.delete(paths.revisionDirectory(repository, digest));
-    for (const tag of await listOrEmpty(this.driver, paths.tagsRoot(repository))) {
+    for (const tag of tags) {
       const current = await readLink(this.driver, paths.tagCurrentLink(repository, tag));
       if (current?.value === digest.value) {
         await this.driver.delete(paths.tagDirectory(repository, tag));
@@ -224,6 +236,10 @@ export class ManifestService {
       return 'application/octet-stream';
     }
   }
+}
+
+function immutableTag(tag: string): OciError {
+  return new OciError('DENIED', `tag ${tag} is immutable`, { detail: { tag } });
 }
 
 function manifestUnknown(detail: Record<string, string>): OciError {
