@@ -56,6 +56,16 @@ const repositoryPathPattern =
 
 export const repositorySpecSchema = z
   .object({
+    registry: z
+      .object({
+        name: dnsLabel.describe('Name of the Registry.'),
+        namespace: dnsLabel.describe('Namespace of the Registry.'),
+      })
+      .strict()
+      .optional()
+      .describe(
+        'The Registry that serves this repository. Standalone policy files may leave it out.',
+      ),
     path: z
       .string()
       .regex(

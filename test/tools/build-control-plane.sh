@@ -53,7 +53,7 @@ if ! up_to_date kube-apiserver "$kubernetes_version"; then
     printf 'module local/berth-kube-apiserver\n\ngo 1.26\n\nrequire k8s.io/kubernetes %s\n\n' "$kubernetes_version"
     # k8s.io/kubernetes requires its staging modules at v0.0.0; map each to its release.
     gomod=$(go mod download -json "k8s.io/kubernetes@$kubernetes_version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-    grep -oE 'k8s\.io/[a-z0-9-]+ v0\.0\.0' "$gomod" | awk '{print $1}' | sort -u |
+    grep -E '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" | awk '{print $1}' | sort -u |
       while read -r module; do echo "replace $module => $module $staging_version"; done
     grep -E '^godebug' "$gomod" || true
   } > "$dir/go.mod"
