@@ -3,7 +3,8 @@
 #   Debian packages: skopeo, containerd, podman, docker-registry (CNCF distribution 2.8),
 #                    curl and wrk (benchmarks)
 #   Go modules, built through the module proxy into $BERTH_TOOLS_DIR/bin:
-#     crane, oras, the OCI distribution-spec conformance suite
+#     crane, oras, the OCI distribution-spec conformance suite,
+#     and (build-control-plane.sh) etcd, kube-apiserver and kubectl
 # Idempotent: what is already there at the pinned version is kept.
 set -euo pipefail
 
@@ -40,5 +41,8 @@ for entry in "${go_tools[@]}"; do
   GOBIN="$bin_dir" CGO_ENABLED=0 go install "$module"
   echo "$module" > "$stamp"
 done
+
+# etcd, kube-apiserver and kubectl for the operator's tests (about five minutes cold on 2 cores).
+bash "$(dirname "$0")/build-control-plane.sh"
 
 echo "install: tools ready in $bin_dir"

@@ -1,0 +1,145 @@
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { startLocalControlPlane, type ControlPlane } from '../support/control-plane.ts';
+import { describeWithTools } from '../support/tools.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+function registry(spec: Record<string, unknown>): string {
+  return stringify({
+    apiVersion: 'berth.dev/v1alpha1',
+    kind: 'Registry',
+    metadata: { name: 'bad', namespace: 'default' },
+    spec,
+  });
+}
+
+/** The generated CRDs on a real kube-apiserver: they install, default, explain and refuse bad objects. */
+describeWithTools(['etcd', 'kube-apiserver', 'kubectl'], 'CRDs on a real API server', () => {
+  let cluster: ControlPlane;
+
+  beforeAll(async () => {
+    cluster = await startLocalControlPlane();
+    await cluster.kubectl(['apply', '--server-side', '-f', `${root}/crds`]);
+    await cluster.kubectl([
+      'wait',
+      '--for=condition=Established',
+      'crd/registries.berth.dev',
+      'crd/repositories.berth.dev',
+      '--timeout=60s',
+    ]);
+  });
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('accepts the examples and fills in defaults', async () => {
+    await cluster.kubectl(['create', 'namespace', 'berth-system']);
+    await cluster.kubectl(['create', 'namespace', 'team-a']);
+    await cluster.kubectl([
+      'apply',
+      '-f',
+      `${root}/examples/registry.yaml`,
+      '-f',
+      `${root}/examples/repository.yaml`,
+    ]);
+    await cluster.kubectl(['apply', '-f', '-'], {
+      input: stringify({
+        apiVersion: 'berth.dev/v1alpha1',
+        kind: 'Registry',
+        metadata: { name: 'minimal', namespace: 'berth-system' },
+        spec: {},
+      }),
+    });
+    const minimal = JSON.parse(
+      (await cluster.kubectl(['get', 'registry', 'minimal', '-n', 'berth-system', '-o', 'json']))
+        .stdout,
+    ) as {
+      spec: Record<string, unknown>;
+    };
+    expect(minimal.spec).toMatchObject({
+      replicas: 1,
+      storage: { filesystem: { size: '20Gi', reclaimPolicy: 'Retain' } },
+      nodeAccess: { mode: 'NodeProxy', port: 5000 },
+      pullSecrets: { serviceAccounts: 'All' },
+    });
+    const repository = JSON.parse(
+      (await cluster.kubectl(['get', 'repository', 'web', '-n', 'team-a', '-o', 'json'])).stdout,
+    ) as {
+      spec: { visibility: string };
+    };
+    expect(repository.spec.visibility).toBe('Private');
+  });
+
+  it('teaches the API through kubectl explain', async () => {
+    const explained = (await cluster.kubectl(['explain', 'registry.spec.storage'])).stdout;
+    expect(explained).toContain('exactly one of filesystem and s3');
+    expect(
+      (await cluster.kubectl(['explain', 'repository.spec.pull.namespaceSelector'])).stdout,
+    ).toContain('labels');
+  });
+
+  it.each([
+    [
+      'two storage kinds',
+      {
+        storage: { filesystem: { size: '1Gi' }, s3: { bucket: 'images', credentialsSecret: 's3' } },
+      },
+      'set exactly one of storage.filesystem and storage.s3',
+    ],
+    ['no storage kind', { storage: {} }, 'set exactly one of storage.filesystem and storage.s3'],
+    ['replicas on a volume', { replicas: 3 }, 'more than one replica requires storage.s3'],
+    ['a privileged node port', { nodeAccess: { port: 80 } }, 'spec.nodeAccess.port'],
+    [
+      'an unknown node access mode',
+      { nodeAccess: { mode: 'HostPort' } },
+      'Unsupported value: "HostPort"',
+    ],
+    [
+      'a size that is not a quantity',
+      { storage: { filesystem: { size: 'lots' } } },
+      'spec.storage.filesystem.size',
+    ],
+    ['a duration that is not one', { auth: { tokenTTL: '5 minutes' } }, 'spec.auth.tokenTTL'],
+    [
+      'an unknown service account mode',
+      { pullSecrets: { serviceAccounts: 'Some' } },
+      'Unsupported value: "Some"',
+    ],
+  ])('refuses %s at apply time, saying what is wrong', async (_label, spec, message) => {
+    const result = await cluster.kubectl(['apply', '-f', '-'], {
+      input: registry(spec),
+      allowFailure: true,
+    });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain(message);
+  });
+
+  it('refuses a repository path that is not a repository name', async () => {
+    const bad = stringify({
+      apiVersion: 'berth.dev/v1alpha1',
+      kind: 'Repository',
+      metadata: { name: 'bad', namespace: 'team-a' },
+      spec: { path: 'Team-A/../web', visibility: 'Hidden' },
+    });
+    const result = await cluster.kubectl(['apply', '-f', '-'], { input: bad, allowFailure: true });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain('spec.path');
+    expect(result.stderr).toContain('Unsupported value: "Hidden"');
+  });
+
+  it('keeps crds/ and the served schema the same', async () => {
+    const served = JSON.parse(
+      (await cluster.kubectl(['get', 'crd', 'registries.berth.dev', '-o', 'json'])).stdout,
+    ) as {
+      spec: { versions: { schema: unknown }[] };
+    };
+    const file = await readFile(`${root}/crds/registries.berth.dev.yaml`, 'utf8');
+    expect(file).toContain('has(self.filesystem) != has(self.s3)');
+    expect(JSON.stringify(served.spec.versions[0]?.schema)).toContain(
+      'has(self.filesystem) != has(self.s3)',
+    );
+  });
+});

@@ -1,0 +1,266 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { Daemon, freePort, run, temporaryDirectory, waitFor } from './processes.ts';
+import { findTool } from './tools.ts';
+
+/**
+ * A Kubernetes API to test the operator against. `startLocalControlPlane` runs real etcd and
+ * kube-apiserver processes the way controller-runtime's envtest does; a testcontainers K3s
+ * provider can stand behind the same interface where a Docker engine exists.
+ */
+export interface ControlPlane {
+  /** Admin kubeconfig file (user in system:masters). */
+  readonly kubeconfig: string;
+  readonly server: string;
+  /** Runs kubectl against this control plane. */
+  kubectl(
+    args: string[],
+    options?: { input?: string; allowFailure?: boolean },
+  ): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  /** Stops kube-apiserver only (etcd keeps the state), for fault tests. */
+  stopApiServer(): Promise<void>;
+  startApiServer(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function openssl(args: string[], cwd: string): Promise<void> {
+  await run('openssl', args, { cwd });
+}
+
+/** A CA, a serving certificate for loopback, an admin client certificate and a service-account key pair. */
+async function makeCertificates(directory: string): Promise<void> {
+  const days = ['-days', '2'];
+  await openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-subj',
+      '/CN=berth-test-ca',
+      ...days,
+    ],
+    directory,
+  );
+  await writeFile(
+    join(directory, 'serving.ext'),
+    'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n',
+  );
+  await openssl(
+    [
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'serving.key',
+      '-out',
+      'serving.csr',
+      '-subj',
+      '/CN=kube-apiserver',
+    ],
+    directory,
+  );
+  await openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      'serving.csr',
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'serving.crt',
+      '-extfile',
+      'serving.ext',
+      ...days,
+    ],
+    directory,
+  );
+  await writeFile(join(directory, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
+  await openssl(
+    [
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'admin.key',
+      '-out',
+      'admin.csr',
+      '-subj',
+      '/O=system:masters/CN=berth-test-admin',
+    ],
+    directory,
+  );
+  await openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      'admin.csr',
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'admin.crt',
+      '-extfile',
+      'client.ext',
+      ...days,
+    ],
+    directory,
+  );
+  await openssl(
+    ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', 'sa.key'],
+    directory,
+  );
+  await openssl(['pkey', '-in', 'sa.key', '-pubout', '-out', 'sa.pub'], directory);
+}
+
+/** GET a path with the admin certificate; resolves to the status code. */
+async function adminGet(server: string, directory: string, path: string): Promise<number> {
+  const [ca, cert, key] = await Promise.all(
+    ['ca.crt', 'admin.crt', 'admin.key'].map((file) => readFile(join(directory, file))),
+  );
+  return new Promise((resolve, reject) => {
+    const req = request(`${server}${path}`, { ca, cert, key, timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.end();
+  });
+}
+
+export function controlPlaneTools(): { etcd?: string; apiserver?: string; kubectl?: string } {
+  return {
+    etcd: findTool('etcd'),
+    apiserver: findTool('kube-apiserver'),
+    kubectl: findTool('kubectl'),
+  };
+}
+
+export async function startLocalControlPlane(): Promise<ControlPlane> {
+  const tools = controlPlaneTools();
+  if (!tools.etcd || !tools.apiserver || !tools.kubectl)
+    throw new Error(
+      'etcd, kube-apiserver or kubectl missing: run test/tools/build-control-plane.sh',
+    );
+  const directory = await temporaryDirectory('control-plane');
+  const certs = directory.path;
+  await makeCertificates(certs);
+  const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
+  const etcdUrl = `http://127.0.0.1:${etcdPort}`;
+  const etcd = new Daemon(tools.etcd, [
+    `--data-dir=${join(certs, 'etcd')}`,
+    `--listen-client-urls=${etcdUrl}`,
+    `--advertise-client-urls=${etcdUrl}`,
+    `--listen-peer-urls=http://127.0.0.1:${peerPort}`,
+    `--initial-advertise-peer-urls=http://127.0.0.1:${peerPort}`,
+    `--initial-cluster=default=http://127.0.0.1:${peerPort}`,
+    '--unsafe-no-fsync=true',
+    '--log-level=warn',
+  ]);
+  await waitFor(async () => (await fetch(`${etcdUrl}/health`)).ok, 30_000, 'etcd');
+
+  const server = `https://127.0.0.1:${apiPort}`;
+  const apiserverArgs = [
+    `--etcd-servers=${etcdUrl}`,
+    `--cert-dir=${certs}`,
+    `--tls-cert-file=${join(certs, 'serving.crt')}`,
+    `--tls-private-key-file=${join(certs, 'serving.key')}`,
+    `--client-ca-file=${join(certs, 'ca.crt')}`,
+    `--secure-port=${apiPort}`,
+    '--bind-address=127.0.0.1',
+    '--advertise-address=127.0.0.1',
+    '--service-cluster-ip-range=10.0.0.0/24',
+    '--allow-privileged=true',
+    '--authorization-mode=RBAC',
+    '--disable-admission-plugins=ServiceAccount',
+    `--service-account-issuer=${server}/`,
+    `--service-account-key-file=${join(certs, 'sa.pub')}`,
+    `--service-account-signing-key-file=${join(certs, 'sa.key')}`,
+    '--v=0',
+  ];
+  let apiserver = new Daemon(tools.apiserver, apiserverArgs);
+  const waitReady = async (daemon: Daemon): Promise<void> => {
+    await waitFor(
+      async () => {
+        if (!daemon.running)
+          throw new Error(`kube-apiserver exited: ${daemon.output.slice(-3000)}`);
+        return (await adminGet(server, certs, '/readyz')) === 200;
+      },
+      90_000,
+      'kube-apiserver',
+    );
+  };
+  await waitReady(apiserver);
+
+  const kubeconfig = join(certs, 'kubeconfig');
+  const [ca, cert, key] = (await Promise.all(
+    ['ca.crt', 'admin.crt', 'admin.key'].map((file) => readFile(join(certs, file))),
+  )) as [Buffer, Buffer, Buffer];
+  await writeFile(
+    kubeconfig,
+    stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [
+        { name: 'test', cluster: { server, 'certificate-authority-data': ca.toString('base64') } },
+      ],
+      users: [
+        {
+          name: 'admin',
+          user: {
+            'client-certificate-data': cert.toString('base64'),
+            'client-key-data': key.toString('base64'),
+          },
+        },
+      ],
+      contexts: [{ name: 'test', context: { cluster: 'test', user: 'admin' } }],
+      'current-context': 'test',
+    }),
+    { mode: 0o600 },
+  );
+  const kubectl = tools.kubectl;
+  return {
+    kubeconfig,
+    server,
+    kubectl: (args, options = {}) =>
+      run(kubectl, ['--kubeconfig', kubeconfig, ...args], {
+        ...(options.input !== undefined ? { input: options.input } : {}),
+        allowFailure: options.allowFailure ?? false,
+      }),
+    stopApiServer: async () => {
+      await apiserver.stop();
+    },
+    startApiServer: async () => {
+      apiserver = new Daemon(tools.apiserver as string, apiserverArgs);
+      await waitReady(apiserver);
+    },
+    stop: async () => {
+      await apiserver.stop();
+      await etcd.stop();
+      await directory.remove();
+    },
+  };
+}
