@@ -1,0 +1,196 @@
+import { request as httpsRequest, type RequestOptions } from 'node:https';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { KubeConfig } from '@kubernetes/client-node';
+
+/** An error answer of the API server, with its Status reason and code. */
+export class KubeApiError extends Error {
+  readonly code: number;
+  readonly reason: string;
+  readonly body: unknown;
+
+  constructor(code: number, reason: string, message: string, body: unknown) {
+    super(message);
+    this.name = 'KubeApiError';
+    this.code = code;
+    this.reason = reason;
+    this.body = body;
+  }
+}
+
+export function isNotFound(error: unknown): boolean {
+  return error instanceof KubeApiError && error.code === 404;
+}
+
+export function isConflict(error: unknown): boolean {
+  return error instanceof KubeApiError && error.code === 409;
+}
+
+/** A Kubernetes object as the client sees it; kinds are typed by the caller. */
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    uid?: string;
+    resourceVersion?: string;
+    generation?: number;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    ownerReferences?: unknown[];
+    deletionTimestamp?: string;
+    creationTimestamp?: string;
+  };
+  [field: string]: unknown;
+}
+
+export interface ListResult<T> {
+  readonly items: T[];
+  readonly resourceVersion: string;
+}
+
+type Query = Record<string, string | number | boolean | undefined>;
+
+/**
+ * A small client over the API server's REST interface: requests, server-side apply and watch
+ * streams. It reads credentials from a KubeConfig (client-node) for every request, so rotated
+ * ServiceAccount tokens are picked up, and owns its HTTP so that watches have the timeouts and
+ * error handling the operator needs.
+ */
+export class KubeClient {
+  readonly config: KubeConfig;
+  private readonly server: URL;
+
+  constructor(config: KubeConfig) {
+    this.config = config;
+    const cluster = config.getCurrentCluster();
+    if (!cluster) throw new Error('the kubeconfig has no current cluster');
+    this.server = new URL(cluster.server);
+  }
+
+  static fromFile(file: string): KubeClient {
+    const config = new KubeConfig();
+    config.loadFromFile(file);
+    return new KubeClient(config);
+  }
+
+  /** $KUBECONFIG, ~/.kube/config or the in-cluster ServiceAccount, as kubectl finds them. */
+  static fromDefault(): KubeClient {
+    const config = new KubeConfig();
+    config.loadFromDefault();
+    return new KubeClient(config);
+  }
+
+  async request<T>(
+    method: string,
+    path: string,
+    options: { query?: Query; body?: unknown; contentType?: string; timeoutMs?: number } = {},
+  ): Promise<T> {
+    const response = await this.send(method, path, options);
+    const text = await readText(response);
+    const body = text ? (JSON.parse(text) as unknown) : undefined;
+    if ((response.statusCode ?? 500) >= 400) throw apiError(response.statusCode ?? 500, body, text);
+    return body as T;
+  }
+
+  get<T extends KubeObject>(path: string): Promise<T> {
+    return this.request<T>('GET', path);
+  }
+
+  async list<T extends KubeObject>(path: string, query: Query = {}): Promise<ListResult<T>> {
+    const list = await this.request<{ items: T[]; metadata: { resourceVersion: string } }>(
+      'GET',
+      path,
+      { query },
+    );
+    return { items: list.items, resourceVersion: list.metadata.resourceVersion };
+  }
+
+  /**
+   * Server-side apply: `object` is this manager's whole intent for the fields it owns. `force`
+   * takes over fields another manager set (controllers own what they render).
+   */
+  apply<T extends KubeObject>(
+    path: string,
+    object: KubeObject,
+    fieldManager: string,
+    force = true,
+  ): Promise<T> {
+    return this.request<T>('PATCH', path, {
+      query: { fieldManager, force },
+      body: object,
+      contentType: 'application/apply-patch+yaml',
+    });
+  }
+
+  async delete(path: string, query: Query = {}): Promise<void> {
+    try {
+      await this.request('DELETE', path, { query });
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+  }
+
+  /** Opens a watch stream; the caller reads newline-delimited JSON events from it. */
+  async openWatch(path: string, query: Query, signal: AbortSignal): Promise<IncomingMessage> {
+    const response = await this.send('GET', path, { query: { ...query, watch: true } }, signal);
+    if ((response.statusCode ?? 500) >= 400) {
+      const text = await readText(response);
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = text;
+      }
+      throw apiError(response.statusCode ?? 500, body, text);
+    }
+    return response;
+  }
+
+  private async send(
+    method: string,
+    path: string,
+    options: { query?: Query; body?: unknown; contentType?: string; timeoutMs?: number },
+    signal?: AbortSignal,
+  ): Promise<IncomingMessage> {
+    const url = new URL(path, this.server);
+    for (const [key, value] of Object.entries(options.query ?? {})) {
+      if (value !== undefined) url.searchParams.set(key, String(value));
+    }
+    const requestOptions: RequestOptions = { method, headers: { Accept: 'application/json' } };
+    await this.config.applyToHTTPSOptions(requestOptions);
+    const payload =
+      options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
+    const headers = requestOptions.headers as Record<string, string | number>;
+    if (payload) {
+      headers['Content-Type'] = options.contentType ?? 'application/json';
+      headers['Content-Length'] = payload.length;
+    }
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const req = send(url, { ...requestOptions, ...(signal ? { signal } : {}) }, resolve);
+      req.on('error', reject);
+      if (options.timeoutMs)
+        req.setTimeout(options.timeoutMs, () =>
+          req.destroy(new Error(`${method} ${path} timed out`)),
+        );
+      req.end(payload);
+    });
+  }
+}
+
+async function readText(response: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of response as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function apiError(code: number, body: unknown, text: string): KubeApiError {
+  const status = body as { reason?: string; message?: string } | undefined;
+  return new KubeApiError(
+    code,
+    status?.reason ?? 'Unknown',
+    status?.message ?? (text.slice(0, 500) || `HTTP ${code}`),
+    body,
+  );
+}

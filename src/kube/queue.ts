@@ -1,0 +1,126 @@
+/**
+ * A work queue of keys, as controller-runtime has it: a key is processed by one worker at a
+ * time; adding a key that is waiting does nothing, adding one that is being processed makes it
+ * run once more afterwards; failures back off exponentially per key; a handler can ask to run
+ * again after a delay.
+ */
+export interface QueueResult {
+  /** Run this key again after this long (a periodic check, a credential to rotate). */
+  readonly requeueAfterMillis?: number;
+}
+
+export interface WorkQueueOptions {
+  readonly concurrency: number;
+  readonly baseBackoffMillis?: number;
+  readonly maxBackoffMillis?: number;
+  /** Called for a handler error; the key is retried with backoff. */
+  readonly onError?: (key: string, error: unknown, retryInMillis: number) => void;
+}
+
+export class WorkQueue {
+  private readonly handler: (key: string) => Promise<QueueResult | void>;
+  private readonly options: Required<Omit<WorkQueueOptions, 'onError'>> &
+    Pick<WorkQueueOptions, 'onError'>;
+  private readonly waiting: string[] = [];
+  private readonly queued = new Set<string>();
+  private readonly active = new Set<string>();
+  /** Keys added again while they were being processed. */
+  private readonly dirty = new Set<string>();
+  private readonly failures = new Map<string, number>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private running = 0;
+  private stopped = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(handler: (key: string) => Promise<QueueResult | void>, options: WorkQueueOptions) {
+    this.handler = handler;
+    this.options = { baseBackoffMillis: 100, maxBackoffMillis: 300_000, ...options };
+  }
+
+  /** Keys waiting or running: the queue depth metric. */
+  get depth(): number {
+    return this.queued.size + this.active.size;
+  }
+
+  add(key: string): void {
+    if (this.stopped) return;
+    const timer = this.timers.get(key);
+    if (timer) {
+      clearTimeout(timer);
+      this.timers.delete(key);
+    }
+    if (this.active.has(key)) {
+      this.dirty.add(key);
+      return;
+    }
+    if (this.queued.has(key)) return;
+    this.queued.add(key);
+    this.waiting.push(key);
+    this.pump();
+  }
+
+  /** Adds a key after a delay, unless it is added sooner. */
+  addAfter(key: string, millis: number): void {
+    if (this.stopped || this.timers.has(key)) return;
+    this.timers.set(
+      key,
+      setTimeout(() => {
+        this.timers.delete(key);
+        this.add(key);
+      }, millis).unref(),
+    );
+  }
+
+  /** Resolves when nothing is waiting or running (timers may still be pending). */
+  idle(): Promise<void> {
+    if (this.depth === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Stops taking work; resolves when running handlers have finished. */
+  async shutdown(): Promise<void> {
+    this.stopped = true;
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+    this.waiting.length = 0;
+    this.queued.clear();
+    if (this.running > 0) await this.idle();
+  }
+
+  private pump(): void {
+    while (!this.stopped && this.running < this.options.concurrency && this.waiting.length > 0) {
+      const key = this.waiting.shift() as string;
+      this.queued.delete(key);
+      this.active.add(key);
+      this.running += 1;
+      void this.process(key);
+    }
+  }
+
+  private async process(key: string): Promise<void> {
+    try {
+      const result = await this.handler(key);
+      this.failures.delete(key);
+      if (result?.requeueAfterMillis !== undefined) this.addAfter(key, result.requeueAfterMillis);
+    } catch (error) {
+      const failures = (this.failures.get(key) ?? 0) + 1;
+      this.failures.set(key, failures);
+      const delay = Math.min(
+        this.options.baseBackoffMillis * 2 ** (failures - 1),
+        this.options.maxBackoffMillis,
+      );
+      this.options.onError?.(key, error, delay);
+      this.addAfter(key, delay);
+    } finally {
+      this.active.delete(key);
+      this.running -= 1;
+      if (this.dirty.delete(key)) this.add(key);
+      this.pump();
+      if (this.depth === 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const resolve of waiters) resolve();
+      }
+    }
+  }
+}
