@@ -1,6 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { stringify } from 'yaml';
+import { parse as parseYaml, stringify } from 'yaml';
+import { registrySpecSchema } from '../../src/operator/api/registry.ts';
+import { renderRegistry } from '../../src/operator/render/registry.ts';
 import { startLocalControlPlane, type ControlPlane } from '../support/control-plane.ts';
 import { describeWithTools } from '../support/tools.ts';
 
@@ -71,6 +73,28 @@ describeWithTools(['etcd', 'kube-apiserver', 'kubectl'], 'CRDs on a real API ser
       spec: { visibility: string };
     };
     expect(repository.spec.visibility).toBe('Private');
+  });
+
+  it('accepts every object the Registry renderer makes (server-side dry run)', async () => {
+    const spec = registrySpecSchema.parse(
+      parseYaml(await readFile(`${root}/examples/registry.yaml`, 'utf8')).spec,
+    );
+    const objects = renderRegistry(
+      {
+        metadata: {
+          name: 'main',
+          namespace: 'berth-system',
+          uid: '00000000-0000-4000-8000-000000000000',
+        },
+        spec,
+      },
+      { signingKeys: '{"keys":[]}', adminPassword: 'secret' },
+      { image: 'berth:test' },
+    );
+    const result = await cluster.kubectl(['apply', '--dry-run=server', '-f', '-'], {
+      input: objects.map((object) => stringify(object)).join('---\n'),
+    });
+    expect(result.stdout.trim().split('\n')).toHaveLength(objects.length);
   });
 
   it('teaches the API through kubectl explain', async () => {

@@ -1,0 +1,78 @@
+import { parse } from 'yaml';
+import { parseRegistryConfig } from '../../config/registry.ts';
+import { registrySpecSchema } from '../api/registry.ts';
+import { renderRegistry, type RegistryResource } from './registry.ts';
+
+function registry(spec: Record<string, unknown> = {}): RegistryResource {
+  return {
+    metadata: { name: 'main', namespace: 'berth-system', uid: 'uid-1' },
+    spec: registrySpecSchema.parse(spec),
+  };
+}
+const secrets = { signingKeys: '{"keys":[]}', adminPassword: 'secret' };
+const options = { image: 'berth:test' };
+const byKind = (objects: ReturnType<typeof renderRegistry>, kind: string) =>
+  objects.filter((object) => object.kind === kind);
+
+describe('renderRegistry', () => {
+  it('is pure: the same Registry renders the same objects', () => {
+    expect(renderRegistry(registry(), secrets, options)).toEqual(
+      renderRegistry(registry(), secrets, options),
+    );
+  });
+
+  it('owns everything but a retained data volume', () => {
+    const retained = renderRegistry(registry(), secrets, options);
+    for (const object of retained) {
+      const owned = Boolean(object.metadata.ownerReferences?.length);
+      expect({ kind: object.kind, owned }).toEqual({
+        kind: object.kind,
+        owned: object.kind !== 'PersistentVolumeClaim',
+      });
+    }
+    const deleted = renderRegistry(
+      registry({ storage: { filesystem: { reclaimPolicy: 'Delete' } } }),
+      secrets,
+      options,
+    );
+    expect(byKind(deleted, 'PersistentVolumeClaim')[0]?.metadata.ownerReferences).toHaveLength(1);
+  });
+
+  it('renders the node proxy only in NodeProxy mode', () => {
+    expect(byKind(renderRegistry(registry(), secrets, options), 'DaemonSet')).toHaveLength(1);
+    expect(
+      byKind(
+        renderRegistry(registry({ nodeAccess: { mode: 'None' } }), secrets, options),
+        'DaemonSet',
+      ),
+    ).toHaveLength(0);
+  });
+
+  it('runs the registry as non-root on a read-only root filesystem', () => {
+    const [deployment] = byKind(renderRegistry(registry(), secrets, options), 'Deployment');
+    const pod = (deployment?.spec as { template: { spec: Record<string, unknown> } }).template
+      .spec as {
+      securityContext: Record<string, unknown>;
+      containers: { securityContext: Record<string, unknown>; args: string[] }[];
+    };
+    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 65532 });
+    expect(pod.containers[0]?.securityContext).toMatchObject({
+      readOnlyRootFilesystem: true,
+      allowPrivilegeEscalation: false,
+    });
+  });
+
+  it('gives the registry a configuration that berth registry accepts, with auth on', () => {
+    const [configMap] = byKind(
+      renderRegistry(registry({ auth: { tokenTTL: '10m' } }), secrets, options),
+      'ConfigMap',
+    );
+    const text = (configMap?.data as Record<string, string>)['registry.yaml'] as string;
+    const config = parseRegistryConfig(parse(text), 'rendered registry.yaml');
+    expect(config.listen).toEqual({ host: '0.0.0.0', port: 5000 });
+    expect(config.auth).toMatchObject({
+      tokenTTL: 600_000,
+      adminPasswordFile: '/etc/berth/admin/password',
+    });
+  });
+});

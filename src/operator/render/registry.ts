@@ -1,0 +1,278 @@
+import { stringify } from 'yaml';
+import type { KubeObject } from '../../kube/client.ts';
+import type { RegistrySpec } from '../api/registry.ts';
+import { registryLabels, registryObjectNames } from './labels.ts';
+
+/** The Registry as the renderer needs it: identity and spec (already defaulted by the API server). */
+export interface RegistryResource {
+  readonly metadata: { readonly name: string; readonly namespace: string; readonly uid: string };
+  readonly spec: RegistrySpec;
+}
+
+/** Secrets are generated once by the controller and passed in, so rendering stays pure. */
+export interface RegistrySecrets {
+  /** signing-keys.json as the registry's key ring reads it. */
+  readonly signingKeys: string;
+  readonly adminPassword: string;
+}
+
+export interface RenderOptions {
+  /** The image that runs `berth`. */
+  readonly image: string;
+}
+
+const registryPort = 5000;
+const configDirectory = '/etc/berth/config';
+const keysDirectory = '/etc/berth/keys';
+const adminDirectory = '/etc/berth/admin';
+const dataDirectory = '/var/lib/berth';
+
+function ownerReference(registry: RegistryResource) {
+  return {
+    apiVersion: 'berth.dev/v1alpha1',
+    kind: 'Registry',
+    name: registry.metadata.name,
+    uid: registry.metadata.uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+function metadata(
+  registry: RegistryResource,
+  name: string,
+  component: 'registry' | 'node-proxy',
+  owned = true,
+) {
+  return {
+    name,
+    namespace: registry.metadata.namespace,
+    labels: registryLabels(registry.metadata.name, component),
+    ...(owned ? { ownerReferences: [ownerReference(registry)] } : {}),
+  };
+}
+
+/** The `berth registry` configuration the Deployment runs with. */
+export function renderRegistryConfig(registry: RegistryResource): string {
+  const { auth } = registry.spec;
+  return stringify({
+    listen: `0.0.0.0:${registryPort}`,
+    storage: { filesystem: { rootDirectory: dataDirectory } },
+    log: { level: 'info', requests: true },
+    auth: {
+      tokenTTL: auth.tokenTTL,
+      credentialLifetime: auth.credentialLifetime,
+      anonymousPull: auth.anonymousPull,
+      adminPasswordFile: `${adminDirectory}/password`,
+      signingKeyFile: `${keysDirectory}/signing-keys.json`,
+    },
+  });
+}
+
+/**
+ * Every object a Registry needs, from the Registry alone (plus its generated secrets). Pure: the
+ * same input gives the same objects, so applying them again changes nothing. The data volume has
+ * no owner reference under `reclaimPolicy: Retain`, so deleting the Registry keeps the images.
+ */
+export function renderRegistry(
+  registry: RegistryResource,
+  secrets: RegistrySecrets,
+  options: RenderOptions,
+): KubeObject[] {
+  const names = registryObjectNames(registry.metadata.name);
+  const selector = {
+    'app.kubernetes.io/instance': registry.metadata.name,
+    'app.kubernetes.io/component': 'registry',
+  };
+  const filesystem = registry.spec.storage.filesystem;
+  const objects: KubeObject[] = [
+    {
+      apiVersion: 'v1',
+      kind: 'ServiceAccount',
+      metadata: metadata(registry, names.serviceAccount, 'registry'),
+      automountServiceAccountToken: false,
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: metadata(registry, names.config, 'registry'),
+      data: { 'registry.yaml': renderRegistryConfig(registry) },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: metadata(registry, names.keys, 'registry'),
+      type: 'Opaque',
+      stringData: { 'signing-keys.json': secrets.signingKeys },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: metadata(registry, names.admin, 'registry'),
+      type: 'Opaque',
+      stringData: { username: 'admin', password: secrets.adminPassword },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: metadata(registry, names.service, 'registry'),
+      spec: {
+        selector,
+        ports: [{ name: 'registry', port: registryPort, targetPort: 'registry', protocol: 'TCP' }],
+      },
+    },
+  ];
+  if (filesystem) {
+    objects.push({
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
+      metadata: metadata(registry, names.data, 'registry', filesystem.reclaimPolicy === 'Delete'),
+      spec: {
+        accessModes: ['ReadWriteOnce'],
+        resources: { requests: { storage: filesystem.size } },
+        ...(filesystem.storageClassName ? { storageClassName: filesystem.storageClassName } : {}),
+      },
+    });
+  }
+  objects.push(renderDeployment(registry, options, selector, Boolean(filesystem)));
+  if (registry.spec.nodeAccess.mode === 'NodeProxy')
+    objects.push(renderNodeProxy(registry, options));
+  return objects;
+}
+
+const restrictedContainer = {
+  allowPrivilegeEscalation: false,
+  readOnlyRootFilesystem: true,
+  runAsNonRoot: true,
+  capabilities: { drop: ['ALL'] },
+  seccompProfile: { type: 'RuntimeDefault' },
+};
+
+function renderDeployment(
+  registry: RegistryResource,
+  options: RenderOptions,
+  selector: Record<string, string>,
+  filesystem: boolean,
+): KubeObject {
+  const names = registryObjectNames(registry.metadata.name);
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: metadata(registry, names.deployment, 'registry'),
+    spec: {
+      replicas: registry.spec.replicas,
+      selector: { matchLabels: selector },
+      // One writer at a time on a ReadWriteOnce volume.
+      strategy: filesystem ? { type: 'Recreate' } : { type: 'RollingUpdate' },
+      template: {
+        metadata: {
+          labels: { ...registryLabels(registry.metadata.name, 'registry'), ...selector },
+        },
+        spec: {
+          serviceAccountName: names.serviceAccount,
+          automountServiceAccountToken: false,
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: 65532,
+            runAsGroup: 65532,
+            fsGroup: 65532,
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
+          containers: [
+            {
+              name: 'registry',
+              image: options.image,
+              args: ['registry', '--config', `${configDirectory}/registry.yaml`],
+              ports: [{ name: 'registry', containerPort: registryPort, protocol: 'TCP' }],
+              readinessProbe: { httpGet: { path: '/readyz', port: 'registry' }, periodSeconds: 5 },
+              livenessProbe: {
+                httpGet: { path: '/healthz', port: 'registry' },
+                periodSeconds: 10,
+                failureThreshold: 6,
+              },
+              resources: {
+                requests: { cpu: '100m', memory: '192Mi' },
+                limits: { memory: '512Mi' },
+              },
+              securityContext: restrictedContainer,
+              volumeMounts: [
+                { name: 'config', mountPath: configDirectory, readOnly: true },
+                { name: 'keys', mountPath: keysDirectory, readOnly: true },
+                { name: 'admin', mountPath: adminDirectory, readOnly: true },
+                { name: 'data', mountPath: dataDirectory },
+                { name: 'tmp', mountPath: '/tmp' },
+              ],
+            },
+          ],
+          terminationGracePeriodSeconds: 45,
+          volumes: [
+            { name: 'config', configMap: { name: names.config } },
+            { name: 'keys', secret: { secretName: names.keys, defaultMode: 0o400 } },
+            {
+              name: 'admin',
+              secret: {
+                secretName: names.admin,
+                defaultMode: 0o400,
+                items: [{ key: 'password', path: 'password' }],
+              },
+            },
+            filesystem
+              ? { name: 'data', persistentVolumeClaim: { claimName: names.data } }
+              : { name: 'data', emptyDir: {} },
+            { name: 'tmp', emptyDir: {} },
+          ],
+        },
+      },
+    },
+  };
+}
+
+/** The per-node endpoint (its process is a later issue): hostNetwork, listening on loopback. */
+function renderNodeProxy(registry: RegistryResource, options: RenderOptions): KubeObject {
+  const names = registryObjectNames(registry.metadata.name);
+  const selector = {
+    'app.kubernetes.io/instance': registry.metadata.name,
+    'app.kubernetes.io/component': 'node-proxy',
+  };
+  const port = registry.spec.nodeAccess.port;
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: metadata(registry, names.nodeProxy, 'node-proxy'),
+    spec: {
+      selector: { matchLabels: selector },
+      template: {
+        metadata: {
+          labels: { ...registryLabels(registry.metadata.name, 'node-proxy'), ...selector },
+        },
+        spec: {
+          hostNetwork: true,
+          dnsPolicy: 'ClusterFirstWithHostNet',
+          automountServiceAccountToken: false,
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: 65532,
+            runAsGroup: 65532,
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
+          tolerations: [{ operator: 'Exists' }],
+          containers: [
+            {
+              name: 'node-proxy',
+              image: options.image,
+              args: [
+                'node-proxy',
+                '--listen',
+                `127.0.0.1:${port}`,
+                '--upstream',
+                `http://${names.service}.${registry.metadata.namespace}.svc:${registryPort}`,
+              ],
+              resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+              securityContext: restrictedContainer,
+            },
+          ],
+        },
+      },
+    },
+  };
+}
