@@ -3,7 +3,11 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify } from 'yaml';
 import { registrySpecSchema } from '../../src/operator/api/registry.ts';
 import { renderRegistry } from '../../src/operator/render/registry.ts';
-import { startLocalControlPlane, type ControlPlane } from '../support/control-plane.ts';
+import {
+  controlPlaneToolNames,
+  startLocalControlPlane,
+  type ControlPlane,
+} from '../support/control-plane.ts';
 import { describeWithTools } from '../support/tools.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -18,7 +22,7 @@ function registry(spec: Record<string, unknown>): string {
 }
 
 /** The generated CRDs on a real kube-apiserver: they install, default, explain and refuse bad objects. */
-describeWithTools(['etcd', 'kube-apiserver', 'kubectl'], 'CRDs on a real API server', () => {
+describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
   let cluster: ControlPlane;
 
   beforeAll(async () => {

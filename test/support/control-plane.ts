@@ -151,20 +151,35 @@ async function adminGet(server: string, directory: string, path: string): Promis
   });
 }
 
-export function controlPlaneTools(): { etcd?: string; apiserver?: string; kubectl?: string } {
+export function controlPlaneTools(): {
+  etcd?: string;
+  apiserver?: string;
+  controllerManager?: string;
+  kubectl?: string;
+} {
   return {
     etcd: findTool('etcd'),
     apiserver: findTool('kube-apiserver'),
+    controllerManager: findTool('kube-controller-manager'),
     kubectl: findTool('kubectl'),
   };
 }
 
+/** The tools a control-plane test needs, for describeWithTools. */
+export const controlPlaneToolNames = [
+  'etcd',
+  'kube-apiserver',
+  'kube-controller-manager',
+  'kubectl',
+];
+
 export async function startLocalControlPlane(): Promise<ControlPlane> {
   const tools = controlPlaneTools();
-  if (!tools.etcd || !tools.apiserver || !tools.kubectl)
+  if (!tools.etcd || !tools.apiserver || !tools.controllerManager || !tools.kubectl) {
     throw new Error(
-      'etcd, kube-apiserver or kubectl missing: run test/tools/build-control-plane.sh',
+      'etcd, kube-apiserver, kube-controller-manager or kubectl missing: run test/tools/build-control-plane.sh',
     );
+  }
   const directory = await temporaryDirectory('control-plane');
   const certs = directory.path;
   await makeCertificates(certs);
@@ -241,6 +256,20 @@ export async function startLocalControlPlane(): Promise<ControlPlane> {
     }),
     { mode: 0o600 },
   );
+  // The garbage collector (owner references), namespace deletion and default ServiceAccounts
+  // come from kube-controller-manager; nothing else of it is needed without kubelets.
+  const controllerManager = new Daemon(tools.controllerManager, [
+    `--kubeconfig=${kubeconfig}`,
+    `--authentication-kubeconfig=${kubeconfig}`,
+    `--authorization-kubeconfig=${kubeconfig}`,
+    '--controllers=garbagecollector,namespace,serviceaccount',
+    '--leader-elect=false',
+    '--bind-address=127.0.0.1',
+    '--secure-port=0',
+    `--root-ca-file=${join(certs, 'ca.crt')}`,
+    `--service-account-private-key-file=${join(certs, 'sa.key')}`,
+    '--v=0',
+  ]);
   const kubectl = tools.kubectl;
   return {
     kubeconfig,
@@ -258,6 +287,7 @@ export async function startLocalControlPlane(): Promise<ControlPlane> {
       await waitReady(apiserver);
     },
     stop: async () => {
+      await controllerManager.stop();
       await apiserver.stop();
       await etcd.stop();
       await directory.remove();

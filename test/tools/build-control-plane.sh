@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real control plane the operator's tests run against, through the Go module proxy,
 # into $BERTH_TOOLS_DIR/bin (outside the repository): etcd 3.6 (a wrapper main over etcdmain),
-# kube-apiserver and kubectl 1.36 (wrapper modules; k8s.io/kubernetes needs every staging module
+# kube-apiserver, kube-controller-manager and kubectl 1.36 (wrapper modules; k8s.io/kubernetes needs every staging module
 # mapped to its v0.36.x release by replace lines). Idempotent: a binary whose recorded version
 # matches is kept. Cold, on 2 cores, this takes a while; GOCACHE makes later builds quick.
 set -euo pipefail
@@ -45,19 +45,20 @@ GO
   record etcd "$etcd_version"
 fi
 
-if ! up_to_date kube-apiserver "$kubernetes_version"; then
-  echo "build: kube-apiserver $kubernetes_version"
-  dir="$work_dir/kube-apiserver"
-  mkdir -p "$dir"
+for component in kube-apiserver kube-controller-manager; do
+  if up_to_date "$component" "$kubernetes_version"; then continue; fi
+  echo "build: $component $kubernetes_version"
+  dir="$work_dir/kubernetes"
+  mkdir -p "$dir/cmd/kube-apiserver" "$dir/cmd/kube-controller-manager"
   {
-    printf 'module local/berth-kube-apiserver\n\ngo 1.26\n\nrequire k8s.io/kubernetes %s\n\n' "$kubernetes_version"
+    printf 'module local/berth-kubernetes\n\ngo 1.26\n\nrequire k8s.io/kubernetes %s\n\n' "$kubernetes_version"
     # k8s.io/kubernetes requires its staging modules at v0.0.0; map each to its release.
     gomod=$(go mod download -json "k8s.io/kubernetes@$kubernetes_version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
     grep -E '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" | awk '{print $1}' | sort -u |
       while read -r module; do echo "replace $module => $module $staging_version"; done
     grep -E '^godebug' "$gomod" || true
   } > "$dir/go.mod"
-  cat > "$dir/main.go" <<'GO'
+  cat > "$dir/cmd/kube-apiserver/main.go" <<'GO'
 // Command kube-apiserver is the upstream API server command, built as a module of its own.
 package main
 
@@ -71,10 +72,25 @@ import (
 
 func main() { os.Exit(cli.Run(app.NewAPIServerCommand())) }
 GO
+  cat > "$dir/cmd/kube-controller-manager/main.go" <<'GO'
+// Command kube-controller-manager is the upstream controller manager (tests run its garbage
+// collector and namespace controllers), built as a module of its own.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
+)
+
+func main() { os.Exit(cli.Run(app.NewControllerManagerCommand())) }
+GO
   version_flags="-X k8s.io/component-base/version.gitVersion=$kubernetes_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/component-base/version.gitTreeState=clean"
-  (cd "$dir" && go mod tidy && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $version_flags" -o "$bin_dir/kube-apiserver" .)
-  record kube-apiserver "$kubernetes_version"
-fi
+  (cd "$dir" && go mod tidy && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $version_flags" -o "$bin_dir/$component" "./cmd/$component")
+  record "$component" "$kubernetes_version"
+done
 
 if ! up_to_date kubectl "$staging_version"; then
   echo "build: kubectl $staging_version"
