@@ -3,6 +3,10 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadRegistryConfig, registryConfigSchema } from './config/registry.ts';
 import { parseDuration } from './config/units.ts';
 import { openTokenService } from './registry/auth/setup.ts';
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import { KubeClient } from './kube/client.ts';
+import { startOperator } from './operator/operator.ts';
 import { createLogger } from './observability/logger.ts';
 import { startRegistry } from './registry/server.ts';
 import { checkConsistency } from './registry/service/consistency.ts';
@@ -12,6 +16,9 @@ const usage = `usage: berth <command> [flags]
 
 commands:
   registry     serve the OCI registry (standalone: filesystem storage, 127.0.0.1:5000)
+  operator     run the controller for Registry resources: --image IMAGE [--kubeconfig FILE]
+               [--namespace berth-system] [--metrics-listen 127.0.0.1:8080] [--no-leader-elect]
+               [--lease-duration 15s]
   credential   print a namespace credential (the password of a pull secret), signed with the
                registry's key: --namespace NAME [--lifetime 720h] [--config FILE | --storage-dir DIR]
   check        verify a registry's storage: every link names existing content, every
@@ -101,6 +108,60 @@ async function runCredential(args: string[]): Promise<void> {
   process.stdout.write(`${await tokens.issueCredential(values.namespace, lifetime)}\n`);
 }
 
+async function runOperator(args: string[]): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        image: { type: 'string' },
+        namespace: { type: 'string', default: process.env.POD_NAMESPACE ?? 'berth-system' },
+        kubeconfig: { type: 'string' },
+        'metrics-listen': { type: 'string', default: '127.0.0.1:8080' },
+        'no-leader-elect': { type: 'boolean', default: false },
+        'lease-duration': { type: 'string', default: '15s' },
+        'log-level': { type: 'string', default: 'info' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const image = values.image ?? process.env.BERTH_IMAGE;
+  if (!image)
+    throw new UsageError('operator needs --image (or $BERTH_IMAGE): the image registry pods run');
+  const metrics = /^(.*):(\d+)$/.exec(values['metrics-listen']);
+  if (!metrics)
+    throw new UsageError(`--metrics-listen ${values['metrics-listen']} is not host:port`);
+  const lease = parseDuration(values['lease-duration']);
+  if (lease === undefined)
+    throw new UsageError(`--lease-duration ${values['lease-duration']} is not a duration`);
+  const logger = createLogger(values['log-level'], 'berth-operator');
+  const client = values.kubeconfig
+    ? KubeClient.fromFile(values.kubeconfig)
+    : KubeClient.fromDefault();
+  const operator = await startOperator(
+    client,
+    {
+      image,
+      namespace: values.namespace,
+      identity: `${process.env.POD_NAME ?? hostname()}-${randomUUID().slice(0, 8)}`,
+      leaderElection: !values['no-leader-elect'],
+      leaseDurationSeconds: Math.max(1, Math.round(lease / 1000)),
+      metrics: { host: metrics[1] || '0.0.0.0', port: Number(metrics[2]) },
+    },
+    logger,
+  );
+  logger.info({ metrics: operator.metricsAddress }, 'operator started');
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      logger.info({ signal }, 'shutdown requested');
+      void operator.stop().then(() => process.exit(0));
+    });
+  }
+}
+
 async function runCheck(args: string[]): Promise<void> {
   let values;
   try {
@@ -133,6 +194,8 @@ async function main(argv: string[]): Promise<void> {
       return runRegistry(rest);
     case 'check':
       return runCheck(rest);
+    case 'operator':
+      return runOperator(rest);
     case 'credential':
       return runCredential(rest);
     case undefined:

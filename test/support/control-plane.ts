@@ -19,6 +19,8 @@ export interface ControlPlane {
     args: string[],
     options?: { input?: string; allowFailure?: boolean },
   ): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  /** The tail of kube-controller-manager's output, for failure messages. */
+  controllerManagerOutput(): string;
   /** Stops kube-apiserver only (etcd keeps the state), for fault tests. */
   stopApiServer(): Promise<void>;
   startApiServer(): Promise<void>;
@@ -268,7 +270,7 @@ export async function startLocalControlPlane(): Promise<ControlPlane> {
     '--secure-port=0',
     `--root-ca-file=${join(certs, 'ca.crt')}`,
     `--service-account-private-key-file=${join(certs, 'sa.key')}`,
-    '--v=0',
+    '--v=1',
   ]);
   const kubectl = tools.kubectl;
   return {
@@ -279,6 +281,7 @@ export async function startLocalControlPlane(): Promise<ControlPlane> {
         ...(options.input !== undefined ? { input: options.input } : {}),
         allowFailure: options.allowFailure ?? false,
       }),
+    controllerManagerOutput: () => controllerManager.output.slice(-4000),
     stopApiServer: async () => {
       await apiserver.stop();
     },

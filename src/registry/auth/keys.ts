@@ -123,6 +123,16 @@ export class KeyRing {
   }
 }
 
+/** The content of a new key file with one fresh key, for an operator to put in a Secret. */
+export async function generateKeyFile(now: Date = new Date()): Promise<string> {
+  const key = await createKey(now);
+  return JSON.stringify({
+    keys: [
+      { kid: key.kid, createdAt: now.toISOString(), privateJwk: await exportJWK(key.privateKey) },
+    ],
+  });
+}
+
 async function createKey(now: Date): Promise<SigningKey> {
   const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
   const kid = await calculateJwkThumbprint(await exportJWK(publicKey));

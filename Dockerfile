@@ -1,0 +1,21 @@
+# syntax=docker/dockerfile:1
+# Build: docker build -t berth:0.1.0 .   Runs `berth <command>` as a non-root user.
+FROM node:24-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build && npm prune --omit=dev
+
+FROM node:24-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /src/package.json ./
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/dist ./dist
+# 65532: the conventional nonroot uid; the manifests run with a read-only root filesystem.
+USER 65532:65532
+EXPOSE 5000 8080
+ENTRYPOINT ["node", "dist/cli.js"]
+CMD ["registry", "--listen", "0.0.0.0:5000", "--storage-dir", "/var/lib/berth"]

@@ -1,0 +1,178 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../../observability/logger.ts';
+import { isNotFound, type KubeClient, type KubeObject } from '../../kube/client.ts';
+import type { Informer } from '../../kube/informer.ts';
+import type { QueueResult } from '../../kube/queue.ts';
+import { collectionPath, objectPath } from '../../kube/resources.ts';
+import { generateKeyFile } from '../../registry/auth/keys.ts';
+import { registrySpecSchema, type RegistryStatus } from '../api/registry.ts';
+import type { EventRecorder } from '../events.ts';
+import { fieldManager, registryObjectNames } from '../render/labels.ts';
+import { renderRegistry, type RegistryResource, type RegistrySecrets } from '../render/registry.ts';
+import { renderRegistryStatus, type Condition, type DeploymentState } from '../render/status.ts';
+
+export interface RegistryObject extends KubeObject {
+  spec?: unknown;
+  status?: RegistryStatus;
+}
+
+export interface DeploymentObject extends KubeObject {
+  spec?: { replicas?: number };
+  status?: { readyReplicas?: number; updatedReplicas?: number; observedGeneration?: number };
+}
+
+interface SecretObject extends KubeObject {
+  data?: Record<string, string>;
+}
+
+export interface RegistryControllerOptions {
+  readonly image: string;
+}
+
+/**
+ * Reconciles one Registry: renders everything it needs and applies it with server-side apply
+ * under one field manager (so a deleted or hand-edited object is put back), then reports status
+ * from its Deployment. Level-based: it reads the current state each time and never depends on
+ * which event woke it.
+ */
+export class RegistryController {
+  private readonly client: KubeClient;
+  private readonly registries: Informer<RegistryObject>;
+  private readonly deployments: Informer<DeploymentObject>;
+  private readonly events: EventRecorder;
+  private readonly options: RegistryControllerOptions;
+  private readonly logger: Logger;
+
+  constructor(
+    client: KubeClient,
+    informers: { registries: Informer<RegistryObject>; deployments: Informer<DeploymentObject> },
+    events: EventRecorder,
+    options: RegistryControllerOptions,
+    logger: Logger,
+  ) {
+    this.client = client;
+    this.registries = informers.registries;
+    this.deployments = informers.deployments;
+    this.events = events;
+    this.options = options;
+    this.logger = logger;
+  }
+
+  async reconcile(key: string): Promise<QueueResult> {
+    const cached = this.registries.get(key);
+    // List items may lack apiVersion and kind; events and paths need them.
+    const object = cached && { ...cached, apiVersion: 'berth.dev/v1alpha1', kind: 'Registry' };
+    // Deleted: the garbage collector removes what it owned (a retained volume stays).
+    if (!object || object.metadata.deletionTimestamp) return {};
+    const parsed = registrySpecSchema.safeParse(object.spec ?? {});
+    if (!parsed.success) {
+      // The CRD schema should have refused it; report instead of retrying forever.
+      const message = parsed.error.issues
+        .map((issue) => `${issue.path.join('.')}: ${issue.message}`)
+        .join('; ');
+      await this.writeStatus(object, {
+        observedGeneration: object.metadata.generation,
+        conditions: [
+          {
+            type: 'Ready',
+            status: 'False',
+            reason: 'InvalidSpec',
+            message,
+            lastTransitionTime: new Date().toISOString(),
+          },
+        ],
+      });
+      return {};
+    }
+    const registry: RegistryResource & { metadata: { generation?: number } } = {
+      metadata: {
+        name: object.metadata.name,
+        namespace: object.metadata.namespace as string,
+        uid: object.metadata.uid as string,
+        ...(object.metadata.generation !== undefined
+          ? { generation: object.metadata.generation }
+          : {}),
+      },
+      spec: parsed.data,
+    };
+    const secrets = await this.secretsFor(registry);
+    for (const desired of renderRegistry(registry, secrets, this.options)) {
+      await this.client.apply(objectPath(desired), desired, fieldManager);
+    }
+
+    const names = registryObjectNames(registry.metadata.name);
+    const deployment = this.deployments.get(`${registry.metadata.namespace}/${names.deployment}`);
+    const previous = object.status?.conditions as Condition[] | undefined;
+    const status = renderRegistryStatus(
+      registry,
+      deploymentState(deployment),
+      previous,
+      new Date(),
+    );
+    const wasReady = previous?.find((c) => c.type === 'Ready')?.status === 'True';
+    const isReady = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+    await this.writeStatus(object, status);
+    if (isReady && !wasReady)
+      await this.events.record(object, 'Normal', 'Available', 'the registry is serving');
+    if (!isReady && wasReady)
+      await this.events.record(object, 'Warning', 'Unavailable', 'no registry pod is ready');
+    return {};
+  }
+
+  /** The Secrets' generated values: kept once they exist, made once when they do not. */
+  private async secretsFor(registry: RegistryResource): Promise<RegistrySecrets> {
+    const names = registryObjectNames(registry.metadata.name);
+    const read = async (name: string): Promise<Record<string, string> | undefined> => {
+      try {
+        const secret = await this.client.get<SecretObject>(
+          `/api/v1/namespaces/${registry.metadata.namespace}/secrets/${name}`,
+        );
+        return Object.fromEntries(
+          Object.entries(secret.data ?? {}).map(([key, value]) => [
+            key,
+            Buffer.from(value, 'base64').toString('utf8'),
+          ]),
+        );
+      } catch (error) {
+        if (isNotFound(error)) return undefined;
+        throw error;
+      }
+    };
+    const keys = await read(names.keys);
+    const admin = await read(names.admin);
+    return {
+      signingKeys: keys?.['signing-keys.json'] ?? (await generateKeyFile()),
+      adminPassword: admin?.password ?? randomBytes(24).toString('base64url'),
+    };
+  }
+
+  private async writeStatus(object: RegistryObject, status: RegistryStatus): Promise<void> {
+    if (JSON.stringify(object.status ?? {}) === JSON.stringify(status)) return;
+    const namespace = object.metadata.namespace as string;
+    await this.client.apply(
+      `${collectionPath('berth.dev/v1alpha1', 'Registry', namespace)}/${object.metadata.name}/status`,
+      {
+        apiVersion: 'berth.dev/v1alpha1',
+        kind: 'Registry',
+        metadata: { name: object.metadata.name, namespace: object.metadata.namespace },
+        status,
+      },
+      fieldManager,
+    );
+    this.logger.debug(
+      { registry: `${object.metadata.namespace}/${object.metadata.name}` },
+      'status written',
+    );
+  }
+}
+
+function deploymentState(deployment: DeploymentObject | undefined): DeploymentState | undefined {
+  if (!deployment) return undefined;
+  return {
+    replicas: deployment.spec?.replicas ?? 1,
+    readyReplicas: deployment.status?.readyReplicas ?? 0,
+    updatedReplicas: deployment.status?.updatedReplicas ?? 0,
+    observedGeneration: deployment.status?.observedGeneration ?? 0,
+    generation: deployment.metadata.generation ?? 0,
+  };
+}

@@ -1,0 +1,271 @@
+import { writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import {
+  controlPlaneToolNames,
+  startLocalControlPlane,
+  type ControlPlane,
+} from '../support/control-plane.ts';
+import { runDeployment, type RunningPod } from '../support/kubelet.ts';
+import { randomLayerTar } from '../support/images.ts';
+import { Daemon, run, temporaryDirectory, waitFor } from '../support/processes.ts';
+import { describeWithTools, findTool } from '../support/tools.ts';
+
+const root = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+const cli = join(root, 'src', 'cli.ts');
+
+interface Condition {
+  type: string;
+  status: string;
+  reason: string;
+}
+
+/**
+ * The operator as users install it (`kubectl apply -k deploy/`), running with its own
+ * ServiceAccount's token and RBAC, against a real API server. The harness plays the kubelet.
+ */
+describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real API server', () => {
+  let cluster: ControlPlane;
+  let work: Awaited<ReturnType<typeof temporaryDirectory>>;
+  let operatorKubeconfig: string;
+  const operators: Daemon[] = [];
+  let pod: RunningPod | undefined;
+
+  const getJson = async <T>(args: string[]): Promise<T> =>
+    JSON.parse((await cluster.kubectl([...args, '-o', 'json'])).stdout) as T;
+  const exists = async (kind: string, name: string, namespace = 'berth-system'): Promise<boolean> =>
+    (await cluster.kubectl(['get', kind, name, '-n', namespace], { allowFailure: true })).code ===
+    0;
+  const ready = async (): Promise<Condition | undefined> =>
+    (
+      await getJson<{ status?: { conditions?: Condition[] } }>([
+        'get',
+        'registry',
+        'main',
+        '-n',
+        'berth-system',
+      ])
+    ).status?.conditions?.find((condition) => condition.type === 'Ready');
+
+  function startOperator(): Daemon {
+    const daemon = new Daemon(process.execPath, [
+      cli,
+      'operator',
+      '--kubeconfig',
+      operatorKubeconfig,
+      '--image',
+      'berth:test',
+      '--metrics-listen',
+      '127.0.0.1:0',
+      '--lease-duration',
+      '3s',
+      '--log-level',
+      'warn',
+    ]);
+    operators.push(daemon);
+    return daemon;
+  }
+
+  beforeAll(async () => {
+    cluster = await startLocalControlPlane();
+    work = await temporaryDirectory('operator');
+    await cluster.kubectl(['apply', '-k', join(root, 'deploy')]);
+    await cluster.kubectl([
+      'wait',
+      '--for=condition=Established',
+      'crd/registries.berth.dev',
+      '--timeout=60s',
+    ]);
+    // The operator's own identity: a token of its ServiceAccount, so it has exactly deploy/'s RBAC.
+    const token = (
+      await cluster.kubectl([
+        'create',
+        'token',
+        'berth-operator',
+        '-n',
+        'berth-system',
+        '--duration=2h',
+      ])
+    ).stdout.trim();
+    const admin = (await import('yaml')).parse(
+      await (await import('node:fs/promises')).readFile(cluster.kubeconfig, 'utf8'),
+    ) as {
+      clusters: unknown[];
+    };
+    operatorKubeconfig = join(work.path, 'operator.kubeconfig');
+    await writeFile(
+      operatorKubeconfig,
+      stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: admin.clusters,
+        users: [{ name: 'berth-operator', user: { token } }],
+        contexts: [{ name: 'operator', context: { cluster: 'test', user: 'berth-operator' } }],
+        'current-context': 'operator',
+      }),
+    );
+  });
+
+  afterAll(async () => {
+    await pod?.stop();
+    for (const daemon of operators) await daemon.stop();
+    await cluster?.stop();
+    await work?.remove();
+  });
+
+  it('runs with deploy/ RBAC, not as cluster admin', async () => {
+    const can = async (verb: string, resource: string) =>
+      (
+        await cluster.kubectl(
+          [
+            'auth',
+            'can-i',
+            verb,
+            resource,
+            '--as',
+            'system:serviceaccount:berth-system:berth-operator',
+            '-A',
+          ],
+          {
+            allowFailure: true,
+          },
+        )
+      ).stdout.trim();
+    expect(await can('watch', 'registries.berth.dev')).toBe('yes');
+    expect(await can('patch', 'deployments.apps')).toBe('yes');
+    expect(await can('delete', 'nodes')).toBe('no');
+    expect(await can('create', 'clusterrolebindings.rbac.authorization.k8s.io')).toBe('no');
+    expect(await can('update', 'registries.berth.dev')).toBe('no');
+  });
+
+  it('renders every owned object for a Registry, becomes Ready once the registry serves, and serves pushes', async () => {
+    const operator = startOperator();
+    const applied = Date.now();
+    await cluster.kubectl(['apply', '-f', join(root, 'examples', 'registry.yaml')]);
+    await waitFor(
+      async () => await exists('deployment', 'berth-main'),
+      30_000,
+      `the Deployment (operator output: ${operator.output})`,
+    );
+    for (const [kind, name] of [
+      ['service', 'berth-main'],
+      ['configmap', 'berth-main-config'],
+      ['secret', 'berth-main-keys'],
+      ['secret', 'berth-main-admin'],
+      ['serviceaccount', 'berth-main'],
+      ['persistentvolumeclaim', 'berth-main-data'],
+      ['daemonset', 'berth-main-node-proxy'],
+    ] as const) {
+      expect({ kind, exists: await exists(kind, name) }).toEqual({ kind, exists: true });
+    }
+    expect((await ready())?.status).toBe('False');
+
+    pod = await runDeployment(cluster, 'berth-system', 'berth-main', join(work.path, 'pod'));
+    await waitFor(
+      async () => (await ready())?.status === 'True',
+      30_000,
+      'the Registry to become Ready',
+    );
+    const readyAfter = Date.now() - applied;
+    const registry = await getJson<{
+      status: {
+        endpoints: Record<string, string>;
+        observedGeneration: number;
+        readyReplicas: number;
+      };
+    }>(['get', 'registry', 'main', '-n', 'berth-system']);
+    expect(registry.status.endpoints).toEqual({
+      cluster: 'berth-main.berth-system.svc:5000',
+      node: 'localhost:5000',
+    });
+    expect(registry.status.readyReplicas).toBe(1);
+    process.stdout.write(
+      `operator e2e: apply to Ready in ${readyAfter} ms (includes starting the registry process)\n`,
+    );
+
+    const adminSecret = await getJson<{ data: { password: string } }>([
+      'get',
+      'secret',
+      'berth-main-admin',
+      '-n',
+      'berth-system',
+    ]);
+    const password = Buffer.from(adminSecret.data.password, 'base64').toString();
+    const crane = findTool('crane') as string;
+    const env = { ...process.env, DOCKER_CONFIG: join(work.path, 'docker') };
+    await run(crane, ['auth', 'login', pod.host, '-u', 'admin', '-p', password, '--insecure'], {
+      env,
+    });
+    const layer = await randomLayerTar(work.path, 'layer', 512 * 1024);
+    await run(crane, ['append', '--insecure', '-f', layer, '-t', `${pod.host}/team-a/app:v1`], {
+      env,
+    });
+    expect(
+      (await run(crane, ['ls', '--insecure', `${pod.host}/team-a/app`], { env })).stdout.trim(),
+    ).toBe('v1');
+    const anonymous = await fetch(`http://${pod.host}/v2/team-a/app/tags/list`);
+    expect(anonymous.status).toBe(401);
+  });
+
+  it('repairs drift: a deleted Service and a hand-edited Deployment are restored', async () => {
+    await cluster.kubectl(['delete', 'service', 'berth-main', '-n', 'berth-system']);
+    await cluster.kubectl([
+      'patch',
+      'deployment',
+      'berth-main',
+      '-n',
+      'berth-system',
+      '--type=merge',
+      '-p',
+      '{"spec":{"replicas":5}}',
+    ]);
+    await waitFor(
+      async () => await exists('service', 'berth-main'),
+      15_000,
+      'the Service to come back',
+    );
+    await waitFor(
+      async () =>
+        (
+          await getJson<{ spec: { replicas: number } }>([
+            'get',
+            'deployment',
+            'berth-main',
+            '-n',
+            'berth-system',
+          ])
+        ).spec.replicas === 1,
+      15_000,
+      'the Deployment to be restored',
+    );
+  });
+
+  it('deletes what the Registry owned and keeps the retained volume', async () => {
+    await pod?.stop();
+    pod = undefined;
+    await cluster.kubectl(['delete', 'registry', 'main', '-n', 'berth-system']);
+    try {
+      // The garbage collector learns of a CRD at its next discovery sync (every 30 s), and
+      // retries owners it did not know with backoff: allow it a while.
+      await waitFor(
+        async () => !(await exists('deployment', 'berth-main')),
+        120_000,
+        'the garbage collector',
+      );
+    } catch (error) {
+      throw new Error(
+        `${String(error)}\nkube-controller-manager: ${cluster.controllerManagerOutput()}`,
+      );
+    }
+    for (const [kind, name] of [
+      ['service', 'berth-main'],
+      ['configmap', 'berth-main-config'],
+      ['secret', 'berth-main-keys'],
+      ['daemonset', 'berth-main-node-proxy'],
+    ] as const) {
+      await waitFor(async () => !(await exists(kind, name)), 30_000, `${kind} ${name} to go`);
+    }
+    expect(await exists('persistentvolumeclaim', 'berth-main-data')).toBe(true);
+  });
+});

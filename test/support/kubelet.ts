@@ -1,0 +1,153 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ControlPlane } from './control-plane.ts';
+import { Daemon, ExitedError, freePort, waitFor } from './processes.ts';
+
+const cli = join(resolve(fileURLToPath(new URL('../..', import.meta.url))), 'src', 'cli.ts');
+
+interface Volume {
+  name: string;
+  configMap?: { name: string };
+  secret?: { secretName: string; items?: { key: string; path: string }[] };
+  persistentVolumeClaim?: { claimName: string };
+  emptyDir?: object;
+}
+
+interface Deployment {
+  metadata: { name: string; namespace: string; generation: number };
+  spec: {
+    replicas: number;
+    template: {
+      spec: {
+        containers: { args: string[]; volumeMounts: { name: string; mountPath: string }[] }[];
+        volumes: Volume[];
+      };
+    };
+  };
+}
+
+export interface RunningPod {
+  /** host:port the registry listens on. */
+  readonly host: string;
+  readonly daemon: Daemon;
+  stop(): Promise<void>;
+}
+
+/**
+ * Plays the kubelet for a Deployment Berth rendered: mounts its ConfigMaps and Secrets as files
+ * under `root` (every mount path moved under it, in arguments and in mounted files alike), runs
+ * its container's arguments with `berth` from this checkout, and reports the Deployment ready.
+ * The only other change is the listen address: a free loopback port instead of 0.0.0.0:5000.
+ */
+export async function runDeployment(
+  cluster: ControlPlane,
+  namespace: string,
+  name: string,
+  root: string,
+): Promise<RunningPod> {
+  const deployment = JSON.parse(
+    (await cluster.kubectl(['get', 'deployment', name, '-n', namespace, '-o', 'json'])).stdout,
+  ) as Deployment;
+  const pod = deployment.spec.template.spec;
+  const container = pod.containers[0];
+  if (!container) throw new Error('the Deployment has no container');
+  const mounts = new Map(container.volumeMounts.map((mount) => [mount.name, mount.mountPath]));
+  // One pass, longest mount first, only where a path starts: a root under /tmp must not be
+  // relocated again by the /tmp mount.
+  const alternatives = [...mounts.values()]
+    .sort((a, b) => b.length - a.length)
+    .map((path) => path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  const pattern = new RegExp(`(^|[\\s"'=:])(${alternatives.join('|')})(?=/|$|[\\s"'])`, 'gm');
+  const relocate = (text: string) =>
+    text.replace(pattern, (_match, before: string, path: string) => `${before}${root}${path}`);
+
+  for (const volume of pod.volumes) {
+    const mountPath = mounts.get(volume.name);
+    if (!mountPath) continue;
+    const directory = `${root}${mountPath}`;
+    await mkdir(directory, { recursive: true });
+    if (volume.configMap) {
+      const configMap = JSON.parse(
+        (
+          await cluster.kubectl([
+            'get',
+            'configmap',
+            volume.configMap.name,
+            '-n',
+            namespace,
+            '-o',
+            'json',
+          ])
+        ).stdout,
+      ) as { data: Record<string, string> };
+      for (const [key, value] of Object.entries(configMap.data))
+        await writeFile(join(directory, key), relocate(value));
+    }
+    if (volume.secret) {
+      const secret = JSON.parse(
+        (
+          await cluster.kubectl([
+            'get',
+            'secret',
+            volume.secret.secretName,
+            '-n',
+            namespace,
+            '-o',
+            'json',
+          ])
+        ).stdout,
+      ) as {
+        data: Record<string, string>;
+      };
+      const items =
+        volume.secret.items ?? Object.keys(secret.data).map((key) => ({ key, path: key }));
+      for (const { key, path } of items) {
+        await mkdir(dirname(join(directory, path)), { recursive: true });
+        await writeFile(join(directory, path), Buffer.from(secret.data[key] ?? '', 'base64'), {
+          mode: 0o400,
+        });
+      }
+    }
+  }
+
+  const port = await freePort();
+  const args = container.args.map(relocate);
+  const configIndex = args.indexOf('--config');
+  if (configIndex >= 0) {
+    const configFile = args[configIndex + 1] as string;
+    const text = await readFile(configFile, 'utf8');
+    await writeFile(configFile, text.replace(/listen: .*/, `listen: 127.0.0.1:${port}`));
+  }
+  const daemon = new Daemon(process.execPath, [cli, ...args, '--log-level', 'warn']);
+  const host = `127.0.0.1:${port}`;
+  await waitFor(
+    async () => {
+      if (!daemon.running) throw new ExitedError(`the registry pod exited: ${daemon.output}`);
+      return (await fetch(`http://${host}/readyz`)).ok;
+    },
+    30_000,
+    'the registry pod',
+  );
+  const replicas = deployment.spec.replicas;
+  await cluster.kubectl([
+    'patch',
+    'deployment',
+    name,
+    '-n',
+    namespace,
+    '--subresource=status',
+    '--type=merge',
+    '-p',
+    JSON.stringify({
+      status: {
+        observedGeneration: deployment.metadata.generation,
+        replicas,
+        readyReplicas: replicas,
+        updatedReplicas: replicas,
+        availableReplicas: replicas,
+      },
+    }),
+  ]);
+  return { host, daemon, stop: async () => void (await daemon.stop()) };
+}
