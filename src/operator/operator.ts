@@ -141,7 +141,12 @@ export async function startOperator(
           name: 'berth-operator',
           identity: options.identity,
           ...(options.leaseDurationSeconds
-            ? { leaseDurationSeconds: options.leaseDurationSeconds }
+            ? {
+                leaseDurationSeconds: options.leaseDurationSeconds,
+                // Renew well within the lease, so a survivor notices a dead leader soon after it expires.
+                renewDeadlineMillis: (options.leaseDurationSeconds * 1000 * 2) / 3,
+                retryPeriodMillis: Math.min(2000, (options.leaseDurationSeconds * 1000) / 5),
+              }
             : {}),
         },
         logger,

@@ -241,6 +241,62 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
     );
   });
 
+  it('rides out an API server restart without restarting, and converges afterwards', async () => {
+    const operator = operators[0] as Daemon;
+    await cluster.stopApiServer();
+    await cluster.startApiServer();
+    expect(operator.running).toBe(true);
+    await cluster.kubectl(['apply', '-f', '-'], {
+      input: stringify({
+        apiVersion: 'berth.dev/v1alpha1',
+        kind: 'Registry',
+        metadata: { name: 'after-restart', namespace: 'berth-system' },
+        spec: { nodeAccess: { mode: 'None' } },
+      }),
+    });
+    await waitFor(
+      async () => await exists('deployment', 'berth-after-restart'),
+      60_000,
+      'reconciling after the restart',
+    );
+    expect(await exists('daemonset', 'berth-after-restart-node-proxy')).toBe(false);
+  });
+
+  it('runs two replicas of which one leads; killing the leader hands over within the lease duration', async () => {
+    const lease = async () =>
+      (
+        await getJson<{ spec: { holderIdentity: string } }>([
+          'get',
+          'lease',
+          'berth-operator',
+          '-n',
+          'berth-system',
+        ])
+      ).spec.holderIdentity;
+    const second = startOperator();
+    const leader = await lease();
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    expect(await lease()).toBe(leader);
+    const first = operators[0] as Daemon;
+    const killed = Date.now();
+    await first.stop('SIGKILL');
+    await waitFor(async () => (await lease()) !== leader, 15_000, 'a new leader');
+    const handover = Date.now() - killed;
+    // A lease of 3 s, retries every 600 ms: the survivor takes over once the lease has run out,
+    // counted from when it last saw the leader renew.
+    expect(handover).toBeLessThan(3_000 + 600 + 1_000);
+    process.stdout.write(
+      `operator e2e: leader handover after kill -9 in ${handover} ms (lease 3 s)\n`,
+    );
+    await cluster.kubectl(['delete', 'service', 'berth-after-restart', '-n', 'berth-system']);
+    await waitFor(
+      async () => await exists('service', 'berth-after-restart'),
+      15_000,
+      'the new leader to repair drift',
+    );
+    expect(second.running).toBe(true);
+  });
+
   it('deletes what the Registry owned and keeps the retained volume', async () => {
     await pod?.stop();
     pod = undefined;
