@@ -1,0 +1,166 @@
+/**
+ * The operator's cost and latency on a real API server (etcd, kube-apiserver and
+ * kube-controller-manager built by test/tools/build-control-plane.sh):
+ *   - apply to Ready for one Registry (the bench marks the Deployment ready as soon as it exists);
+ *   - CPU and memory of the operator idle, and while reconciling 100 Registries at once.
+ *
+ *   npm run bench:operator
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { startLocalControlPlane, type ControlPlane } from '../support/control-plane.ts';
+import { Daemon, waitFor } from '../support/processes.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const count = Number(process.env.BENCH_REGISTRIES ?? 100);
+const ticksPerSecond = 100;
+
+async function usage(pid: number): Promise<{ cpuSeconds: number; rssMB: number; peakMB: number }> {
+  const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]?.split(' ') ?? [];
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) =>
+    Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN) / 1024;
+  return {
+    cpuSeconds: (Number(stat[11]) + Number(stat[12])) / ticksPerSecond,
+    rssMB: kb('VmRSS'),
+    peakMB: kb('VmHWM'),
+  };
+}
+
+function registry(name: string, namespace: string): string {
+  return stringify({
+    apiVersion: 'berth.dev/v1alpha1',
+    kind: 'Registry',
+    metadata: { name, namespace },
+    spec: { nodeAccess: { mode: 'None' } },
+  });
+}
+
+async function markReady(cluster: ControlPlane, namespace: string, name: string): Promise<void> {
+  await cluster.kubectl([
+    'patch',
+    'deployment',
+    `berth-${name}`,
+    '-n',
+    namespace,
+    '--subresource=status',
+    '--type=merge',
+    '-p',
+    JSON.stringify({
+      status: {
+        observedGeneration: 1,
+        replicas: 1,
+        readyReplicas: 1,
+        updatedReplicas: 1,
+        availableReplicas: 1,
+      },
+    }),
+  ]);
+}
+
+async function readyCount(cluster: ControlPlane, namespace: string): Promise<number> {
+  const list = JSON.parse(
+    (await cluster.kubectl(['get', 'registries', '-n', namespace, '-o', 'json'])).stdout,
+  ) as {
+    items: { status?: { conditions?: { type: string; status: string }[] } }[];
+  };
+  return list.items.filter((item) =>
+    item.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+  ).length;
+}
+
+async function main(): Promise<void> {
+  const cluster = await startLocalControlPlane();
+  try {
+    await cluster.kubectl(['apply', '-k', join(root, 'deploy')]);
+    await cluster.kubectl([
+      'wait',
+      '--for=condition=Established',
+      'crd/registries.berth.dev',
+      '--timeout=60s',
+    ]);
+    await cluster.kubectl(['create', 'namespace', 'bench']);
+    const operator = new Daemon(process.execPath, [
+      join(root, 'dist', 'cli.js'),
+      'operator',
+      '--kubeconfig',
+      cluster.kubeconfig,
+      '--image',
+      'berth:bench',
+      '--metrics-listen',
+      '127.0.0.1:0',
+      '--no-leader-elect',
+      '--log-level',
+      'warn',
+    ]);
+    const pid = operator.child.pid as number;
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+
+    // One Registry: apply to Ready.
+    const applied = performance.now();
+    await cluster.kubectl(['apply', '-f', '-'], { input: registry('single', 'bench') });
+    await waitFor(
+      async () =>
+        (
+          await cluster.kubectl(['get', 'deployment', 'berth-single', '-n', 'bench'], {
+            allowFailure: true,
+          })
+        ).code === 0,
+      30_000,
+      'the Deployment',
+    );
+    const rendered = performance.now() - applied;
+    await markReady(cluster, 'bench', 'single');
+    await waitFor(async () => (await readyCount(cluster, 'bench')) === 1, 30_000, 'Ready');
+    const toReady = performance.now() - applied;
+
+    // Idle: ten quiet seconds.
+    const idleStart = await usage(pid);
+    await new Promise((resolve) => setTimeout(resolve, 10_000));
+    const idleEnd = await usage(pid);
+
+    // Reconciling many at once.
+    await cluster.kubectl(['create', 'namespace', 'many']);
+    const documents = Array.from({ length: count }, (_, index) =>
+      registry(`r${index}`, 'many'),
+    ).join('---\n');
+    const busyStart = await usage(pid);
+    const started = performance.now();
+    await cluster.kubectl(['apply', '-f', '-'], { input: documents });
+    await waitFor(
+      async () => {
+        const list = JSON.parse(
+          (await cluster.kubectl(['get', 'deployments', '-n', 'many', '-o', 'json'])).stdout,
+        ) as { items: unknown[] };
+        return list.items.length === count;
+      },
+      300_000,
+      `${count} Deployments`,
+    );
+    const allRendered = performance.now() - started;
+    const busyEnd = await usage(pid);
+    await operator.stop();
+
+    process.stdout.write(
+      [
+        '',
+        `| measure | value |`,
+        `| --- | --- |`,
+        `| one Registry: apply to owned objects rendered | ${rendered.toFixed(0)} ms |`,
+        `| one Registry: apply to Ready (Deployment marked ready at once) | ${toReady.toFixed(0)} ms |`,
+        `| idle: CPU over 10 s | ${((idleEnd.cpuSeconds - idleStart.cpuSeconds) * 10).toFixed(1)}% of a core |`,
+        `| idle: RSS | ${idleEnd.rssMB.toFixed(0)} MB |`,
+        `| ${count} Registries applied at once: all rendered | ${(allRendered / 1000).toFixed(1)} s |`,
+        `| ${count} Registries: operator CPU used | ${(busyEnd.cpuSeconds - busyStart.cpuSeconds).toFixed(1)} s |`,
+        `| ${count} Registries: peak RSS | ${busyEnd.peakMB.toFixed(0)} MB |`,
+        '',
+      ].join('\n'),
+    );
+  } finally {
+    await cluster.stop();
+  }
+}
+
+await main();
