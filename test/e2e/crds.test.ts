@@ -27,7 +27,7 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
 
   beforeAll(async () => {
     cluster = await startLocalControlPlane();
-    await cluster.kubectl(['apply', '--server-side', '-f', `${root}/crds`]);
+    await cluster.kubectl(['apply', '--server-side', '-k', `${root}/crds`]);
     await cluster.kubectl([
       'wait',
       '--for=condition=Established',
