@@ -183,6 +183,19 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
     process.stdout.write(
       `operator e2e: apply to Ready in ${readyAfter} ms (includes starting the registry process)\n`,
     );
+    const events = await getJson<{
+      items: { reason: string; type: string; source: { component: string } }[];
+    }>([
+      'get',
+      'events',
+      '-n',
+      'berth-system',
+      '--field-selector',
+      'involvedObject.kind=Registry,involvedObject.name=main',
+    ]);
+    expect(
+      events.items.map((event) => [event.type, event.reason, event.source.component]),
+    ).toContainEqual(['Normal', 'Available', 'berth-operator']);
 
     const adminSecret = await getJson<{ data: { password: string } }>([
       'get',
@@ -295,6 +308,9 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
       'the new leader to repair drift',
     );
     expect(second.running).toBe(true);
+    // A graceful stop exits cleanly and releases the Lease for the next replica.
+    expect(await second.stop('SIGTERM')).toBe(0);
+    expect(await lease()).toBe('');
   });
 
   it('deletes what the Registry owned and keeps the retained volume', async () => {
