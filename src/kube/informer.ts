@@ -43,7 +43,7 @@ export class Informer<T extends KubeObject> {
   /** Resolves once the first list has filled the cache. */
   readonly synced: Promise<void>;
   /** Counts for metrics and tests. */
-  readonly stats = { lists: 0, watches: 0, events: 0, errors: 0 };
+  readonly stats = { lists: 0, watches: 0, events: 0, errors: 0, expired: 0 };
 
   constructor(client: KubeClient, options: InformerOptions, logger: Logger) {
     this.client = client;
@@ -87,6 +87,7 @@ export class Informer<T extends KubeObject> {
         if (error instanceof KubeApiError && error.code === 410) {
           // Our resourceVersion is older than the server keeps: start over from a fresh list.
           this.logger.info({ resourceVersion: this.resourceVersion }, 'watch expired; relisting');
+          this.stats.expired += 1;
           this.resourceVersion = '';
           continue;
         }

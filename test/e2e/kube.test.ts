@@ -89,6 +89,10 @@ describeWithTools(controlPlaneToolNames, 'Kubernetes plumbing on a real API serv
       ]);
       expect(informer.get(`${namespace}/one`)?.data).toEqual({ value: 'b' });
 
+      // A change this informer does not see (no label) moves the global resourceVersion past the
+      // last one it saw; the restarted API server's watch cache starts after it, so resuming the
+      // watch is answered 410 Gone and the informer must relist.
+      await client.apply(path('unlabelled'), configMap('unlabelled', { value: 'x' }), 'test');
       await cluster.stopApiServer();
       await cluster.startApiServer();
       await client.apply(path('three'), labelled('three', 'after restart'), 'test');
@@ -98,6 +102,8 @@ describeWithTools(controlPlaneToolNames, 'Kubernetes plumbing on a real API serv
         'the informer to reconnect',
       );
       expect(informer.stats.watches).toBeGreaterThan(1);
+      expect(informer.stats.expired).toBeGreaterThanOrEqual(1);
+      expect(informer.stats.lists).toBeGreaterThanOrEqual(2);
       expect(events.filter(([type, name]) => type === 'added' && name === 'three')).toHaveLength(1);
     } finally {
       informer.stop();
