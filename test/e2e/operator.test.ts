@@ -254,6 +254,31 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
     );
   });
 
+  it('retries a failing reconcile with backoff until the API accepts it again', async () => {
+    // Take the operator's rights away, so that every write of a new Registry fails (403), then
+    // give them back: the same key must be retried until it converges, with no restart.
+    const binding = (
+      await cluster.kubectl(['get', 'clusterrolebinding', 'berth-operator', '-o', 'yaml'])
+    ).stdout;
+    await cluster.kubectl(['delete', 'clusterrolebinding', 'berth-operator']);
+    await cluster.kubectl(['apply', '-f', '-'], {
+      input: stringify({
+        apiVersion: 'berth.dev/v1alpha1',
+        kind: 'Registry',
+        metadata: { name: 'retried', namespace: 'berth-system' },
+        spec: { nodeAccess: { mode: 'None' } },
+      }),
+    });
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    expect(await exists('deployment', 'berth-retried')).toBe(false);
+    await cluster.kubectl(['apply', '-f', '-'], { input: binding });
+    await waitFor(
+      async () => await exists('deployment', 'berth-retried'),
+      60_000,
+      'the retried reconcile',
+    );
+  });
+
   it('rides out an API server restart without restarting, and converges afterwards', async () => {
     const operator = operators[0] as Daemon;
     await cluster.stopApiServer();
