@@ -31,6 +31,7 @@ registry flags:
   --log-level LEVEL    fatal|error|warn|info|debug|trace|silent (default info)
   --policy FILE        turn on token authentication with this repository policy (YAML)
   --admin-password-file FILE   the admin's password (else $BERTH_ADMIN_PASSWORD)
+  --tls-cert FILE --tls-key FILE   serve HTTPS with this PEM certificate and key
 `;
 
 class UsageError extends Error {}
@@ -47,6 +48,8 @@ async function runRegistry(args: string[]): Promise<void> {
         'log-level': { type: 'string' },
         policy: { type: 'string' },
         'admin-password-file': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -61,6 +64,8 @@ async function runRegistry(args: string[]): Promise<void> {
     logLevel: values['log-level'],
     policy: values.policy,
     adminPasswordFile: values['admin-password-file'],
+    tlsCertificate: values['tls-cert'],
+    tlsKey: values['tls-key'],
   });
   const logger = createLogger(config.log.level, 'berth-registry');
   const registry = await startRegistry(config, logger);

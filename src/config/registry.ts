@@ -66,6 +66,14 @@ export const registryConfigSchema = z
       })
       .strict()
       .prefault({}),
+    tls: z
+      .object({
+        certificateFile: z.string().min(1).describe('PEM certificate chain the registry serves.'),
+        keyFile: z.string().min(1).describe('PEM private key of that certificate.'),
+      })
+      .strict()
+      .optional()
+      .describe('Serve HTTPS instead of HTTP.'),
     auth: z
       .object({
         service: z
@@ -126,6 +134,8 @@ export interface RegistryFlags {
   listen?: string | undefined;
   storageDir?: string | undefined;
   logLevel?: string | undefined;
+  tlsCertificate?: string | undefined;
+  tlsKey?: string | undefined;
   /** Turns authentication on with this policy file. */
   policy?: string | undefined;
   adminPasswordFile?: string | undefined;
@@ -175,6 +185,13 @@ function applyFlags(
     merged.storage = { filesystem: { rootDirectory: flags.storageDir } };
   if (flags.logLevel !== undefined)
     merged.log = { ...(merged.log as object | undefined), level: flags.logLevel };
+  if (flags.tlsCertificate !== undefined || flags.tlsKey !== undefined) {
+    merged.tls = {
+      ...(merged.tls as object | undefined),
+      certificateFile: flags.tlsCertificate,
+      keyFile: flags.tlsKey,
+    };
+  }
   if (flags.policy !== undefined) {
     merged.auth = { ...(merged.auth as object | undefined), policyFile: flags.policy };
   }

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify } from 'yaml';
 import { registrySpecSchema } from '../../src/operator/api/registry.ts';
 import { renderRegistry } from '../../src/operator/render/registry.ts';
+import { createCertificateAuthority, issueServingCertificate } from '../../src/tls/certificates.ts';
 import {
   controlPlaneToolNames,
   startLocalControlPlane,
@@ -92,7 +93,17 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
         },
         spec,
       },
-      { signingKeys: '{"keys":[]}', adminPassword: 'secret' },
+      (() => {
+        const ca = createCertificateAuthority('e2e ca', 86_400_000);
+        return {
+          signingKeys: '{"keys":[]}',
+          adminPassword: 'secret',
+          certificates: {
+            ca,
+            serving: issueServingCertificate(ca, 'berth-main', ['berth-main'], 86_400_000),
+          },
+        };
+      })(),
       { image: 'berth:test' },
     );
     const result = await cluster.kubectl(['apply', '--dry-run=server', '-f', '-'], {

@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
@@ -217,8 +218,29 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
     expect(
       (await run(crane, ['ls', '--insecure', `${pod.host}/team-a/app`], { env })).stdout.trim(),
     ).toBe('v1');
-    const anonymous = await fetch(`http://${pod.host}/v2/team-a/app/tags/list`);
-    expect(anonymous.status).toBe(401);
+    // The registry serves the certificate the operator issued; the operator's CA verifies it.
+    expect(pod.scheme).toBe('https');
+    const caSecret = await getJson<{ data: Record<string, string> }>([
+      'get',
+      'secret',
+      'berth-main-ca',
+      '-n',
+      'berth-system',
+    ]);
+    const caPem = Buffer.from(caSecret.data['ca.crt'] as string, 'base64');
+    const anonymousStatus = await new Promise<number>((resolvePromise, reject) => {
+      const req = httpsRequest(
+        `https://${pod?.host}/v2/team-a/app/tags/list`,
+        { ca: caPem, servername: 'berth-main.berth-system.svc' },
+        (res) => {
+          res.resume();
+          resolvePromise(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    expect(anonymousStatus).toBe(401);
   });
 
   it('repairs drift: a deleted Service and a hand-edited Deployment are restored', async () => {

@@ -1,4 +1,6 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { get as httpGet } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ControlPlane } from './control-plane.ts';
@@ -20,7 +22,11 @@ interface Deployment {
     replicas: number;
     template: {
       spec: {
-        containers: { args: string[]; volumeMounts: { name: string; mountPath: string }[] }[];
+        containers: {
+          args: string[];
+          volumeMounts: { name: string; mountPath: string }[];
+          readinessProbe?: { httpGet?: { scheme?: string } };
+        }[];
         volumes: Volume[];
       };
     };
@@ -30,6 +36,8 @@ interface Deployment {
 export interface RunningPod {
   /** host:port the registry listens on. */
   readonly host: string;
+  /** `https` when the Deployment's probes say so. */
+  readonly scheme: 'http' | 'https';
   readonly daemon: Daemon;
   stop(): Promise<void>;
 }
@@ -121,10 +129,12 @@ export async function runDeployment(
   }
   const daemon = new Daemon(process.execPath, [cli, ...args, '--log-level', 'warn']);
   const host = `127.0.0.1:${port}`;
+  const scheme = container.readinessProbe?.httpGet?.scheme === 'HTTPS' ? 'https' : 'http';
   await waitFor(
     async () => {
       if (!daemon.running) throw new ExitedError(`the registry pod exited: ${daemon.output}`);
-      return (await fetch(`http://${host}/readyz`)).ok;
+      // Like the kubelet's probes: HTTPS without verifying the certificate.
+      return (await probe(`${scheme}://${host}/readyz`)) === 200;
     },
     30_000,
     'the registry pod',
@@ -149,5 +159,16 @@ export async function runDeployment(
       },
     }),
   ]);
-  return { host, daemon, stop: async () => void (await daemon.stop()) };
+  return { host, scheme, daemon, stop: async () => void (await daemon.stop()) };
+}
+
+function probe(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const get = url.startsWith('https:') ? httpsGet : httpGet;
+    const req = get(url, { rejectUnauthorized: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+  });
 }

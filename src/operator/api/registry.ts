@@ -84,6 +84,19 @@ export const registrySpecSchema = z
       .strict()
       .default({ mode: 'NodeProxy', port: 5000 })
       .describe('How kubelets reach the registry.'),
+    tls: z
+      .object({
+        certificateSecret: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            'A kubernetes.io/tls Secret (e.g. from cert-manager) the registry serves; else Berth makes a CA and a certificate.',
+          ),
+      })
+      .strict()
+      .default({})
+      .describe('The registry serves HTTPS inside the cluster.'),
     externalURL: z
       .url()
       .optional()

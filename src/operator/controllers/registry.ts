@@ -5,11 +5,14 @@ import type { Informer } from '../../kube/informer.ts';
 import type { QueueResult } from '../../kube/queue.ts';
 import { collectionPath, objectPath } from '../../kube/resources.ts';
 import { generateKeyFile } from '../../registry/auth/keys.ts';
+import { createCertificateAuthority, issueServingCertificate } from '../../tls/certificates.ts';
 import { registrySpecSchema, type RegistryStatus } from '../api/registry.ts';
 import type { EventRecorder } from '../events.ts';
 import { fieldManager, registryObjectNames } from '../render/labels.ts';
 import { renderRegistry, type RegistryResource, type RegistrySecrets } from '../render/registry.ts';
 import { renderRegistryStatus, type Condition, type DeploymentState } from '../render/status.ts';
+
+const day = 86_400_000;
 
 export interface RegistryObject extends KubeObject {
   spec?: unknown;
@@ -143,7 +146,45 @@ export class RegistryController {
     return {
       signingKeys: keys?.['signing-keys.json'] ?? (await generateKeyFile()),
       adminPassword: admin?.password ?? randomBytes(24).toString('base64url'),
+      certificates: registry.spec.tls.certificateSecret
+        ? undefined
+        : await this.certificatesFor(registry, read),
     };
+  }
+
+  /** Berth's own CA (ten years) and serving certificate (one year) for the registry Service. */
+  private async certificatesFor(
+    registry: RegistryResource,
+    read: (name: string) => Promise<Record<string, string> | undefined>,
+  ): Promise<NonNullable<RegistrySecrets['certificates']>> {
+    const names = registryObjectNames(registry.metadata.name);
+    const stored = await read(names.ca);
+    const ca =
+      stored?.['ca.crt'] && stored['ca.key']
+        ? { certificatePem: stored['ca.crt'], privateKeyPem: stored['ca.key'] }
+        : createCertificateAuthority(
+            `berth ${registry.metadata.namespace}/${registry.metadata.name} CA`,
+            10 * 365 * day,
+          );
+    const tls = await read(names.tls);
+    const current = tls?.['tls.crt'] && tls['tls.key'] && tls['ca.crt'] === ca.certificatePem;
+    const service = `${names.service}.${registry.metadata.namespace}`;
+    const serving = current
+      ? { certificatePem: tls['tls.crt'] as string, privateKeyPem: tls['tls.key'] as string }
+      : issueServingCertificate(
+          ca,
+          service,
+          [
+            names.service,
+            service,
+            `${service}.svc`,
+            `${service}.svc.cluster.local`,
+            'localhost',
+            '127.0.0.1',
+          ],
+          365 * day,
+        );
+    return { ca, serving };
   }
 
   private async writeStatus(object: RegistryObject, status: RegistryStatus): Promise<void> {

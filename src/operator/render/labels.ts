@@ -24,6 +24,8 @@ export function registryObjectNames(registryName: string) {
     data: `${base}-data`,
     keys: `${base}-keys`,
     admin: `${base}-admin`,
+    ca: `${base}-ca`,
+    tls: `${base}-tls`,
     nodeProxy: `${base}-node-proxy`,
   };
 }

@@ -1,6 +1,7 @@
 import { parse } from 'yaml';
 import { parseRegistryConfig } from '../../config/registry.ts';
 import { registrySpecSchema } from '../api/registry.ts';
+import { createCertificateAuthority, issueServingCertificate } from '../../tls/certificates.ts';
 import { renderRegistry, type RegistryResource } from './registry.ts';
 
 function registry(spec: Record<string, unknown> = {}): RegistryResource {
@@ -9,7 +10,15 @@ function registry(spec: Record<string, unknown> = {}): RegistryResource {
     spec: registrySpecSchema.parse(spec),
   };
 }
-const secrets = { signingKeys: '{"keys":[]}', adminPassword: 'secret' };
+const ca = createCertificateAuthority('test ca', 86_400_000);
+const secrets = {
+  signingKeys: '{"keys":[]}',
+  adminPassword: 'secret',
+  certificates: {
+    ca,
+    serving: issueServingCertificate(ca, 'berth-main', ['berth-main'], 86_400_000),
+  },
+};
 const options = { image: 'berth:test' };
 const byKind = (objects: ReturnType<typeof renderRegistry>, kind: string) =>
   objects.filter((object) => object.kind === kind);
@@ -36,6 +45,26 @@ describe('renderRegistry', () => {
       options,
     );
     expect(byKind(deleted, 'PersistentVolumeClaim')[0]?.metadata.ownerReferences).toHaveLength(1);
+  });
+
+  it('serves a certificate Berth made, or the Secret the Registry names', () => {
+    const own = renderRegistry(registry(), secrets, options);
+    expect(own.filter((o) => o.kind === 'Secret').map((o) => o.metadata.name)).toEqual([
+      'berth-main-keys',
+      'berth-main-admin',
+      'berth-main-ca',
+      'berth-main-tls',
+    ]);
+    const named = renderRegistry(
+      registry({ tls: { certificateSecret: 'from-cert-manager' } }),
+      { ...secrets, certificates: undefined },
+      options,
+    );
+    expect(named.filter((o) => o.kind === 'Secret').map((o) => o.metadata.name)).toEqual([
+      'berth-main-keys',
+      'berth-main-admin',
+    ]);
+    expect(JSON.stringify(named)).toContain('"secretName":"from-cert-manager"');
   });
 
   it('renders the node proxy only in NodeProxy mode', () => {
@@ -70,6 +99,10 @@ describe('renderRegistry', () => {
     const text = (configMap?.data as Record<string, string>)['registry.yaml'] as string;
     const config = parseRegistryConfig(parse(text), 'rendered registry.yaml');
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 5000 });
+    expect(config.tls).toEqual({
+      certificateFile: '/etc/berth/tls/tls.crt',
+      keyFile: '/etc/berth/tls/tls.key',
+    });
     expect(config.auth).toMatchObject({
       tokenTTL: 600_000,
       adminPasswordFile: '/etc/berth/admin/password',

@@ -1,6 +1,7 @@
 import { stringify } from 'yaml';
 import type { KubeObject } from '../../kube/client.ts';
 import type { RegistrySpec } from '../api/registry.ts';
+import type { IssuedCertificate } from '../../tls/certificates.ts';
 import { registryLabels, registryObjectNames } from './labels.ts';
 
 /** The Registry as the renderer needs it: identity and spec (already defaulted by the API server). */
@@ -14,6 +15,9 @@ export interface RegistrySecrets {
   /** signing-keys.json as the registry's key ring reads it. */
   readonly signingKeys: string;
   readonly adminPassword: string;
+  /** Berth's CA and serving certificate, unless the Registry names its own certificate Secret. */
+  readonly certificates?:
+    { readonly ca: IssuedCertificate; readonly serving: IssuedCertificate } | undefined;
 }
 
 export interface RenderOptions {
@@ -26,6 +30,7 @@ const configDirectory = '/etc/berth/config';
 const keysDirectory = '/etc/berth/keys';
 const adminDirectory = '/etc/berth/admin';
 const dataDirectory = '/var/lib/berth';
+const tlsDirectory = '/etc/berth/tls';
 
 function ownerReference(registry: RegistryResource) {
   return {
@@ -58,6 +63,7 @@ export function renderRegistryConfig(registry: RegistryResource): string {
   return stringify({
     listen: `0.0.0.0:${registryPort}`,
     storage: { filesystem: { rootDirectory: dataDirectory } },
+    tls: { certificateFile: `${tlsDirectory}/tls.crt`, keyFile: `${tlsDirectory}/tls.key` },
     log: { level: 'info', requests: true },
     auth: {
       tokenTTL: auth.tokenTTL,
@@ -122,6 +128,34 @@ export function renderRegistry(
       },
     },
   ];
+  if (!registry.spec.tls.certificateSecret) {
+    const certificates = secrets.certificates;
+    if (!certificates)
+      throw new Error('a Registry without its own certificate Secret needs generated certificates');
+    objects.push(
+      {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: metadata(registry, names.ca, 'registry'),
+        type: 'Opaque',
+        stringData: {
+          'ca.crt': certificates.ca.certificatePem,
+          'ca.key': certificates.ca.privateKeyPem,
+        },
+      },
+      {
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: metadata(registry, names.tls, 'registry'),
+        type: 'kubernetes.io/tls',
+        stringData: {
+          'tls.crt': certificates.serving.certificatePem,
+          'tls.key': certificates.serving.privateKeyPem,
+          'ca.crt': certificates.ca.certificatePem,
+        },
+      },
+    );
+  }
   if (filesystem) {
     objects.push({
       apiVersion: 'v1',
@@ -184,9 +218,12 @@ function renderDeployment(
               image: options.image,
               args: ['registry', '--config', `${configDirectory}/registry.yaml`],
               ports: [{ name: 'registry', containerPort: registryPort, protocol: 'TCP' }],
-              readinessProbe: { httpGet: { path: '/readyz', port: 'registry' }, periodSeconds: 5 },
+              readinessProbe: {
+                httpGet: { path: '/readyz', port: 'registry', scheme: 'HTTPS' },
+                periodSeconds: 5,
+              },
               livenessProbe: {
-                httpGet: { path: '/healthz', port: 'registry' },
+                httpGet: { path: '/healthz', port: 'registry', scheme: 'HTTPS' },
                 periodSeconds: 10,
                 failureThreshold: 6,
               },
@@ -199,6 +236,7 @@ function renderDeployment(
                 { name: 'config', mountPath: configDirectory, readOnly: true },
                 { name: 'keys', mountPath: keysDirectory, readOnly: true },
                 { name: 'admin', mountPath: adminDirectory, readOnly: true },
+                { name: 'tls', mountPath: tlsDirectory, readOnly: true },
                 { name: 'data', mountPath: dataDirectory },
                 { name: 'tmp', mountPath: '/tmp' },
               ],
@@ -214,6 +252,17 @@ function renderDeployment(
                 secretName: names.admin,
                 defaultMode: 0o400,
                 items: [{ key: 'password', path: 'password' }],
+              },
+            },
+            {
+              name: 'tls',
+              secret: {
+                secretName: registry.spec.tls.certificateSecret ?? names.tls,
+                defaultMode: 0o400,
+                items: [
+                  { key: 'tls.crt', path: 'tls.crt' },
+                  { key: 'tls.key', path: 'tls.key' },
+                ],
               },
             },
             filesystem
@@ -265,7 +314,7 @@ function renderNodeProxy(registry: RegistryResource, options: RenderOptions): Ku
                 '--listen',
                 `127.0.0.1:${port}`,
                 '--upstream',
-                `http://${names.service}.${registry.metadata.namespace}.svc:${registryPort}`,
+                `https://${names.service}.${registry.metadata.namespace}.svc:${registryPort}`,
               ],
               resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
               securityContext: restrictedContainer,
