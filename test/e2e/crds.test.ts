@@ -6,7 +6,7 @@ import { renderRegistry } from '../../src/operator/render/registry.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../src/tls/certificates.ts';
 import {
   controlPlaneToolNames,
-  startLocalControlPlane,
+  startControlPlane,
   type ControlPlane,
 } from '../support/control-plane.ts';
 import { describeWithTools } from '../support/tools.ts';
@@ -27,7 +27,7 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
   let cluster: ControlPlane;
 
   beforeAll(async () => {
-    cluster = await startLocalControlPlane();
+    cluster = await startControlPlane();
     await cluster.kubectl(['apply', '--server-side', '-k', `${root}/crds`]);
     await cluster.kubectl([
       'wait',

@@ -4,7 +4,7 @@ import { Informer, type ChangeType } from '../../src/kube/informer.ts';
 import { LeaderElector } from '../../src/kube/leader.ts';
 import {
   controlPlaneToolNames,
-  startLocalControlPlane,
+  startControlPlane,
   type ControlPlane,
 } from '../support/control-plane.ts';
 import { waitFor } from '../support/processes.ts';
@@ -23,7 +23,7 @@ describeWithTools(controlPlaneToolNames, 'Kubernetes plumbing on a real API serv
   let client: KubeClient;
 
   beforeAll(async () => {
-    cluster = await startLocalControlPlane();
+    cluster = await startControlPlane();
     client = KubeClient.fromFile(cluster.kubeconfig);
     await cluster.kubectl(['create', 'namespace', namespace]);
   });

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import {
   controlPlaneToolNames,
-  startLocalControlPlane,
+  startControlPlane,
   type ControlPlane,
 } from '../support/control-plane.ts';
 import { runDeployment, type RunningPod } from '../support/kubelet.ts';
@@ -69,7 +69,7 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
   }
 
   beforeAll(async () => {
-    cluster = await startLocalControlPlane();
+    cluster = await startControlPlane();
     work = await temporaryDirectory('operator');
     await cluster.kubectl(['apply', '-k', join(root, 'deploy')]);
     await cluster.kubectl([

@@ -6,9 +6,10 @@ import { Daemon, freePort, run, temporaryDirectory, waitFor } from './processes.
 import { findTool } from './tools.ts';
 
 /**
- * A Kubernetes API to test the operator against. `startLocalControlPlane` runs real etcd and
- * kube-apiserver processes the way controller-runtime's envtest does; a testcontainers K3s
- * provider can stand behind the same interface where a Docker engine exists.
+ * A Kubernetes API to test the operator against. `startLocalControlPlane` runs real etcd,
+ * kube-apiserver and kube-controller-manager processes the way controller-runtime's envtest
+ * does; `startK3sControlPlane` (k3s.ts) stands behind the same interface where a Docker engine
+ * exists. `startControlPlane` picks: BERTH_CONTROL_PLANE=k3s for K3s, else local.
  */
 export interface ControlPlane {
   /** Admin kubeconfig file (user in system:masters). */
@@ -296,4 +297,13 @@ export async function startLocalControlPlane(): Promise<ControlPlane> {
       await directory.remove();
     },
   };
+}
+
+/** The provider BERTH_CONTROL_PLANE names: `local` (default) or `k3s` (needs a Docker engine). */
+export async function startControlPlane(): Promise<ControlPlane> {
+  if (process.env.BERTH_CONTROL_PLANE === 'k3s') {
+    const { startK3sControlPlane } = await import('./k3s.ts');
+    return startK3sControlPlane();
+  }
+  return startLocalControlPlane();
 }
