@@ -116,6 +116,25 @@ export const registryConfigSchema = z
           .string()
           .optional()
           .describe('Repository policy (YAML), reloaded when it changes.'),
+        kubernetes: z
+          .object({
+            kubeconfig: z
+              .string()
+              .optional()
+              .describe('Kubeconfig file; in a pod the ServiceAccount is used.'),
+            registry: z
+              .object({ name: z.string().min(1), namespace: z.string().min(1) })
+              .strict()
+              .optional()
+              .describe(
+                'The Registry this process serves; Repositories naming another are ignored.',
+              ),
+          })
+          .strict()
+          .optional()
+          .describe(
+            'Kubernetes mode: the policy comes from Repository objects and Namespaces by watch.',
+          ),
       })
       .strict()
       .optional()

@@ -4,6 +4,8 @@ import type { RegistryConfig } from '../../config/registry.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { compilePolicy } from '../../policy/compile.ts';
 import { staticPolicySource, watchPolicyFile } from '../../policy/source.ts';
+import { watchKubernetesPolicy } from '../../policy/kubernetes-source.ts';
+import { KubeClient } from '../../kube/client.ts';
 import type { RegistryAuth } from './auth.ts';
 import { Authenticator } from './authenticator.ts';
 import { KeyRing } from './keys.ts';
@@ -57,9 +59,17 @@ export async function setUpAuth(
     ? (await readFile(settings.adminPasswordFile, 'utf8')).trim()
     : process.env.BERTH_ADMIN_PASSWORD;
   const options = { anonymousPull: settings.anonymousPull };
-  const policy = settings.policyFile
-    ? await watchPolicyFile(settings.policyFile, options, logger)
-    : staticPolicySource(compilePolicy({ namespaces: new Map(), repositories: [] }, options));
+  const policy = settings.kubernetes
+    ? await watchKubernetesPolicy(
+        settings.kubernetes.kubeconfig
+          ? KubeClient.fromFile(settings.kubernetes.kubeconfig)
+          : KubeClient.fromDefault(),
+        { ...options, registry: settings.kubernetes.registry },
+        logger,
+      )
+    : settings.policyFile
+      ? await watchPolicyFile(settings.policyFile, options, logger)
+      : staticPolicySource(compilePolicy({ namespaces: new Map(), repositories: [] }, options));
   const rotation = setInterval(() => {
     keys.rotateIfDue(new Date()).then(
       (rotated) => rotated && logger.info({ kid: keys.active.kid }, 'signing key rotated'),

@@ -1,0 +1,76 @@
+import type { Logger } from '../observability/logger.ts';
+import type { KubeClient, KubeObject } from '../kube/client.ts';
+import { Informer } from '../kube/informer.ts';
+import { compilePolicy, type Policy, type PolicyOptions } from './compile.ts';
+import { repositoryDocumentSchema, type RepositoryDocument } from './schema.ts';
+import type { PolicySource } from './source.ts';
+
+export interface KubernetesPolicyOptions extends PolicyOptions {
+  /** Only Repositories whose spec.registry names this Registry (and those naming none) count. */
+  readonly registry?: { readonly name: string; readonly namespace: string } | undefined;
+}
+
+/**
+ * The live policy in Kubernetes mode: Repository objects and Namespaces (for their labels)
+ * by watch, compiled by the same `compilePolicy` as the standalone file. Any change recompiles
+ * at once, so a label removed from a namespace is refused on the next request.
+ */
+export async function watchKubernetesPolicy(
+  client: KubeClient,
+  options: KubernetesPolicyOptions,
+  logger: Logger,
+): Promise<PolicySource> {
+  const namespaces = new Informer<KubeObject>(client, { path: '/api/v1/namespaces' }, logger);
+  const repositories = new Informer<KubeObject>(
+    client,
+    { path: '/apis/berth.dev/v1alpha1/repositories' },
+    logger,
+  );
+  let policy: Policy = compilePolicy({ namespaces: new Map(), repositories: [] }, options);
+  const recompile = (): void => {
+    const documents: RepositoryDocument[] = [];
+    for (const object of repositories.list()) {
+      const parsed = repositoryDocumentSchema.safeParse(object);
+      if (!parsed.success) {
+        logger.warn(
+          { repository: `${object.metadata.namespace}/${object.metadata.name}` },
+          'repository ignored: invalid spec',
+        );
+        continue;
+      }
+      const target = parsed.data.spec.registry;
+      if (
+        options.registry &&
+        target &&
+        (target.name !== options.registry.name || target.namespace !== options.registry.namespace)
+      ) {
+        continue;
+      }
+      documents.push(parsed.data);
+    }
+    const live = new Map(
+      namespaces
+        .list()
+        .filter((namespace) => !namespace.metadata.deletionTimestamp)
+        .map((namespace) => [namespace.metadata.name, namespace.metadata.labels ?? {}]),
+    );
+    policy = compilePolicy({ namespaces: live, repositories: documents }, options);
+  };
+  namespaces.onChange(recompile);
+  repositories.onChange(recompile);
+  namespaces.start();
+  repositories.start();
+  await Promise.all([namespaces.synced, repositories.synced]);
+  recompile();
+  logger.info(
+    { repositories: repositories.list().length, namespaces: namespaces.list().length },
+    'policy watching the cluster',
+  );
+  return {
+    current: () => policy,
+    close: () => {
+      namespaces.stop();
+      repositories.stop();
+    },
+  };
+}
