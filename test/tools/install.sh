@@ -3,7 +3,7 @@
 #   Debian packages: skopeo, containerd, podman, docker-registry (CNCF distribution 2.8),
 #                    curl and wrk (benchmarks)
 #   Go modules, built through the module proxy into $BERTH_TOOLS_DIR/bin:
-#     crane, oras, the OCI distribution-spec conformance suite,
+#     crane, oras, the OCI distribution-spec conformance suite, crictl (containerd's CRI),
 #     and (build-control-plane.sh) etcd, kube-apiserver and kubectl
 # Idempotent: what is already there at the pinned version is kept.
 set -euo pipefail
@@ -29,6 +29,7 @@ go_tools=(
   "crane=github.com/google/go-containerregistry/cmd/crane@v0.22.1"
   "oras=oras.land/oras/cmd/oras@v1.3.6"
   "conformance=github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
+  "crictl=sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
 )
 for entry in "${go_tools[@]}"; do
   name="${entry%%=*}"
