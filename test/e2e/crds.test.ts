@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify } from 'yaml';
 import { registrySpecSchema } from '../../src/operator/api/registry.ts';
+import { renderPullSecret } from '../../src/operator/render/pull-secret.ts';
 import { renderRegistry } from '../../src/operator/render/registry.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../src/tls/certificates.ts';
 import {
@@ -105,6 +106,16 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
         };
       })(),
       { image: 'berth:test' },
+    );
+    objects.push(
+      renderPullSecret({
+        registry: { name: 'main', namespace: 'berth-system' },
+        namespace: 'team-a',
+        endpoints: ['localhost:5000', 'berth-main.berth-system.svc:5000'],
+        credential: 'jwt',
+        issuedAt: new Date(),
+        expiresAt: new Date(Date.now() + 86_400_000),
+      }),
     );
     const result = await cluster.kubectl(['apply', '--dry-run=server', '-f', '-'], {
       input: objects.map((object) => stringify(object)).join('---\n'),

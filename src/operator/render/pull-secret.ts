@@ -1,0 +1,92 @@
+import type { KubeObject } from '../../kube/client.ts';
+import { fieldManager } from './labels.ts';
+
+/** The Secret Berth puts in a namespace that may pull from a Registry. */
+export function pullSecretName(registryNamespace: string, registryName: string): string {
+  return `berth-pull-${registryNamespace}-${registryName}`.slice(0, 253);
+}
+
+/**
+ * Tells GitOps tools that Berth, not the repository they sync, manages this object: Argo CD does
+ * not prune it or report it as extraneous, Flux does not reconcile it.
+ */
+export const gitOpsAnnotations = {
+  'argocd.argoproj.io/compare-options': 'IgnoreExtraneous',
+  'argocd.argoproj.io/sync-options': 'Prune=false',
+  'kustomize.toolkit.fluxcd.io/reconcile': 'disabled',
+} as const;
+
+export interface PullSecretInput {
+  readonly registry: { readonly name: string; readonly namespace: string };
+  readonly namespace: string;
+  /** Every host a pod may name in `image:`: localhost:<port>, the Service DNS name, the external URL's host. */
+  readonly endpoints: readonly string[];
+  /** The namespace credential (a JWT signed by the Registry's key). */
+  readonly credential: string;
+  /** When the credential expires, so the controller knows when to rotate it. */
+  readonly expiresAt: Date;
+  readonly issuedAt: Date;
+}
+
+/**
+ * A `kubernetes.io/dockerconfigjson` Secret with one entry per endpoint, all carrying the
+ * namespace's credential (username = namespace, password = credential), as the kubelet reads it.
+ * Pure.
+ */
+export function renderPullSecret(input: PullSecretInput): KubeObject {
+  const auth = Buffer.from(`${input.namespace}:${input.credential}`).toString('base64');
+  const auths = Object.fromEntries(
+    input.endpoints.map((endpoint) => [
+      endpoint,
+      { username: input.namespace, password: input.credential, auth },
+    ]),
+  );
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: {
+      name: pullSecretName(input.registry.namespace, input.registry.name),
+      namespace: input.namespace,
+      labels: {
+        'app.kubernetes.io/name': 'berth',
+        'app.kubernetes.io/component': 'pull-secret',
+        'app.kubernetes.io/managed-by': fieldManager,
+        'berth.dev/registry': `${input.registry.namespace}.${input.registry.name}`,
+      },
+      annotations: {
+        ...gitOpsAnnotations,
+        'berth.dev/credential-issued-at': input.issuedAt.toISOString(),
+        'berth.dev/credential-expires-at': input.expiresAt.toISOString(),
+      },
+    },
+    type: 'kubernetes.io/dockerconfigjson',
+    stringData: { '.dockerconfigjson': JSON.stringify({ auths }) },
+  };
+}
+
+/**
+ * Whether a credential is due for rotation: at two thirds of its lifetime, so that the old one
+ * (still valid until it expires) overlaps with the new one for a third.
+ */
+export function dueForRotation(issuedAt: Date, expiresAt: Date, now: Date): boolean {
+  const lifetime = expiresAt.getTime() - issuedAt.getTime();
+  return now.getTime() >= issuedAt.getTime() + (lifetime * 2) / 3;
+}
+
+/**
+ * A ServiceAccount's imagePullSecrets with Berth's entry present or absent, everything else
+ * (other tools' and users' entries, and their order) untouched. Returns undefined when nothing
+ * would change, so the caller writes nothing.
+ */
+export function withPullSecret(
+  existing: readonly { name?: string }[] | undefined,
+  secretName: string,
+  wanted: boolean,
+): { name?: string }[] | undefined {
+  const list = existing ?? [];
+  const present = list.some((entry) => entry.name === secretName);
+  if (wanted === present) return undefined;
+  return wanted
+    ? [...list, { name: secretName }]
+    : list.filter((entry) => entry.name !== secretName);
+}
