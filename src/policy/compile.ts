@@ -89,11 +89,6 @@ export class Policy {
     return this.ruleFor(repository)?.immutableTags.some((pattern) => pattern.test(tag)) ?? false;
   }
 
-  /** The namespace that owns a repository path, if any Repository declares it. */
-  ownerOf(repository: string): string | undefined {
-    return this.ruleFor(repository)?.owner;
-  }
-
   private ruleFor(repository: string): Rule | undefined {
     const exact = this.exact.get(repository);
     if (exact) return exact;

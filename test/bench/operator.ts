@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { startLocalControlPlane, type ControlPlane } from '../support/control-plane.ts';
+import { markDeploymentReady } from '../support/kubelet.ts';
 import { Daemon, waitFor } from '../support/processes.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -36,28 +37,6 @@ function registry(name: string, namespace: string): string {
     metadata: { name, namespace },
     spec: { nodeAccess: { mode: 'None' } },
   });
-}
-
-async function markReady(cluster: ControlPlane, namespace: string, name: string): Promise<void> {
-  await cluster.kubectl([
-    'patch',
-    'deployment',
-    `berth-${name}`,
-    '-n',
-    namespace,
-    '--subresource=status',
-    '--type=merge',
-    '-p',
-    JSON.stringify({
-      status: {
-        observedGeneration: 1,
-        replicas: 1,
-        readyReplicas: 1,
-        updatedReplicas: 1,
-        availableReplicas: 1,
-      },
-    }),
-  ]);
 }
 
 async function readyCount(cluster: ControlPlane, namespace: string): Promise<number> {
@@ -112,7 +91,7 @@ async function main(): Promise<void> {
       'the Deployment',
     );
     const rendered = performance.now() - applied;
-    await markReady(cluster, 'bench', 'single');
+    await markDeploymentReady(cluster, 'bench', 'berth-single', 1, 1);
     await waitFor(async () => (await readyCount(cluster, 'bench')) === 1, 30_000, 'Ready');
     const toReady = performance.now() - applied;
 

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { fetchToken } from '../support/auth.ts';
+import { fetchToken, issueCredential } from '../support/auth.ts';
 import {
   controlPlaneToolNames,
   startControlPlane,
@@ -14,7 +14,6 @@ import { startBerth, type RegistryProcess } from '../support/registries.ts';
 import { describeWithTools, findTool } from '../support/tools.ts';
 
 const root = resolve(fileURLToPath(new URL('../..', import.meta.url)));
-const cli = join(root, 'src', 'cli.ts');
 
 /**
  * `berth registry` in Kubernetes mode: its policy comes from Repository objects and Namespace
@@ -80,16 +79,7 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'registry policy from the
       extraArgs: ['--config', config, '--log-level', 'warn'],
     });
     for (const namespace of ['team-a', 'team-b', 'team-c']) {
-      credentials[namespace] = (
-        await run(process.execPath, [
-          cli,
-          'credential',
-          '--namespace',
-          namespace,
-          '--storage-dir',
-          storage,
-        ])
-      ).stdout.trim();
+      credentials[namespace] = await issueCredential(storage, namespace);
     }
     const crane = findTool('crane') as string;
     const env = { ...process.env, DOCKER_CONFIG: join(work.path, 'docker') };

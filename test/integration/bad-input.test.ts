@@ -1,10 +1,15 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { checkConsistency } from '../../src/registry/service/consistency.ts';
 import { FilesystemDriver } from '../../src/registry/storage/filesystem/driver.ts';
-import { abandonUpload, errorCode, rawRequest, type RawResponse } from '../support/http.ts';
+import {
+  abandonUpload,
+  errorCode,
+  rawRequest,
+  sendSlowly,
+  type RawResponse,
+} from '../support/http.ts';
 import { temporaryDirectory, waitFor } from '../support/processes.ts';
 import { startBerth, type RegistryProcess } from '../support/registries.ts';
 
@@ -381,25 +386,14 @@ describe('bad input', () => {
     it('refuses a PATCH while the closing PUT of the same upload is running', async () => {
       const location = await startUpload('bad/race');
       const data = randomBytes(2 * 1024 * 1024);
-      const [hostname, port] = host.split(':');
-      const put = new Promise<number>((resolve, reject) => {
-        const req = request(
-          {
-            hostname,
-            port: Number(port),
-            method: 'PUT',
-            path: `${location}?digest=${digestOf(data)}`,
-            headers: { 'Content-Length': data.length },
-          },
-          (res) => {
-            res.resume();
-            resolve(res.statusCode ?? 0);
-          },
-        );
-        req.on('error', reject);
-        req.write(data.subarray(0, 1024 * 1024));
-        setTimeout(() => req.end(data.subarray(1024 * 1024)), 300);
-      });
+      const put = sendSlowly(
+        host,
+        'PUT',
+        `${location}?digest=${digestOf(data)}`,
+        data,
+        1024 * 1024,
+        300,
+      );
       await new Promise((resolve) => setTimeout(resolve, 100));
       await expectError(
         send('PATCH', location, { body: 'EVIL', headers: { 'Content-Length': 4 } }),

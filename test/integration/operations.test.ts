@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { request } from 'node:http';
+import { sendSlowly } from '../support/http.ts';
 import { temporaryDirectory, waitFor } from '../support/processes.ts';
 import { startBerth } from '../support/registries.ts';
 
@@ -45,26 +45,15 @@ describe('operations', () => {
     try {
       const data = randomBytes(4 * 1024 * 1024);
       const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
-      const [hostname, port] = registry.host.split(':');
-      const response = new Promise<number>((resolve, reject) => {
-        const req = request(
-          {
-            hostname,
-            port: Number(port),
-            method: 'POST',
-            path: `/v2/ops/slow/blobs/uploads/?digest=${digest}`,
-            headers: { 'Content-Length': data.length },
-          },
-          (res) => {
-            res.resume();
-            resolve(res.statusCode ?? 0);
-          },
-        );
-        req.on('error', reject);
-        req.write(data.subarray(0, 1024 * 1024));
-        // The rest arrives after the registry was told to stop.
-        setTimeout(() => req.end(data.subarray(1024 * 1024)), 700);
-      });
+      // The rest of the body arrives after the registry was told to stop.
+      const response = sendSlowly(
+        registry.host,
+        'POST',
+        `/v2/ops/slow/blobs/uploads/?digest=${digest}`,
+        data,
+        1024 * 1024,
+        700,
+      );
       await new Promise((resolve) => setTimeout(resolve, 200));
       registry.daemon.child.kill('SIGTERM');
       expect(await response).toBe(201);

@@ -50,24 +50,31 @@ export async function startAuthRegistry(
     storage,
     policyFile,
     keyFile: join(storage, '_berth', 'signing-keys.json'),
-    credential: async (namespace, lifetime) =>
-      (
-        await run(process.execPath, [
-          cli,
-          'credential',
-          '--namespace',
-          namespace,
-          '--storage-dir',
-          storage,
-          ...(lifetime ? ['--lifetime', lifetime] : []),
-        ])
-      ).stdout.trim(),
+    credential: (namespace, lifetime) => issueCredential(storage, namespace, lifetime),
     writePolicy: async (next) => writeFile(policyFile, stringify(next)),
     stop: async () => {
       await registry.stop();
       await directory.remove();
     },
   };
+}
+
+/** A namespace credential made by `berth credential` for the registry storing under `storage`. */
+export async function issueCredential(
+  storage: string,
+  namespace: string,
+  lifetime?: string,
+): Promise<string> {
+  const args = [
+    cli,
+    'credential',
+    '--namespace',
+    namespace,
+    '--storage-dir',
+    storage,
+    ...(lifetime ? ['--lifetime', lifetime] : []),
+  ];
+  return (await run(process.execPath, args)).stdout.trim();
 }
 
 /** Asks the token endpoint (GET, Basic auth) for a token, as docker and crane do. */

@@ -35,15 +35,39 @@ async function openssl(args: string[], cwd: string): Promise<void> {
 /** A CA, a serving certificate for loopback, an admin client certificate and a service-account key pair. */
 async function makeCertificates(directory: string): Promise<void> {
   const days = ['-days', '2'];
+  const p256 = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  /** A key and a certificate signed by the CA, with the given subject and X.509 extensions. */
+  const issue = async (name: string, subject: string, extensions: string): Promise<void> => {
+    await writeFile(join(directory, `${name}.ext`), extensions);
+    await openssl(
+      ['req', ...p256, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject],
+      directory,
+    );
+    await openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'ca.crt',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${name}.crt`,
+        '-extfile',
+        `${name}.ext`,
+        ...days,
+      ],
+      directory,
+    );
+  };
   await openssl(
     [
       'req',
       '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
+      ...p256,
       '-keyout',
       'ca.key',
       '-out',
@@ -54,83 +78,12 @@ async function makeCertificates(directory: string): Promise<void> {
     ],
     directory,
   );
-  await writeFile(
-    join(directory, 'serving.ext'),
+  await issue(
+    'serving',
+    '/CN=kube-apiserver',
     'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n',
   );
-  await openssl(
-    [
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'serving.key',
-      '-out',
-      'serving.csr',
-      '-subj',
-      '/CN=kube-apiserver',
-    ],
-    directory,
-  );
-  await openssl(
-    [
-      'x509',
-      '-req',
-      '-in',
-      'serving.csr',
-      '-CA',
-      'ca.crt',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      'serving.crt',
-      '-extfile',
-      'serving.ext',
-      ...days,
-    ],
-    directory,
-  );
-  await writeFile(join(directory, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
-  await openssl(
-    [
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'admin.key',
-      '-out',
-      'admin.csr',
-      '-subj',
-      '/O=system:masters/CN=berth-test-admin',
-    ],
-    directory,
-  );
-  await openssl(
-    [
-      'x509',
-      '-req',
-      '-in',
-      'admin.csr',
-      '-CA',
-      'ca.crt',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      'admin.crt',
-      '-extfile',
-      'client.ext',
-      ...days,
-    ],
-    directory,
-  );
+  await issue('admin', '/O=system:masters/CN=berth-test-admin', 'extendedKeyUsage=clientAuth\n');
   await openssl(
     ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', 'sa.key'],
     directory,
@@ -152,6 +105,15 @@ async function adminGet(server: string, directory: string, path: string): Promis
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.end();
   });
+}
+
+/** Runs kubectl against one kubeconfig: the `kubectl` of every ControlPlane provider. */
+export function kubectlFor(kubectl: string, kubeconfig: string): ControlPlane['kubectl'] {
+  return (args, options = {}) =>
+    run(kubectl, ['--kubeconfig', kubeconfig, ...args], {
+      ...(options.input !== undefined ? { input: options.input } : {}),
+      allowFailure: options.allowFailure ?? false,
+    });
 }
 
 export function controlPlaneTools(): {
@@ -277,11 +239,7 @@ export async function startLocalControlPlane(): Promise<ControlPlane> {
   return {
     kubeconfig,
     server,
-    kubectl: (args, options = {}) =>
-      run(kubectl, ['--kubeconfig', kubeconfig, ...args], {
-        ...(options.input !== undefined ? { input: options.input } : {}),
-        allowFailure: options.allowFailure ?? false,
-      }),
+    kubectl: kubectlFor(kubectl, kubeconfig),
     controllerManagerOutput: () => controllerManager.output.slice(-4000),
     stopApiServer: async () => {
       await apiserver.stop();

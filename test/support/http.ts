@@ -77,3 +77,31 @@ export async function abandonUpload(
     socket.on('error', reject);
   });
 }
+
+/**
+ * Sends a body with a declared Content-Length in two parts, the second `pauseMs` later: a slow
+ * client whose request is still in flight while the test does something else. Resolves to the
+ * response status.
+ */
+export function sendSlowly(
+  host: string,
+  method: string,
+  path: string,
+  body: Buffer,
+  firstPartBytes: number,
+  pauseMs: number,
+): Promise<number> {
+  const [hostname, port] = host.split(':');
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { hostname, port: Number(port), method, path, headers: { 'Content-Length': body.length } },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      },
+    );
+    req.on('error', reject);
+    req.write(body.subarray(0, firstPartBytes));
+    setTimeout(() => req.end(body.subarray(firstPartBytes)), pauseMs);
+  });
+}

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GenericContainer, Wait, type StartedTestContainer } from 'testcontainers';
 import { parse, stringify } from 'yaml';
-import type { ControlPlane } from './control-plane.ts';
+import { kubectlFor, type ControlPlane } from './control-plane.ts';
 import { run, temporaryDirectory, waitFor } from './processes.ts';
 import { findTool } from './tools.ts';
 
@@ -60,11 +60,7 @@ export async function startK3sControlPlane(): Promise<ControlPlane> {
   return {
     kubeconfig,
     server,
-    kubectl: (args, options = {}) =>
-      run(kubectl, ['--kubeconfig', kubeconfig, ...args], {
-        ...(options.input !== undefined ? { input: options.input } : {}),
-        allowFailure: options.allowFailure ?? false,
-      }),
+    kubectl: kubectlFor(kubectl, kubeconfig),
     controllerManagerOutput: () => logs,
     // K3s runs its API server in the same process as everything else: restarting it is the fault.
     stopApiServer: async () => {

@@ -139,7 +139,31 @@ export async function runDeployment(
     30_000,
     'the registry pod',
   );
-  const replicas = deployment.spec.replicas;
+  await markDeploymentReady(
+    cluster,
+    namespace,
+    name,
+    deployment.metadata.generation,
+    deployment.spec.replicas,
+  );
+  return { host, scheme, daemon, stop: async () => void (await daemon.stop()) };
+}
+
+/** Reports a Deployment fully rolled out and ready, as the deployment controller would after its pods pass their probes. */
+export async function markDeploymentReady(
+  cluster: ControlPlane,
+  namespace: string,
+  name: string,
+  generation: number,
+  replicas: number,
+): Promise<void> {
+  const status = {
+    observedGeneration: generation,
+    replicas,
+    readyReplicas: replicas,
+    updatedReplicas: replicas,
+    availableReplicas: replicas,
+  };
   await cluster.kubectl([
     'patch',
     'deployment',
@@ -149,17 +173,8 @@ export async function runDeployment(
     '--subresource=status',
     '--type=merge',
     '-p',
-    JSON.stringify({
-      status: {
-        observedGeneration: deployment.metadata.generation,
-        replicas,
-        readyReplicas: replicas,
-        updatedReplicas: replicas,
-        availableReplicas: replicas,
-      },
-    }),
+    JSON.stringify({ status }),
   ]);
-  return { host, scheme, daemon, stop: async () => void (await daemon.stop()) };
 }
 
 function probe(url: string): Promise<number> {

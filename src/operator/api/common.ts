@@ -16,5 +16,11 @@ export const conditionSchema = z
   })
   .strict();
 
+export const observedGenerationSchema = z
+  .number()
+  .int()
+  .optional()
+  .describe('The .metadata.generation the status describes.');
+
 export const durationPattern = /^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/;
 export const quantityPattern = /^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$/;

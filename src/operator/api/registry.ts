@@ -1,6 +1,11 @@
 import { z } from 'zod';
 import { labelSelectorSchema } from '../../policy/schema.ts';
-import { conditionSchema, durationPattern, quantityPattern } from './common.ts';
+import {
+  conditionSchema,
+  observedGenerationSchema,
+  durationPattern,
+  quantityPattern,
+} from './common.ts';
 
 const filesystemStorageSchema = z
   .object({
@@ -157,11 +162,7 @@ export const registrySpecSchema = z
 
 export const registryStatusSchema = z
   .object({
-    observedGeneration: z
-      .number()
-      .int()
-      .optional()
-      .describe('The .metadata.generation the status describes.'),
+    observedGeneration: observedGenerationSchema,
     conditions: z.array(conditionSchema).optional().describe('Ready, Progressing and Degraded.'),
     endpoints: z
       .object({

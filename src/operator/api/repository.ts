@@ -1,17 +1,13 @@
 import { z } from 'zod';
 import { repositorySpecSchema } from '../../policy/schema.ts';
-import { conditionSchema } from './common.ts';
+import { conditionSchema, observedGenerationSchema } from './common.ts';
 
 /** The Repository spec is the policy's own schema: one source for the CRD and the registry. */
 export { repositorySpecSchema };
 
 export const repositoryStatusSchema = z
   .object({
-    observedGeneration: z
-      .number()
-      .int()
-      .optional()
-      .describe('The .metadata.generation the status describes.'),
+    observedGeneration: observedGenerationSchema,
     conditions: z
       .array(conditionSchema)
       .optional()

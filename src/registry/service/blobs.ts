@@ -1,4 +1,4 @@
-import type { Readable, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { OciError } from '../errors.ts';
 import type { Digest } from '../reference.ts';
 import type { StorageDriver } from '../storage/driver.ts';
@@ -30,14 +30,6 @@ export class BlobService {
     const info = await this.driver.stat(paths.blobData(digest));
     if (!info || info.isDirectory) throw blobUnknown(digest);
     return info.size;
-  }
-
-  /** A stream of the blob's bytes, whole or in the given range. */
-  async open(digest: Digest, range?: BlobRange): Promise<Readable> {
-    return this.driver.reader(
-      paths.blobData(digest),
-      range ? { offset: range.start, end: range.end } : { offset: 0 },
-    );
   }
 
   /** Sends the blob's bytes, whole or in the given range, into `destination`. */

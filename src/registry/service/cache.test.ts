@@ -39,13 +39,4 @@ describe('LruCache', () => {
       jest.useRealTimers();
     }
   });
-
-  it('deletes by predicate', () => {
-    const cache = new LruCache<string, number>({ maxWeight: 10, ttlMillis: 60_000 });
-    cache.set('repo-a:1', 1);
-    cache.set('repo-b:1', 2);
-    cache.deleteWhere((key) => key.startsWith('repo-a'));
-    expect(cache.get('repo-a:1')).toBeUndefined();
-    expect(cache.get('repo-b:1')).toBe(2);
-  });
 });

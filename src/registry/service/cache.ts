@@ -54,14 +54,4 @@ export class LruCache<K, V> {
     this.entries.delete(key);
     this.weight -= entry.weight;
   }
-
-  /** Removes every entry whose key matches. */
-  deleteWhere(matches: (key: K) => boolean): void {
-    for (const key of [...this.entries.keys()]) if (matches(key)) this.delete(key);
-  }
-
-  clear(): void {
-    this.entries.clear();
-    this.weight = 0;
-  }
 }
