@@ -34,6 +34,9 @@ interface Session {
   writer: FileWriter;
   hash: Hash | undefined;
   busy: boolean;
+  /** Resolves when the request holding the session lets go of it. */
+  settled: Promise<void>;
+  settle: () => void;
   lastUsed: number;
 }
 
@@ -60,10 +63,19 @@ export class UploadService {
     return id;
   }
 
-  /** Bytes received so far. */
+  /**
+   * Bytes acknowledged so far. While a request holds the upload its last chunk may still be cut
+   * back, so the answer waits for that request to finish.
+   */
   async status(repository: string, id: string): Promise<number> {
-    const session = this.sessions.get(sessionKey(repository, id));
-    if (session) return session.writer.size;
+    for (
+      let session = this.sessions.get(sessionKey(repository, id));
+      session;
+      session = this.sessions.get(sessionKey(repository, id))
+    ) {
+      if (!session.busy) return session.writer.size;
+      await session.settled;
+    }
     await this.assertExists(repository, id);
     const info = await this.driver.stat(paths.uploadData(repository, id));
     return info?.size ?? 0;
@@ -117,9 +129,14 @@ export class UploadService {
       }
       await this.blobs.link(repository, digest);
       await this.driver.delete(paths.uploadDirectory(repository, id));
-      this.sessions.delete(session.key);
     } finally {
-      if (!finished) this.release(session);
+      if (finished) {
+        // Committed, discarded or failed past the point of return: the session is over.
+        this.sessions.delete(session.key);
+        session.settle();
+      } else {
+        this.release(session);
+      }
     }
   }
 
@@ -258,7 +275,15 @@ export class UploadService {
         // A resumed upload is hashed from storage only when it completes, so that neither a
         // DELETE nor a racing first PATCH pays for reading it here.
         const hash = writer.size === 0 ? createHash('sha256') : undefined;
-        session = { key, writer, hash, busy: false, lastUsed: Date.now() };
+        session = {
+          key,
+          writer,
+          hash,
+          busy: false,
+          settled: Promise.resolve(),
+          settle: () => undefined,
+          lastUsed: Date.now(),
+        };
         this.sessions.set(key, session);
         await this.closeExcessSessions();
       }
@@ -269,6 +294,7 @@ export class UploadService {
       });
     }
     session.busy = true;
+    session.settled = new Promise((resolve) => (session.settle = resolve));
     session.lastUsed = Date.now();
     return session;
   }
@@ -276,10 +302,12 @@ export class UploadService {
   private release(session: Session): void {
     session.busy = false;
     session.lastUsed = Date.now();
+    session.settle();
   }
 
   private async discard(session: Session, repository: string, id: string): Promise<void> {
     this.sessions.delete(session.key);
+    session.settle();
     await session.writer.close();
     await this.driver.delete(paths.uploadDirectory(repository, id));
   }
