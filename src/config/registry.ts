@@ -1,3 +1,4 @@
+import { labelSelectorSchema } from '../policy/schema.ts';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -128,6 +129,11 @@ export const registryConfigSchema = z
               .optional()
               .describe(
                 'The Registry this process serves; Repositories naming another are ignored.',
+              ),
+            tenants: labelSelectorSchema
+              .optional()
+              .describe(
+                'Namespaces whose Repositories count (Registry spec.tenants); every namespace when unset.',
               ),
           })
           .strict()

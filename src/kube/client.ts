@@ -123,6 +123,18 @@ export class KubeClient {
     });
   }
 
+  /**
+   * JSON merge patch. Put `metadata.resourceVersion` in the patch to make it conditional: the
+   * API server answers 409 Conflict when the object changed since that version was read.
+   */
+  mergePatch<T extends KubeObject>(path: string, patch: unknown, fieldManager: string): Promise<T> {
+    return this.request<T>('PATCH', path, {
+      query: { fieldManager },
+      body: patch,
+      contentType: 'application/merge-patch+json',
+    });
+  }
+
   async delete(path: string, query: Query = {}): Promise<void> {
     try {
       await this.request('DELETE', path, { query });

@@ -10,9 +10,32 @@ import {
   type DeploymentObject,
   type RegistryObject,
 } from './controllers/registry.ts';
+import {
+  PullSecretController,
+  type SecretObject,
+  type ServiceAccountObject,
+} from './controllers/pull-secrets.ts';
+import { RepositoryController, type RepositoryObject } from './controllers/repository.ts';
+import { CredentialSigner } from './credentials.ts';
 import { EventRecorder } from './events.ts';
-import { fieldManager } from './render/labels.ts';
+import { GrantTracker } from './grant-tracker.ts';
+import { fieldManager, registryObjectNames } from './render/labels.ts';
+import { isPullSecretName } from './render/pull-secret.ts';
+import { registryAccessBinding, renderRegistryAccessBinding } from './render/registry-access.ts';
 import type { KubeObject } from '../kube/client.ts';
+import type { QueueResult } from '../kube/queue.ts';
+
+/** What the work queue holds: one key per object to reconcile, prefixed with its kind. */
+type WorkKind = 'Registry' | 'Namespace' | 'Repository' | 'RegistryAccess';
+
+function workKey(kind: WorkKind, name: string): string {
+  return `${kind}:${name}`;
+}
+
+function parseWorkKey(key: string): { kind: WorkKind; name: string } {
+  const separator = key.indexOf(':');
+  return { kind: key.slice(0, separator) as WorkKind, name: key.slice(separator + 1) };
+}
 
 export interface OperatorOptions {
   readonly image: string;
@@ -29,9 +52,7 @@ export interface OperatorOptions {
 const managedSelector = `app.kubernetes.io/managed-by=${fieldManager}`;
 const ownedCollections = [
   '/api/v1/configmaps',
-  '/api/v1/secrets',
   '/api/v1/services',
-  '/api/v1/serviceaccounts',
   '/api/v1/persistentvolumeclaims',
   '/apis/apps/v1/daemonsets',
 ];
@@ -78,6 +99,23 @@ export async function startOperator(
     { path: '/apis/berth.dev/v1alpha1/registries' },
     logger,
   );
+  const repositories = new Informer<RepositoryObject>(
+    client,
+    { path: '/apis/berth.dev/v1alpha1/repositories' },
+    logger,
+  );
+  const namespaces = new Informer<KubeObject>(client, { path: '/api/v1/namespaces' }, logger);
+  // Every ServiceAccount: a new one in an allowed namespace needs Berth's entry at once.
+  const serviceAccounts = new Informer<ServiceAccountObject>(
+    client,
+    { path: '/api/v1/serviceaccounts' },
+    logger,
+  );
+  const secrets = new Informer<SecretObject>(
+    client,
+    { path: '/api/v1/secrets', labelSelector: managedSelector },
+    logger,
+  );
   const deployments = new Informer<DeploymentObject>(
     client,
     { path: '/apis/apps/v1/deployments', labelSelector: managedSelector },
@@ -86,53 +124,135 @@ export async function startOperator(
   const owned = ownedCollections.map(
     (path) => new Informer<KubeObject>(client, { path, labelSelector: managedSelector }, logger),
   );
-  const controller = new RegistryController(
+
+  const grants = new GrantTracker(registries, repositories, namespaces, logger);
+  const signer = new CredentialSigner((registry) => {
+    const keys = secrets.get(
+      `${registry.metadata.namespace}/${registryObjectNames(registry.metadata.name).keys}`,
+    );
+    const content = keys?.data?.['signing-keys.json'];
+    return content ? Buffer.from(content, 'base64').toString('utf8') : undefined;
+  });
+  const registryController = new RegistryController(
     client,
     { registries, deployments },
     events,
     { image: options.image },
     logger,
   );
+  const pullSecretController = new PullSecretController(
+    client,
+    {
+      namespaces,
+      secrets,
+      serviceAccounts,
+      registries: () => grants.registries,
+      grants: () => grants.table,
+    },
+    signer,
+    logger,
+  );
+  const repositoryController = new RepositoryController(
+    client,
+    repositories,
+    () => grants.table,
+    events,
+    logger,
+  );
+  const reconcilers: Record<WorkKind, (name: string) => Promise<QueueResult>> = {
+    Registry: (key) => registryController.reconcile(key),
+    Namespace: (name) => pullSecretController.reconcile(name),
+    Repository: (key) => repositoryController.reconcile(key),
+    RegistryAccess: async () => {
+      const binding = renderRegistryAccessBinding(
+        [...grants.registries.values()].map((registry) => registry.metadata),
+      );
+      await client.apply(
+        `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${registryAccessBinding}`,
+        binding,
+        fieldManager,
+      );
+      return {};
+    },
+  };
   const queue = new WorkQueue(
-    async (key) => {
+    async (item) => {
+      const { kind, name } = parseWorkKey(item);
       const started = process.hrtime.bigint();
       try {
-        const result = await controller.reconcile(key);
-        reconciles.inc({ kind: 'Registry', result: 'success' });
+        const result = await reconcilers[kind](name);
+        reconciles.inc({ kind, result: 'success' });
         return result;
       } catch (error) {
-        reconciles.inc({ kind: 'Registry', result: 'error' });
+        reconciles.inc({ kind, result: 'error' });
         throw error;
       } finally {
-        durations.observe({ kind: 'Registry' }, Number(process.hrtime.bigint() - started) / 1e9);
+        durations.observe({ kind }, Number(process.hrtime.bigint() - started) / 1e9);
       }
     },
     {
-      concurrency: options.concurrency ?? 4,
-      onError: (key, error, retryInMillis) =>
-        logger.warn({ err: error, registry: key, retryInMillis }, 'reconcile failed'),
+      concurrency: options.concurrency ?? 8,
+      onError: (item, error, retryInMillis) =>
+        logger.warn({ err: error, key: item, retryInMillis }, 'reconcile failed'),
     },
   );
   metrics.register(
     new Gauge('berth_operator_queue_depth', 'Keys waiting or being reconciled.', () => queue.depth),
   );
+  const enqueue = (kind: WorkKind, name: string): void => {
+    if (leading) queue.add(workKey(kind, name));
+  };
 
   // Caches fill on every replica (a new leader starts warm); only the leader queues work.
   registries.onChange((_type: ChangeType, object) => {
-    if (leading) queue.add(`${object.metadata.namespace}/${object.metadata.name}`);
+    enqueue('Registry', `${object.metadata.namespace}/${object.metadata.name}`);
+    grants.schedule();
+  });
+  repositories.onChange(() => grants.schedule());
+  namespaces.onChange(() => grants.schedule());
+  grants.onChange((change) => {
+    if (!leading) return;
+    for (const namespace of change.namespaces) enqueue('Namespace', namespace);
+    for (const repository of change.repositories) enqueue('Repository', repository);
+    if (change.registryAccess) enqueue('RegistryAccess', registryAccessBinding);
+  });
+  serviceAccounts.onChange((type: ChangeType, account) => {
+    const namespace = account.metadata.namespace;
+    if (type === 'deleted' || !namespace) return;
+    // Only namespaces with a pull Secret, or a ServiceAccount carrying a stale Berth entry.
+    if (
+      grants.table.secrets.has(namespace) ||
+      account.imagePullSecrets?.some((entry) => isPullSecretName(entry.name))
+    )
+      enqueue('Namespace', namespace);
   });
   const enqueueOwner = (_type: ChangeType, object: KubeObject): void => {
     const instance = object.metadata.labels?.['app.kubernetes.io/instance'];
-    if (leading && instance && object.metadata.namespace)
-      queue.add(`${object.metadata.namespace}/${instance}`);
+    if (instance && object.metadata.namespace)
+      enqueue('Registry', `${object.metadata.namespace}/${instance}`);
   };
+  secrets.onChange((type: ChangeType, secret) => {
+    if (secret.metadata.labels?.['app.kubernetes.io/component'] === 'pull-secret') {
+      if (secret.metadata.namespace) enqueue('Namespace', secret.metadata.namespace);
+    } else {
+      enqueueOwner(type, secret);
+    }
+  });
   deployments.onChange(enqueueOwner);
   for (const informer of owned) informer.onChange(enqueueOwner);
 
   const server = options.metrics
     ? await serveMetrics(options.metrics, metrics, () => true)
     : undefined;
-  const informers = [registries, deployments, ...owned];
+  const informers = [
+    registries,
+    repositories,
+    namespaces,
+    serviceAccounts,
+    secrets,
+    deployments,
+    ...owned,
+  ];
   const elector = options.leaderElection
     ? new LeaderElector(
         client,
@@ -157,10 +277,19 @@ export async function startOperator(
   const lead = async (signal: AbortSignal): Promise<void> => {
     await Promise.all(informers.map((informer) => informer.synced));
     leading = true;
-    // Level-based: a new leader looks at every Registry once, whatever happened before.
+    // Level-based: a new leader looks at everything once, whatever happened before, so grants
+    // that ended while no operator ran are revoked now.
+    grants.recompute();
     for (const registry of registries.list())
-      queue.add(`${registry.metadata.namespace}/${registry.metadata.name}`);
-    logger.info({ registries: registries.list().length }, 'caches synced; reconciling');
+      enqueue('Registry', `${registry.metadata.namespace}/${registry.metadata.name}`);
+    for (const namespace of namespaces.list()) enqueue('Namespace', namespace.metadata.name);
+    for (const repository of repositories.list())
+      enqueue('Repository', `${repository.metadata.namespace}/${repository.metadata.name}`);
+    enqueue('RegistryAccess', registryAccessBinding);
+    logger.info(
+      { registries: registries.list().length, repositories: repositories.list().length },
+      'caches synced; reconciling',
+    );
     await new Promise<void>((resolve) =>
       signal.addEventListener('abort', () => resolve(), { once: true }),
     );
@@ -176,6 +305,7 @@ export async function startOperator(
       address && typeof address === 'object' ? `${address.address}:${address.port}` : undefined,
     stop: async () => {
       elector?.stop();
+      grants.stop();
       stopSignal.abort();
       for (const informer of informers) informer.stop();
       await queue.shutdown();

@@ -24,13 +24,24 @@ export interface PolicyOptions {
 export interface RejectedRepository {
   readonly namespace: string;
   readonly name: string;
-  readonly reason: 'PathNotOwned' | 'PathConflict';
+  readonly reason: 'PathNotOwned' | 'PathConflict' | 'NotATenant';
   readonly message: string;
+}
+
+/** What one accepted Repository grants, for the operator's pull secrets and status. */
+export interface RepositoryGrant {
+  /** `<namespace>/<name>` of the Repository. */
+  readonly source: string;
+  readonly path: string;
+  readonly visibility: 'Private' | 'Public';
+  /** Existing namespaces that may pull: the owner, and those granted pull or push. */
+  readonly pullNamespaces: ReadonlySet<string>;
 }
 
 interface Rule {
   readonly owner: string;
   readonly source: string;
+  readonly path: string;
   readonly visibility: 'Private' | 'Public';
   readonly pull: ReadonlySet<string>;
   readonly push: ReadonlySet<string>;
@@ -82,6 +93,20 @@ export class Policy {
       this.decisions.set(key, decision);
     }
     return decision;
+  }
+
+  /** Every accepted Repository with the existing namespaces that may pull from it. */
+  grants(): RepositoryGrant[] {
+    return [...this.exact.values(), ...this.subtrees.map(([, rule]) => rule)].map((rule) => ({
+      source: rule.source,
+      path: rule.path,
+      visibility: rule.visibility,
+      pullNamespaces: new Set(
+        [rule.owner, ...rule.pull, ...rule.push].filter((namespace) =>
+          this.namespaces.has(namespace),
+        ),
+      ),
+    }));
   }
 
   /** Whether a push may not move `tag` once it exists. */
@@ -161,6 +186,7 @@ export function compilePolicy(input: PolicyInput, options: PolicyOptions): Polic
     table.set(key, {
       owner: namespace,
       source: `${namespace}/${name}`,
+      path,
       visibility: document.spec.visibility,
       pull: resolveNamespaces(document.spec.pull, input.namespaces),
       push: resolveNamespaces(document.spec.push, input.namespaces),

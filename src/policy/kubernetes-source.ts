@@ -2,12 +2,15 @@ import type { Logger } from '../observability/logger.ts';
 import type { KubeClient, KubeObject } from '../kube/client.ts';
 import { Informer } from '../kube/informer.ts';
 import { compilePolicy, type Policy, type PolicyOptions } from './compile.ts';
-import { repositoryDocumentSchema, type RepositoryDocument } from './schema.ts';
+import { scopeRepositories } from './registry-scope.ts';
+import { repositoryDocumentSchema, type LabelSelector, type RepositoryDocument } from './schema.ts';
 import type { PolicySource } from './source.ts';
 
 export interface KubernetesPolicyOptions extends PolicyOptions {
   /** Only Repositories whose spec.registry names this Registry (and those naming none) count. */
   readonly registry?: { readonly name: string; readonly namespace: string } | undefined;
+  /** Only Repositories in namespaces matching this selector count (the Registry's tenants). */
+  readonly tenants?: LabelSelector | undefined;
 }
 
 /**
@@ -38,14 +41,6 @@ export async function watchKubernetesPolicy(
         );
         continue;
       }
-      const target = parsed.data.spec.registry;
-      if (
-        options.registry &&
-        target &&
-        (target.name !== options.registry.name || target.namespace !== options.registry.namespace)
-      ) {
-        continue;
-      }
       documents.push(parsed.data);
     }
     const live = new Map(
@@ -54,7 +49,11 @@ export async function watchKubernetesPolicy(
         .filter((namespace) => !namespace.metadata.deletionTimestamp)
         .map((namespace) => [namespace.metadata.name, namespace.metadata.labels ?? {}]),
     );
-    policy = compilePolicy({ namespaces: live, repositories: documents }, options);
+    const served = options.registry
+      ? scopeRepositories({ registry: options.registry, tenants: options.tenants }, documents, live)
+          .served
+      : documents;
+    policy = compilePolicy({ namespaces: live, repositories: served }, options);
   };
   namespaces.onChange(recompile);
   repositories.onChange(recompile);

@@ -6,29 +6,16 @@
  *
  *   npm run bench:operator
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { startLocalControlPlane, type ControlPlane } from '../support/control-plane.ts';
 import { markDeploymentReady } from '../support/kubelet.ts';
 import { Daemon, waitFor } from '../support/processes.ts';
+import { processUsage as usage } from '../support/process-usage.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const count = Number(process.env.BENCH_REGISTRIES ?? 100);
-const ticksPerSecond = 100;
-
-async function usage(pid: number): Promise<{ cpuSeconds: number; rssMB: number; peakMB: number }> {
-  const stat = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]?.split(' ') ?? [];
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) =>
-    Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN) / 1024;
-  return {
-    cpuSeconds: (Number(stat[11]) + Number(stat[12])) / ticksPerSecond,
-    rssMB: kb('VmRSS'),
-    peakMB: kb('VmHWM'),
-  };
-}
 
 function registry(name: string, namespace: string): string {
   return stringify({

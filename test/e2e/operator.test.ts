@@ -1,7 +1,5 @@
-import { writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { stringify } from 'yaml';
 import {
   controlPlaneToolNames,
@@ -9,12 +7,15 @@ import {
   type ControlPlane,
 } from '../support/control-plane.ts';
 import { runDeployment, type RunningPod } from '../support/kubelet.ts';
+import {
+  installBerth,
+  operatorKubeconfig,
+  repositoryRoot as root,
+  startOperatorProcess,
+} from '../support/operator.ts';
 import { randomLayerTar } from '../support/images.ts';
 import { Daemon, run, temporaryDirectory, waitFor } from '../support/processes.ts';
 import { describeWithTools, findTool } from '../support/tools.ts';
-
-const root = resolve(fileURLToPath(new URL('../..', import.meta.url)));
-const cli = join(root, 'src', 'cli.ts');
 
 interface Condition {
   type: string;
@@ -29,7 +30,7 @@ interface Condition {
 describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real API server', () => {
   let cluster: ControlPlane;
   let work: Awaited<ReturnType<typeof temporaryDirectory>>;
-  let operatorKubeconfig: string;
+  let kubeconfig: string;
   const operators: Daemon[] = [];
   let pod: RunningPod | undefined;
 
@@ -50,20 +51,7 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
     ).status?.conditions?.find((condition) => condition.type === 'Ready');
 
   function startOperator(): Daemon {
-    const daemon = new Daemon(process.execPath, [
-      cli,
-      'operator',
-      '--kubeconfig',
-      operatorKubeconfig,
-      '--image',
-      'berth:test',
-      '--metrics-listen',
-      '127.0.0.1:0',
-      '--lease-duration',
-      '3s',
-      '--log-level',
-      'warn',
-    ]);
+    const daemon = startOperatorProcess(kubeconfig, ['--lease-duration', '3s']);
     operators.push(daemon);
     return daemon;
   }
@@ -71,41 +59,8 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
   beforeAll(async () => {
     cluster = await startControlPlane();
     work = await temporaryDirectory('operator');
-    await cluster.kubectl(['apply', '-k', join(root, 'deploy')]);
-    await cluster.kubectl([
-      'wait',
-      '--for=condition=Established',
-      'crd/registries.berth.dev',
-      '--timeout=60s',
-    ]);
-    // The operator's own identity: a token of its ServiceAccount, so it has exactly deploy/'s RBAC.
-    const token = (
-      await cluster.kubectl([
-        'create',
-        'token',
-        'berth-operator',
-        '-n',
-        'berth-system',
-        '--duration=2h',
-      ])
-    ).stdout.trim();
-    const admin = (await import('yaml')).parse(
-      await (await import('node:fs/promises')).readFile(cluster.kubeconfig, 'utf8'),
-    ) as {
-      clusters: unknown[];
-    };
-    operatorKubeconfig = join(work.path, 'operator.kubeconfig');
-    await writeFile(
-      operatorKubeconfig,
-      stringify({
-        apiVersion: 'v1',
-        kind: 'Config',
-        clusters: admin.clusters,
-        users: [{ name: 'berth-operator', user: { token } }],
-        contexts: [{ name: 'operator', context: { cluster: 'test', user: 'berth-operator' } }],
-        'current-context': 'operator',
-      }),
-    );
+    await installBerth(cluster);
+    kubeconfig = await operatorKubeconfig(cluster, work.path);
   });
 
   afterAll(async () => {

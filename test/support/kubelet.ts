@@ -3,6 +3,7 @@ import { get as httpGet } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import type { ControlPlane } from './control-plane.ts';
 import { Daemon, ExitedError, freePort, waitFor } from './processes.ts';
 
@@ -22,6 +23,8 @@ interface Deployment {
     replicas: number;
     template: {
       spec: {
+        serviceAccountName?: string;
+        automountServiceAccountToken?: boolean;
         containers: {
           args: string[];
           volumeMounts: { name: string; mountPath: string }[];
@@ -53,6 +56,7 @@ export async function runDeployment(
   namespace: string,
   name: string,
   root: string,
+  options: { port?: number } = {},
 ): Promise<RunningPod> {
   const deployment = JSON.parse(
     (await cluster.kubectl(['get', 'deployment', name, '-n', namespace, '-o', 'json'])).stdout,
@@ -119,7 +123,7 @@ export async function runDeployment(
     }
   }
 
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const args = container.args.map(relocate);
   const configIndex = args.indexOf('--config');
   if (configIndex >= 0) {
@@ -127,7 +131,18 @@ export async function runDeployment(
     const text = await readFile(configFile, 'utf8');
     await writeFile(configFile, text.replace(/listen: .*/, `listen: 127.0.0.1:${port}`));
   }
-  const daemon = new Daemon(process.execPath, [cli, ...args, '--log-level', 'warn']);
+  const env = pod.automountServiceAccountToken
+    ? {
+        ...process.env,
+        KUBECONFIG: await serviceAccountKubeconfig(
+          cluster,
+          namespace,
+          pod.serviceAccountName ?? 'default',
+          root,
+        ),
+      }
+    : process.env;
+  const daemon = new Daemon(process.execPath, [cli, ...args, '--log-level', 'warn'], env);
   const host = `127.0.0.1:${port}`;
   const scheme = container.readinessProbe?.httpGet?.scheme === 'HTTPS' ? 'https' : 'http';
   await waitFor(
@@ -147,6 +162,40 @@ export async function runDeployment(
     deployment.spec.replicas,
   );
   return { host, scheme, daemon, stop: async () => void (await daemon.stop()) };
+}
+
+/**
+ * What the kubelet's projected token volume gives a pod, as a kubeconfig: the API server, its CA
+ * and a token of the pod's ServiceAccount, so the process has exactly that account's RBAC.
+ */
+async function serviceAccountKubeconfig(
+  cluster: ControlPlane,
+  namespace: string,
+  serviceAccount: string,
+  root: string,
+): Promise<string> {
+  const token = (
+    await cluster.kubectl(['create', 'token', serviceAccount, '-n', namespace, '--duration=2h'])
+  ).stdout.trim();
+  const admin = parseYaml(await readFile(cluster.kubeconfig, 'utf8')) as {
+    clusters: { name: string }[];
+  };
+  const file = join(root, 'serviceaccount.kubeconfig');
+  await writeFile(
+    file,
+    stringifyYaml({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: admin.clusters,
+      users: [{ name: serviceAccount, user: { token } }],
+      contexts: [
+        { name: 'pod', context: { cluster: admin.clusters[0]?.name, user: serviceAccount } },
+      ],
+      'current-context': 'pod',
+    }),
+    { mode: 0o600 },
+  );
+  return file;
 }
 
 /** Reports a Deployment fully rolled out and ready, as the deployment controller would after its pods pass their probes. */

@@ -104,6 +104,12 @@ const kinds: Kind[] = [
         jsonPath: '.status.url',
         description: 'What pods put in image:.',
       },
+      {
+        name: 'Pull Namespaces',
+        type: 'integer',
+        jsonPath: '.status.pullNamespaces',
+        description: 'Namespaces that may pull.',
+      },
       ageColumn,
     ],
   },

@@ -1,4 +1,9 @@
-import { dueForRotation, renderPullSecret, withPullSecret } from './pull-secret.ts';
+import {
+  dueForRotation,
+  renderPullSecret,
+  servedServiceAccount,
+  withPullSecrets,
+} from './pull-secret.ts';
 
 describe('pull secrets', () => {
   const issuedAt = new Date('2026-11-01T00:00:00Z');
@@ -41,18 +46,30 @@ describe('pull secrets', () => {
     expect(dueForRotation(issuedAt, expiresAt, new Date('2026-11-21T00:00:01Z'))).toBe(true);
   });
 
-  it('add and remove only Berth’s ServiceAccount entry, keeping the rest in order', () => {
+  it('add and remove only Berth’s ServiceAccount entries, keeping the rest in order', () => {
     const others = [{ name: 'user-secret' }, { name: 'other-tool' }];
-    expect(withPullSecret(others, 'berth-pull-x', true)).toEqual([
+    expect(withPullSecrets(others, ['berth-pull-x'])).toEqual([
       ...others,
       { name: 'berth-pull-x' },
     ]);
     expect(
-      withPullSecret([...others, { name: 'berth-pull-x' }], 'berth-pull-x', true),
+      withPullSecrets([...others, { name: 'berth-pull-x' }], ['berth-pull-x']),
     ).toBeUndefined();
-    expect(withPullSecret([{ name: 'berth-pull-x' }, ...others], 'berth-pull-x', false)).toEqual(
-      others,
-    );
-    expect(withPullSecret(undefined, 'berth-pull-x', false)).toBeUndefined();
+    expect(withPullSecrets([{ name: 'berth-pull-x' }, ...others], [])).toEqual(others);
+    // A Registry that stopped granting loses its entry; the one still granting keeps its place.
+    expect(
+      withPullSecrets(
+        [{ name: 'berth-pull-a' }, { name: 'user-secret' }, { name: 'berth-pull-b' }],
+        ['berth-pull-b', 'berth-pull-c'],
+      ),
+    ).toEqual([{ name: 'user-secret' }, { name: 'berth-pull-b' }, { name: 'berth-pull-c' }]);
+    expect(withPullSecrets(undefined, [])).toBeUndefined();
+  });
+
+  it('serve every ServiceAccount, only default, or none', () => {
+    expect(servedServiceAccount('All', 'builder')).toBe(true);
+    expect(servedServiceAccount('Default', 'default')).toBe(true);
+    expect(servedServiceAccount('Default', 'builder')).toBe(false);
+    expect(servedServiceAccount('None', 'default')).toBe(false);
   });
 });

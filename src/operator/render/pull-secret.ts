@@ -3,7 +3,7 @@ import { fieldManager } from './labels.ts';
 
 /** The Secret Berth puts in a namespace that may pull from a Registry. */
 export function pullSecretName(registryNamespace: string, registryName: string): string {
-  return `berth-pull-${registryNamespace}-${registryName}`.slice(0, 253);
+  return `${pullSecretPrefix}${registryNamespace}-${registryName}`.slice(0, 253);
 }
 
 /**
@@ -69,24 +69,43 @@ export function renderPullSecret(input: PullSecretInput): KubeObject {
  * (still valid until it expires) overlaps with the new one for a third.
  */
 export function dueForRotation(issuedAt: Date, expiresAt: Date, now: Date): boolean {
-  const lifetime = expiresAt.getTime() - issuedAt.getTime();
-  return now.getTime() >= issuedAt.getTime() + (lifetime * 2) / 3;
+  return now.getTime() >= rotationTime(issuedAt, expiresAt).getTime();
+}
+
+/** When a credential is due for rotation: two thirds into its lifetime. */
+export function rotationTime(issuedAt: Date, expiresAt: Date): Date {
+  return new Date(issuedAt.getTime() + ((expiresAt.getTime() - issuedAt.getTime()) * 2) / 3);
+}
+
+/** Berth owns every imagePullSecrets entry and Secret whose name starts with this. */
+const pullSecretPrefix = 'berth-pull-';
+
+export function isPullSecretName(name: string | undefined): boolean {
+  return name?.startsWith(pullSecretPrefix) ?? false;
+}
+
+/** Whether a ServiceAccount gets the pull Secret under a Registry's `pullSecrets.serviceAccounts`. */
+export function servedServiceAccount(
+  mode: 'All' | 'Default' | 'None',
+  serviceAccount: string,
+): boolean {
+  return mode === 'All' || (mode === 'Default' && serviceAccount === 'default');
 }
 
 /**
- * A ServiceAccount's imagePullSecrets with Berth's entry present or absent, everything else
- * (other tools' and users' entries, and their order) untouched. Returns undefined when nothing
- * would change, so the caller writes nothing.
+ * A ServiceAccount's imagePullSecrets holding exactly `wanted` among Berth's entries (names
+ * starting with `berth-pull-`), everything else (users' and other tools' entries, and their
+ * order) untouched. Returns undefined when nothing would change, so the caller writes nothing.
  */
-export function withPullSecret(
+export function withPullSecrets(
   existing: readonly { name?: string }[] | undefined,
-  secretName: string,
-  wanted: boolean,
+  wanted: readonly string[],
 ): { name?: string }[] | undefined {
   const list = existing ?? [];
-  const present = list.some((entry) => entry.name === secretName);
-  if (wanted === present) return undefined;
-  return wanted
-    ? [...list, { name: secretName }]
-    : list.filter((entry) => entry.name !== secretName);
+  const kept = list.filter(
+    (entry) => !isPullSecretName(entry.name) || wanted.includes(entry.name as string),
+  );
+  const missing = wanted.filter((name) => !kept.some((entry) => entry.name === name));
+  if (kept.length === list.length && missing.length === 0) return undefined;
+  return [...kept, ...missing.map((name) => ({ name }))];
 }

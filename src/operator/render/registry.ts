@@ -2,6 +2,7 @@ import { stringify } from 'yaml';
 import type { KubeObject } from '../../kube/client.ts';
 import type { RegistrySpec } from '../api/registry.ts';
 import type { IssuedCertificate } from '../../tls/certificates.ts';
+import { registryPort, registryTokenIdentity } from './endpoints.ts';
 import { registryLabels, registryObjectNames } from './labels.ts';
 
 /** The Registry as the renderer needs it: identity and spec (already defaulted by the API server). */
@@ -25,7 +26,6 @@ export interface RenderOptions {
   readonly image: string;
 }
 
-const registryPort = 5000;
 const configDirectory = '/etc/berth/config';
 const keysDirectory = '/etc/berth/keys';
 const adminDirectory = '/etc/berth/admin';
@@ -66,11 +66,19 @@ export function renderRegistryConfig(registry: RegistryResource): string {
     tls: { certificateFile: `${tlsDirectory}/tls.crt`, keyFile: `${tlsDirectory}/tls.key` },
     log: { level: 'info', requests: true },
     auth: {
+      ...registryTokenIdentity(registry),
       tokenTTL: auth.tokenTTL,
       credentialLifetime: auth.credentialLifetime,
       anonymousPull: auth.anonymousPull,
       adminPasswordFile: `${adminDirectory}/password`,
       signingKeyFile: `${keysDirectory}/signing-keys.json`,
+      // Policy from Repository objects and Namespaces, the same compiler as the operator's.
+      kubernetes: {
+        registry: { name: registry.metadata.name, namespace: registry.metadata.namespace },
+        ...(registry.spec.tenants.namespaceSelector
+          ? { tenants: registry.spec.tenants.namespaceSelector }
+          : {}),
+      },
     },
   });
 }
@@ -204,7 +212,8 @@ function renderDeployment(
         },
         spec: {
           serviceAccountName: names.serviceAccount,
-          automountServiceAccountToken: false,
+          // The registry watches Repositories and Namespaces (ClusterRole berth-registry).
+          automountServiceAccountToken: true,
           securityContext: {
             runAsNonRoot: true,
             runAsUser: 65532,

@@ -1,6 +1,6 @@
 import type { RegistryStatus } from '../api/registry.ts';
 import type { RegistryResource } from './registry.ts';
-import { registryObjectNames } from './labels.ts';
+import { registryEndpoints } from './endpoints.ts';
 
 export interface Condition {
   type: string;
@@ -42,7 +42,6 @@ export function renderRegistryStatus(
   now: Date,
 ): RegistryStatus {
   const generation = registry.metadata.generation;
-  const names = registryObjectNames(registry.metadata.name);
   const wanted = registry.spec.replicas;
   const ready = deployment?.readyReplicas ?? 0;
   const rolledOut =
@@ -100,12 +99,6 @@ export function renderRegistryStatus(
     ...base,
     conditions,
     readyReplicas: ready,
-    endpoints: {
-      cluster: `${names.service}.${registry.metadata.namespace}.svc:5000`,
-      ...(registry.spec.nodeAccess.mode === 'NodeProxy'
-        ? { node: `localhost:${registry.spec.nodeAccess.port}` }
-        : {}),
-      ...(registry.spec.externalURL ? { external: registry.spec.externalURL } : {}),
-    },
+    endpoints: registryEndpoints(registry),
   };
 }

@@ -42,10 +42,11 @@ export interface KeyRingOptions {
 
 export class KeyRing {
   private keys: SigningKey[];
-  private readonly file: string;
+  /** Undefined for a ring read from a Secret: it signs and verifies, and never rotates. */
+  private readonly file: string | undefined;
   private readonly options: KeyRingOptions;
 
-  private constructor(file: string, keys: SigningKey[], options: KeyRingOptions) {
+  private constructor(file: string | undefined, keys: SigningKey[], options: KeyRingOptions) {
     this.file = file;
     this.keys = keys;
     this.options = options;
@@ -65,6 +66,19 @@ export class KeyRing {
     const ring = new KeyRing(file, keys, options);
     await ring.rotateIfDue(new Date());
     return ring;
+  }
+
+  /**
+   * A ring from a key file's content (the operator reads it from the Registry's keys Secret),
+   * to sign namespace credentials the registry will verify. It never rotates or writes.
+   */
+  static async fromContent(content: string): Promise<KeyRing> {
+    const stored = keyFileSchema.parse(JSON.parse(content)).keys;
+    if (stored.length === 0) throw new Error('the key file holds no key');
+    return new KeyRing(undefined, await Promise.all(stored.map(importStored)), {
+      rotateAfterMillis: Number.POSITIVE_INFINITY,
+      keepRetiredForMillis: Number.POSITIVE_INFINITY,
+    });
   }
 
   /** The key that signs now. */
@@ -107,6 +121,7 @@ export class KeyRing {
   }
 
   private async save(): Promise<void> {
+    if (this.file === undefined) throw new Error('this key ring is read-only');
     const stored: StoredKey[] = await Promise.all(
       this.keys.map(async (key) => ({
         kid: key.kid,

@@ -21,7 +21,6 @@ export function signingKeyFile(config: RegistryConfig, auth: AuthConfig): string
   );
 }
 
-/** The key ring and token service alone, as `berth credential` needs them. */
 /**
  * The key ring and token service. Only the server (`rotates`) rotates keys; `berth credential`
  * signs with the active key and leaves the file alone unless it has to create it.
@@ -54,7 +53,9 @@ export async function setUpAuth(
 ): Promise<{ auth: RegistryAuth; close: () => void } | undefined> {
   const settings = config.auth;
   if (!settings) return undefined;
-  const { keys, tokens } = await openTokenService(config, settings);
+  // In Kubernetes mode the key file is a read-only Secret volume the operator owns.
+  const rotates = !settings.kubernetes;
+  const { keys, tokens } = await openTokenService(config, settings, rotates);
   const password = settings.adminPasswordFile
     ? (await readFile(settings.adminPasswordFile, 'utf8')).trim()
     : process.env.BERTH_ADMIN_PASSWORD;
@@ -64,13 +65,18 @@ export async function setUpAuth(
         settings.kubernetes.kubeconfig
           ? KubeClient.fromFile(settings.kubernetes.kubeconfig)
           : KubeClient.fromDefault(),
-        { ...options, registry: settings.kubernetes.registry },
+        {
+          ...options,
+          registry: settings.kubernetes.registry,
+          tenants: settings.kubernetes.tenants,
+        },
         logger,
       )
     : settings.policyFile
       ? await watchPolicyFile(settings.policyFile, options, logger)
       : staticPolicySource(compilePolicy({ namespaces: new Map(), repositories: [] }, options));
   const rotation = setInterval(() => {
+    if (!rotates) return;
     keys.rotateIfDue(new Date()).then(
       (rotated) => rotated && logger.info({ kid: keys.active.kid }, 'signing key rotated'),
       (error: unknown) => logger.error({ err: error }, 'signing key rotation failed'),

@@ -1,0 +1,210 @@
+import type { Logger } from '../../observability/logger.ts';
+import { isConflict, type KubeClient, type KubeObject } from '../../kube/client.ts';
+import type { Informer } from '../../kube/informer.ts';
+import type { QueueResult } from '../../kube/queue.ts';
+import { credentialLifetime, type CredentialSigner } from '../credentials.ts';
+import type { GrantTable } from '../grants.ts';
+import { pullSecretHosts } from '../render/endpoints.ts';
+import { fieldManager } from '../render/labels.ts';
+import {
+  dueForRotation,
+  isPullSecretName,
+  pullSecretName,
+  renderPullSecret,
+  rotationTime,
+  servedServiceAccount,
+  withPullSecrets,
+} from '../render/pull-secret.ts';
+import type { RegistryResource } from '../render/registry.ts';
+
+export interface SecretObject extends KubeObject {
+  type?: string;
+  data?: Record<string, string>;
+}
+
+export interface ServiceAccountObject extends KubeObject {
+  imagePullSecrets?: { name?: string }[];
+}
+
+export interface PullSecretSources {
+  readonly namespaces: Informer<KubeObject>;
+  /** Secrets Berth manages (label selector), pull secrets among them. */
+  readonly secrets: Informer<SecretObject>;
+  readonly serviceAccounts: Informer<ServiceAccountObject>;
+  /** Registries whose spec parsed, by `namespace/name`. */
+  readonly registries: () => ReadonlyMap<string, RegistryResource>;
+  readonly grants: () => GrantTable;
+}
+
+/**
+ * Reconciles one namespace: the pull Secret of every Registry it may pull from (with a fresh
+ * credential, rotated at two thirds of its lifetime), no pull Secret of any other Registry, and
+ * Berth's entries, and only Berth's, in its ServiceAccounts' imagePullSecrets. Level-based: what
+ * it writes depends only on the grant table and the cached objects.
+ */
+export class PullSecretController {
+  private readonly client: KubeClient;
+  private readonly sources: PullSecretSources;
+  private readonly signer: CredentialSigner;
+  private readonly logger: Logger;
+
+  constructor(
+    client: KubeClient,
+    sources: PullSecretSources,
+    signer: CredentialSigner,
+    logger: Logger,
+  ) {
+    this.client = client;
+    this.sources = sources;
+    this.signer = signer;
+    this.logger = logger;
+  }
+
+  async reconcile(namespace: string, now = new Date()): Promise<QueueResult> {
+    const object = this.sources.namespaces.get(namespace);
+    // A terminating namespace loses everything in it anyway; writing there would be refused.
+    if (!object || object.metadata.deletionTimestamp) return {};
+    const registries = this.sources.registries();
+    const granted = [...(this.sources.grants().secrets.get(namespace) ?? [])]
+      .map((key) => registries.get(key))
+      .filter((registry): registry is RegistryResource => registry !== undefined);
+
+    let nextRotation = Number.POSITIVE_INFINITY;
+    const wanted = new Map<string, RegistryResource>();
+    for (const registry of granted) {
+      const name = pullSecretName(registry.metadata.namespace, registry.metadata.name);
+      wanted.set(name, registry);
+      const rotatesAt = await this.ensureSecret(namespace, name, registry, now);
+      nextRotation = Math.min(nextRotation, rotatesAt);
+    }
+
+    for (const secret of this.pullSecretsIn(namespace)) {
+      if (wanted.has(secret.metadata.name)) continue;
+      await this.client.delete(`/api/v1/namespaces/${namespace}/secrets/${secret.metadata.name}`);
+      this.logger.info({ namespace, secret: secret.metadata.name }, 'pull secret revoked');
+    }
+
+    for (const account of this.serviceAccountsIn(namespace)) {
+      const entries = [...wanted]
+        .filter(([, registry]) =>
+          servedServiceAccount(registry.spec.pullSecrets.serviceAccounts, account.metadata.name),
+        )
+        .map(([name]) => name);
+      const next = withPullSecrets(account.imagePullSecrets, entries);
+      if (next) await this.updateServiceAccount(account, next);
+    }
+
+    return Number.isFinite(nextRotation)
+      ? { requeueAfterMillis: Math.max(0, nextRotation - now.getTime()) }
+      : {};
+  }
+
+  /** Writes the pull Secret when it is missing, stale or due; returns when it is due next. */
+  private async ensureSecret(
+    namespace: string,
+    name: string,
+    registry: RegistryResource,
+    now: Date,
+  ): Promise<number> {
+    const existing = this.sources.secrets.get(`${namespace}/${name}`);
+    const hosts = pullSecretHosts(registry);
+    const issuedAt = parseTime(existing?.metadata.annotations?.['berth.dev/credential-issued-at']);
+    const expiresAt = parseTime(
+      existing?.metadata.annotations?.['berth.dev/credential-expires-at'],
+    );
+    const current =
+      existing &&
+      issuedAt &&
+      expiresAt &&
+      existing.type === 'kubernetes.io/dockerconfigjson' &&
+      sameHosts(existing, hosts) &&
+      // A changed credentialLifetime applies at once, not after the old credential's rotation.
+      expiresAt.getTime() - issuedAt.getTime() === credentialLifetime(registry) &&
+      !dueForRotation(issuedAt, expiresAt, now);
+    if (current) return rotationTime(issuedAt, expiresAt).getTime();
+
+    const issued = await this.signer.issue(registry, namespace, now);
+    await this.client.apply(
+      `/api/v1/namespaces/${namespace}/secrets/${name}`,
+      renderPullSecret({
+        registry: registry.metadata,
+        namespace,
+        endpoints: hosts,
+        ...issued,
+      }),
+      fieldManager,
+    );
+    this.logger.info(
+      { namespace, secret: name, expiresAt: issued.expiresAt.toISOString(), rotated: !!existing },
+      'pull secret issued',
+    );
+    return rotationTime(issued.issuedAt, issued.expiresAt).getTime();
+  }
+
+  /**
+   * Rewrites imagePullSecrets only if nobody changed the ServiceAccount since it was cached:
+   * the resourceVersion in the patch makes the API server refuse a stale write with 409, and the
+   * retry starts from the newer list, so another writer's entries are never lost.
+   */
+  private async updateServiceAccount(
+    account: ServiceAccountObject,
+    imagePullSecrets: { name?: string }[],
+  ): Promise<void> {
+    const { namespace, name, resourceVersion } = account.metadata;
+    try {
+      await this.client.mergePatch(
+        `/api/v1/namespaces/${namespace}/serviceaccounts/${name}`,
+        { metadata: { resourceVersion }, imagePullSecrets },
+        fieldManager,
+      );
+    } catch (error) {
+      if (isConflict(error)) {
+        throw new Error(
+          `ServiceAccount ${namespace}/${name} changed while it was updated; retrying`,
+          {
+            cause: error,
+          },
+        );
+      }
+      throw error;
+    }
+  }
+
+  private pullSecretsIn(namespace: string): SecretObject[] {
+    return this.sources.secrets
+      .list()
+      .filter(
+        (secret) =>
+          secret.metadata.namespace === namespace &&
+          secret.metadata.labels?.['app.kubernetes.io/component'] === 'pull-secret' &&
+          isPullSecretName(secret.metadata.name),
+      );
+  }
+
+  private serviceAccountsIn(namespace: string): ServiceAccountObject[] {
+    return this.sources.serviceAccounts
+      .list()
+      .filter((account) => account.metadata.namespace === namespace);
+  }
+}
+
+function parseTime(text: string | undefined): Date | undefined {
+  if (!text) return undefined;
+  const time = new Date(text);
+  return Number.isNaN(time.getTime()) ? undefined : time;
+}
+
+/** Whether a pull Secret already holds an entry for exactly these hosts. */
+function sameHosts(secret: SecretObject, hosts: readonly string[]): boolean {
+  const encoded = secret.data?.['.dockerconfigjson'];
+  if (!encoded) return false;
+  try {
+    const config = JSON.parse(Buffer.from(encoded, 'base64').toString('utf8')) as {
+      auths?: Record<string, unknown>;
+    };
+    const present = Object.keys(config.auths ?? {});
+    return present.length === hosts.length && hosts.every((host) => present.includes(host));
+  } catch {
+    return false;
+  }
+}

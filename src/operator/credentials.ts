@@ -1,0 +1,71 @@
+import { parseDuration } from '../config/units.ts';
+import { KeyRing } from '../registry/auth/keys.ts';
+import { TokenService } from '../registry/auth/tokens.ts';
+import { registryTokenIdentity } from './render/endpoints.ts';
+import type { RegistryResource } from './render/registry.ts';
+
+export interface IssuedCredential {
+  readonly credential: string;
+  readonly issuedAt: Date;
+  readonly expiresAt: Date;
+}
+
+/** Thrown while a Registry's signing keys do not exist yet; the caller retries. */
+export class SigningKeysMissingError extends Error {}
+
+/**
+ * Signs namespace credentials with a Registry's own signing keys (read from the keys Secret the
+ * Registry controller generated), so the registry verifies them with no call back to the
+ * operator. Key rings are kept per Registry and rebuilt only when the Secret's content changes.
+ */
+export class CredentialSigner {
+  private readonly rings = new Map<string, { content: string; tokens: TokenService }>();
+
+  /** `readKeys` returns the signing-keys.json content of a Registry, if it exists yet. */
+  private readonly readKeys: (registry: RegistryResource) => string | undefined;
+
+  constructor(readKeys: (registry: RegistryResource) => string | undefined) {
+    this.readKeys = readKeys;
+  }
+
+  async issue(
+    registry: RegistryResource,
+    namespace: string,
+    now = new Date(),
+  ): Promise<IssuedCredential> {
+    const lifetime = credentialLifetime(registry);
+    const tokens = await this.tokensFor(registry, lifetime);
+    const credential = await tokens.issueCredential(namespace, lifetime);
+    // The token's own iat/exp are whole seconds from the same clock; these are for rotation only.
+    return { credential, issuedAt: now, expiresAt: new Date(now.getTime() + lifetime) };
+  }
+
+  private async tokensFor(registry: RegistryResource, lifetime: number): Promise<TokenService> {
+    const key = `${registry.metadata.namespace}/${registry.metadata.name}`;
+    const content = this.readKeys(registry);
+    if (!content)
+      throw new SigningKeysMissingError(`the signing keys of Registry ${key} do not exist yet`);
+    const cached = this.rings.get(key);
+    if (cached?.content === content) return cached.tokens;
+    const tokens = new TokenService(await KeyRing.fromContent(content), {
+      ...registryTokenIdentity(registry),
+      tokenTtlMillis: parseDuration(registry.spec.auth.tokenTTL) ?? 300_000,
+      credentialLifetimeMillis: lifetime,
+    });
+    this.rings.set(key, { content, tokens });
+    return tokens;
+  }
+
+  forget(registryKey: string): void {
+    this.rings.delete(registryKey);
+  }
+}
+
+export function credentialLifetime(registry: RegistryResource): number {
+  const millis = parseDuration(registry.spec.auth.credentialLifetime);
+  if (millis === undefined)
+    throw new Error(
+      `credentialLifetime ${registry.spec.auth.credentialLifetime} is not a duration`,
+    );
+  return millis;
+}

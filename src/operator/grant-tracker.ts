@@ -1,0 +1,147 @@
+import type { Logger } from '../observability/logger.ts';
+import type { KubeObject } from '../kube/client.ts';
+import type { Informer } from '../kube/informer.ts';
+import { repositoryDocumentSchema, type RepositoryDocument } from '../policy/schema.ts';
+import { registrySpecSchema } from './api/registry.ts';
+import type { RegistryObject } from './controllers/registry.ts';
+import { computeGrants, registryKey, type GrantTable } from './grants.ts';
+import { pullSecretHosts } from './render/endpoints.ts';
+import type { RegistryResource } from './render/registry.ts';
+
+/** What changed between two grant tables: the keys whose reconcile may now write something. */
+export interface GrantChange {
+  readonly namespaces: ReadonlySet<string>;
+  readonly repositories: ReadonlySet<string>;
+  /** The set of Registries changed, so the registry access binding needs new subjects. */
+  readonly registryAccess: boolean;
+}
+
+/**
+ * Keeps the grant table current from the Registry, Repository and Namespace caches. Bursts of
+ * changes (a relist, a kubectl apply of many objects) are recomputed once, on the next turn of
+ * the event loop, and listeners hear only which namespaces and Repositories changed.
+ */
+export class GrantTracker {
+  registries: ReadonlyMap<string, RegistryResource> = new Map();
+  table: GrantTable = { secrets: new Map(), repositories: new Map() };
+  private readonly sources: {
+    registries: Informer<RegistryObject>;
+    repositories: Informer<KubeObject>;
+    namespaces: Informer<KubeObject>;
+  };
+  private readonly logger: Logger;
+  private readonly listeners: ((change: GrantChange) => void)[] = [];
+  private scheduled: NodeJS.Immediate | undefined;
+  /** Per Registry, what its pull Secrets depend on besides who is granted. */
+  private secretSettings = new Map<string, string>();
+
+  constructor(
+    registries: Informer<RegistryObject>,
+    repositories: Informer<KubeObject>,
+    namespaces: Informer<KubeObject>,
+    logger: Logger,
+  ) {
+    this.sources = { registries, repositories, namespaces };
+    this.logger = logger;
+  }
+
+  onChange(listener: (change: GrantChange) => void): void {
+    this.listeners.push(listener);
+  }
+
+  schedule(): void {
+    this.scheduled ??= setImmediate(() => {
+      this.scheduled = undefined;
+      this.recompute();
+    });
+  }
+
+  stop(): void {
+    if (this.scheduled) clearImmediate(this.scheduled);
+    this.scheduled = undefined;
+  }
+
+  recompute(): void {
+    const registries = new Map<string, RegistryResource>();
+    for (const object of this.sources.registries.list()) {
+      if (object.metadata.deletionTimestamp) continue;
+      const spec = registrySpecSchema.safeParse(object.spec ?? {});
+      if (!spec.success) continue;
+      const registry: RegistryResource = {
+        metadata: {
+          name: object.metadata.name,
+          namespace: object.metadata.namespace as string,
+          uid: object.metadata.uid as string,
+        },
+        spec: spec.data,
+      };
+      registries.set(registryKey(registry), registry);
+    }
+    const documents: RepositoryDocument[] = [];
+    for (const object of this.sources.repositories.list()) {
+      if (object.metadata.deletionTimestamp) continue;
+      const parsed = repositoryDocumentSchema.safeParse(object);
+      if (parsed.success) documents.push(parsed.data);
+      else
+        this.logger.warn(
+          { repository: `${object.metadata.namespace}/${object.metadata.name}` },
+          'repository ignored: invalid spec',
+        );
+    }
+    const namespaces = new Map(
+      this.sources.namespaces
+        .list()
+        .filter((namespace) => !namespace.metadata.deletionTimestamp)
+        .map((namespace) => [namespace.metadata.name, namespace.metadata.labels ?? {}]),
+    );
+    const next = computeGrants({
+      registries: [...registries.values()],
+      repositories: documents,
+      namespaces,
+    });
+
+    const changedNamespaces = new Set<string>();
+    for (const namespace of new Set([...this.table.secrets.keys(), ...next.secrets.keys()])) {
+      if (!sameSet(this.table.secrets.get(namespace), next.secrets.get(namespace)))
+        changedNamespaces.add(namespace);
+    }
+    const settings = new Map(
+      [...registries].map(([key, registry]) => [
+        key,
+        JSON.stringify([
+          pullSecretHosts(registry),
+          registry.spec.pullSecrets,
+          registry.spec.auth.credentialLifetime,
+        ]),
+      ]),
+    );
+    for (const [key, value] of settings) {
+      if (this.secretSettings.get(key) === value) continue;
+      for (const [namespace, keys] of next.secrets)
+        if (keys.has(key)) changedNamespaces.add(namespace);
+    }
+    const changedRepositories = new Set<string>();
+    for (const [key, state] of next.repositories) {
+      if (JSON.stringify(this.table.repositories.get(key)) !== JSON.stringify(state))
+        changedRepositories.add(key);
+    }
+    const registryAccess =
+      [...registries.keys()].sort().join() !== [...this.registries.keys()].sort().join();
+
+    this.registries = registries;
+    this.table = next;
+    this.secretSettings = settings;
+    const change = {
+      namespaces: changedNamespaces,
+      repositories: changedRepositories,
+      registryAccess,
+    };
+    for (const listener of this.listeners) listener(change);
+  }
+}
+
+function sameSet(a: ReadonlySet<string> | undefined, b: ReadonlySet<string> | undefined): boolean {
+  if ((a?.size ?? 0) !== (b?.size ?? 0)) return false;
+  for (const value of a ?? []) if (!b?.has(value)) return false;
+  return true;
+}

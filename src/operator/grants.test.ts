@@ -1,0 +1,112 @@
+import { registrySpecSchema } from './api/registry.ts';
+import { computeGrants } from './grants.ts';
+import type { RegistryResource } from './render/registry.ts';
+import type { RepositoryDocument } from '../policy/schema.ts';
+import { repositorySpecSchema } from '../policy/schema.ts';
+
+function registry(name: string, spec: Record<string, unknown> = {}): RegistryResource {
+  return {
+    metadata: { name, namespace: 'berth-system', uid: `uid-${name}` },
+    spec: registrySpecSchema.parse(spec),
+  };
+}
+
+function repository(
+  namespace: string,
+  name: string,
+  spec: Record<string, unknown>,
+): RepositoryDocument {
+  return { metadata: { namespace, name }, spec: repositorySpecSchema.parse(spec) };
+}
+
+const namespaces = new Map<string, Record<string, string>>([
+  ['team-a', {}],
+  ['team-b', {}],
+  ['prod-1', { env: 'prod' }],
+  ['prod-2', { env: 'prod' }],
+  ['dev', { env: 'dev' }],
+]);
+const main = { name: 'main', namespace: 'berth-system' };
+
+describe('grants', () => {
+  it('give a pull Secret to the owner and every namespace a private Repository names', () => {
+    const table = computeGrants({
+      registries: [registry('main')],
+      repositories: [
+        repository('team-a', 'web', {
+          registry: main,
+          pull: { namespaces: ['team-b'], namespaceSelector: { matchLabels: { env: 'prod' } } },
+        }),
+      ],
+      namespaces,
+    });
+    expect([...table.secrets.keys()].sort()).toEqual(['prod-1', 'prod-2', 'team-a', 'team-b']);
+    expect([...(table.secrets.get('team-b') ?? [])]).toEqual(['berth-system/main']);
+    expect(table.repositories.get('team-a/web')).toMatchObject({
+      ready: true,
+      reason: 'PullSecretsIssued',
+      url: 'localhost:5000/team-a/web',
+      pullNamespaces: 4,
+    });
+  });
+
+  it('give nothing for a path another namespace owns, and say why', () => {
+    const table = computeGrants({
+      registries: [registry('main')],
+      repositories: [
+        repository('team-b', 'steal', { path: 'team-a/web', pull: { namespaces: ['dev'] } }),
+      ],
+      namespaces,
+    });
+    expect(table.secrets.size).toBe(0);
+    expect(table.repositories.get('team-b/steal')).toMatchObject({
+      ready: false,
+      reason: 'PathNotOwned',
+      pullNamespaces: 0,
+    });
+  });
+
+  it('need no Secret for a Public repository unless the Registry refuses anonymous pulls', () => {
+    const input = {
+      repositories: [repository('team-a', 'docs', { visibility: 'Public' })],
+      namespaces,
+    };
+    const open = computeGrants({ ...input, registries: [registry('main')] });
+    expect(open.secrets.size).toBe(0);
+    expect(open.repositories.get('team-a/docs')?.reason).toBe('PublicRepository');
+    const closed = computeGrants({
+      ...input,
+      registries: [registry('main', { auth: { anonymousPull: false } })],
+    });
+    expect(closed.secrets.size).toBe(namespaces.size);
+  });
+
+  it('serve only tenants, and only the Registry a Repository names', () => {
+    const table = computeGrants({
+      registries: [
+        registry('main', { tenants: { namespaceSelector: { matchLabels: { env: 'prod' } } } }),
+        registry('other'),
+      ],
+      repositories: [
+        repository('team-a', 'web', { registry: main }),
+        repository('prod-1', 'api', { registry: main }),
+        repository('team-b', 'lost', { registry: { name: 'gone', namespace: 'berth-system' } }),
+      ],
+      namespaces,
+    });
+    expect(table.repositories.get('team-a/web')).toMatchObject({ reason: 'NotATenant' });
+    expect(table.repositories.get('prod-1/api')).toMatchObject({ reason: 'PullSecretsIssued' });
+    expect(table.repositories.get('team-b/lost')).toMatchObject({ reason: 'RegistryNotFound' });
+    expect([...table.secrets.keys()]).toEqual(['prod-1']);
+  });
+
+  it('forget a namespace that no longer exists', () => {
+    const table = computeGrants({
+      registries: [registry('main')],
+      repositories: [repository('team-a', 'web', { pull: { namespaces: ['gone'] } })],
+      namespaces,
+    });
+    expect(table.secrets.has('gone')).toBe(false);
+    expect(table.repositories.get('team-a/web')?.pullNamespaces).toBe(1);
+  });
+});
