@@ -1,6 +1,6 @@
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { KubeConfig } from '@kubernetes/client-node';
+import { connectionFromFile, defaultConnection, type ClusterConnection } from './config.ts';
 
 /** An error answer of the API server, with its Status reason and code. */
 export class KubeApiError extends Error {
@@ -40,6 +40,7 @@ export interface KubeObject {
     ownerReferences?: unknown[];
     deletionTimestamp?: string;
     creationTimestamp?: string;
+    managedFields?: unknown[];
   };
   [field: string]: unknown;
 }
@@ -58,27 +59,19 @@ type Query = Record<string, string | number | boolean | undefined>;
  * error handling the operator needs.
  */
 export class KubeClient {
-  readonly config: KubeConfig;
-  private readonly server: URL;
+  private readonly connection: ClusterConnection;
 
-  constructor(config: KubeConfig) {
-    this.config = config;
-    const cluster = config.getCurrentCluster();
-    if (!cluster) throw new Error('the kubeconfig has no current cluster');
-    this.server = new URL(cluster.server);
+  constructor(connection: ClusterConnection) {
+    this.connection = connection;
   }
 
   static fromFile(file: string): KubeClient {
-    const config = new KubeConfig();
-    config.loadFromFile(file);
-    return new KubeClient(config);
+    return new KubeClient(connectionFromFile(file));
   }
 
   /** $KUBECONFIG, ~/.kube/config or the in-cluster ServiceAccount, as kubectl finds them. */
   static fromDefault(): KubeClient {
-    const config = new KubeConfig();
-    config.loadFromDefault();
-    return new KubeClient(config);
+    return new KubeClient(defaultConnection());
   }
 
   async request<T>(
@@ -165,12 +158,12 @@ export class KubeClient {
     options: { query?: Query; body?: unknown; contentType?: string; timeoutMs?: number },
     signal?: AbortSignal,
   ): Promise<IncomingMessage> {
-    const url = new URL(path, this.server);
+    const url = new URL(path, this.connection.server);
     for (const [key, value] of Object.entries(options.query ?? {})) {
       if (value !== undefined) url.searchParams.set(key, String(value));
     }
     const requestOptions: RequestOptions = { method, headers: { Accept: 'application/json' } };
-    await this.config.applyToHTTPSOptions(requestOptions);
+    await this.connection.applyTo(requestOptions);
     const payload =
       options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
     const headers = requestOptions.headers as Record<string, string | number>;

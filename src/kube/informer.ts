@@ -109,7 +109,7 @@ export class Informer<T extends KubeObject> {
       const key = objectKey(item);
       seen.add(key);
       const previous = this.store.get(key);
-      this.store.set(key, item);
+      this.store.set(key, withoutManagedFields(item));
       if (!previous) this.emit('added', item);
       else if (previous.metadata.resourceVersion !== item.metadata.resourceVersion)
         this.emit('modified', item);
@@ -210,7 +210,7 @@ export class Informer<T extends KubeObject> {
       this.emit('deleted', object);
     } else if (type === 'ADDED' || type === 'MODIFIED') {
       const existed = this.store.has(key);
-      this.store.set(key, object);
+      this.store.set(key, withoutManagedFields(object));
       this.emit(existed ? 'modified' : 'added', object);
     }
   }
@@ -228,4 +228,14 @@ export class Informer<T extends KubeObject> {
 
 function sleep(millis: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, millis));
+}
+
+/**
+ * managedFields are often the larger half of an object and no controller here reads them
+ * (server-side apply tracks them on the server); dropping them keeps large caches small.
+ */
+function withoutManagedFields<T extends KubeObject>(object: T): T {
+  if (!object.metadata?.managedFields) return object;
+  const { managedFields: _dropped, ...metadata } = object.metadata;
+  return { ...object, metadata };
 }

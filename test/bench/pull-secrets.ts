@@ -39,7 +39,7 @@ async function main(): Promise<void> {
         stringify({
           apiVersion: 'v1',
           kind: 'Namespace',
-          metadata: { name: `tenant-${index}`, labels: { 'pulls-web': 'yes' } },
+          metadata: { name: `tenant-${index}`, labels: { 'pulls-web': 'web' } },
         }),
       ).join('---\n'),
     });
@@ -92,7 +92,7 @@ async function main(): Promise<void> {
       metadata: { name: 'web', namespace: 'team-a' },
       spec: {
         registry: { name: 'main', namespace: 'berth-system' },
-        pull: { namespaceSelector: { matchLabels: { 'pulls-web': 'yes' } } },
+        pull: { namespaceSelector: { matchLabels: { 'pulls-web': 'web' } } },
       },
     });
     const started = performance.now();
