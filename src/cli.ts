@@ -9,6 +9,8 @@ import { KubeClient } from './kube/client.ts';
 import { startOperator } from './operator/operator.ts';
 import { createLogger } from './observability/logger.ts';
 import { startRegistry } from './registry/server.ts';
+import { nodeProxyConfigSchema } from './config/node-proxy.ts';
+import { startNodeProxy } from './node-proxy/server.ts';
 import { checkConsistency } from './registry/service/consistency.ts';
 import { FilesystemDriver } from './registry/storage/filesystem/driver.ts';
 
@@ -19,6 +21,8 @@ commands:
   operator     run the controller for Registry resources: --image IMAGE [--kubeconfig FILE]
                [--namespace berth-system] [--metrics-listen 127.0.0.1:8080] [--no-leader-elect]
                [--lease-duration 15s]
+  node-proxy   serve the registry on this node's loopback with a blob cache: --listen HOST:PORT
+               --upstream URL [--ca-file FILE] [--cache-dir DIR] [--cache-size 10Gi]
   credential   print a namespace credential (the password of a pull secret), signed with the
                registry's key: --namespace NAME [--lifetime 720h] [--config FILE | --storage-dir DIR]
   check        verify a registry's storage: every link names existing content, every
@@ -167,6 +171,49 @@ async function runOperator(args: string[]): Promise<void> {
   }
 }
 
+async function runNodeProxy(args: string[]): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        listen: { type: 'string', default: '127.0.0.1:5000' },
+        upstream: { type: 'string' },
+        'ca-file': { type: 'string' },
+        'cache-dir': { type: 'string', default: './node-proxy-cache' },
+        'cache-size': { type: 'string', default: '10Gi' },
+        'log-level': { type: 'string', default: 'info' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (!values.upstream)
+    throw new UsageError('node-proxy needs --upstream, the registry URL (https://host:port)');
+  const parsed = nodeProxyConfigSchema.safeParse({
+    listen: values.listen,
+    upstream: values.upstream,
+    caFile: values['ca-file'],
+    cacheDirectory: values['cache-dir'],
+    cacheSize: values['cache-size'],
+    logLevel: values['log-level'],
+  });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new UsageError(`node-proxy: ${issue?.path.join('.')}: ${issue?.message}`);
+  }
+  const logger = createLogger(parsed.data.logLevel, 'berth-node-proxy');
+  const proxy = await startNodeProxy(parsed.data, logger);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      logger.info({ signal }, 'shutdown requested');
+      void proxy.stop().then(() => process.exit(0));
+    });
+  }
+}
+
 async function runCheck(args: string[]): Promise<void> {
   let values;
   try {
@@ -203,6 +250,8 @@ async function main(argv: string[]): Promise<void> {
       return runOperator(rest);
     case 'credential':
       return runCredential(rest);
+    case 'node-proxy':
+      return runNodeProxy(rest);
     case undefined:
     case 'help':
     case '--help':

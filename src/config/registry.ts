@@ -2,22 +2,9 @@ import { labelSelectorSchema } from '../policy/schema.ts';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { durationSchema, sizeSchema } from './units.ts';
+import { durationSchema, listenSchema, sizeSchema } from './units.ts';
 
 const positiveDuration = durationSchema.refine((millis) => millis > 0, 'must be longer than zero');
-
-const listenSchema = z
-  .string()
-  .regex(
-    /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/,
-    'expected host:port, e.g. 127.0.0.1:5000 or :5000',
-  )
-  .transform((text) => {
-    const separator = text.lastIndexOf(':');
-    const host = text.slice(0, separator).replace(/^\[|\]$/g, '');
-    return { host: host === '' ? '0.0.0.0' : host, port: Number(text.slice(separator + 1)) };
-  })
-  .refine(({ port }) => port <= 65535, 'port must be at most 65535');
 
 /** The `berth registry` configuration: a YAML file, overridden by flags, validated here once. */
 export const registryConfigSchema = z

@@ -60,3 +60,17 @@ export const sizeSchema = z
     }
     return bytes;
   });
+
+/** A listen address, `host:port` (`:port` for every interface). */
+export const listenSchema = z
+  .string()
+  .regex(
+    /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/,
+    'expected host:port, e.g. 127.0.0.1:5000 or :5000',
+  )
+  .transform((text) => {
+    const separator = text.lastIndexOf(':');
+    const host = text.slice(0, separator).replace(/^\[|\]$/g, '');
+    return { host: host === '' ? '0.0.0.0' : host, port: Number(text.slice(separator + 1)) };
+  })
+  .refine(({ port }) => port <= 65535, 'port must be at most 65535');

@@ -246,6 +246,27 @@ describeWithTools(
       });
       expect(status.status.url).toBe(`localhost:${port}/team-a/web`);
       expect(status.status.pullNamespaces).toBe(2);
+
+      // The registry pod reads its policy with its own ServiceAccount, and can read nothing else.
+      const registryCan = async (verb: string, resource: string) =>
+        (
+          await cluster.kubectl(
+            [
+              'auth',
+              'can-i',
+              verb,
+              resource,
+              '-A',
+              '--as',
+              'system:serviceaccount:berth-system:berth-main',
+            ],
+            { allowFailure: true },
+          )
+        ).stdout.trim();
+      expect(await registryCan('watch', 'repositories.berth.dev')).toBe('yes');
+      expect(await registryCan('list', 'namespaces')).toBe('yes');
+      expect(await registryCan('get', 'secrets')).toBe('no');
+      expect(await registryCan('patch', 'repositories.berth.dev')).toBe('no');
     });
 
     it('follows namespace labels and new ServiceAccounts within 1 s, and revokes at once', async () => {

@@ -1,0 +1,23 @@
+import { z } from 'zod';
+import { listenSchema, sizeSchema } from './units.ts';
+
+/** `berth node-proxy` settings, all from flags (the operator renders them into the DaemonSet). */
+export const nodeProxyConfigSchema = z
+  .object({
+    listen: listenSchema.describe('Loopback address kubelets pull from, e.g. 127.0.0.1:5000.'),
+    upstream: z
+      .url({ protocol: /^https?$/ })
+      .transform((text) => new URL(text))
+      .describe('The registry Service, e.g. https://berth-main.berth-system.svc:5000.'),
+    caFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('PEM CA that signed the registry certificate; the system CAs when unset.'),
+    cacheDirectory: z.string().min(1).describe('Where cached blobs live.'),
+    cacheSize: sizeSchema.describe('Most bytes the blob cache keeps; LRU eviction beyond.'),
+    logLevel: z.string().default('info'),
+  })
+  .strict();
+
+export type NodeProxyConfig = z.infer<typeof nodeProxyConfigSchema>;

@@ -1,0 +1,306 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import {
+  createServer,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import type { NodeProxyConfig } from '../config/node-proxy.ts';
+import type { Logger } from '../observability/logger.ts';
+import { Counter, Gauge, MetricsRegistry } from '../observability/metrics.ts';
+import { forEachChunk } from '../util/streams.ts';
+import { BlobCache } from './blob-cache.ts';
+import { Upstream } from './upstream.ts';
+
+const blobPath = /^\/v2\/(.+)\/blobs\/(sha256:[a-f0-9]{64})$/;
+
+export interface RunningNodeProxy {
+  readonly address: string;
+  readonly cache: BlobCache;
+  stop(): Promise<void>;
+}
+
+/**
+ * `berth node-proxy`: the registry on every node's loopback, so `localhost:<port>/team/app:tag`
+ * works for kubelets, which resolve names through the node and accept plain HTTP only on
+ * localhost. Every request goes to the registry Service over verified TLS with the client's own
+ * credentials; blob GETs are served from a node-local cache, each time only after the registry
+ * answered a HEAD with those credentials, so the cache never widens who may read a blob.
+ */
+export async function startNodeProxy(
+  config: NodeProxyConfig,
+  logger: Logger,
+): Promise<RunningNodeProxy> {
+  const metrics = new MetricsRegistry();
+  metrics.registerProcessMetrics();
+  const requests = metrics.register(
+    new Counter('berth_node_proxy_blob_requests_total', 'Blob GETs by outcome.', ['outcome']),
+  );
+  const fetches = metrics.register(
+    new Counter('berth_node_proxy_upstream_blob_fetches_total', 'Blob GETs sent to the registry.'),
+  );
+  const evictions = metrics.register(
+    new Counter('berth_node_proxy_cache_evictions_total', 'Blobs evicted from the cache.'),
+  );
+  const corrupt = metrics.register(
+    new Counter('berth_node_proxy_cache_corrupt_total', 'Cached blobs dropped for a bad digest.'),
+  );
+  const ca = config.caFile ? await readFile(config.caFile) : undefined;
+  const upstream = new Upstream(config.upstream, ca);
+  const cache = new BlobCache(config.cacheDirectory, config.cacheSize, logger, {
+    evicted: () => evictions.inc(),
+    corrupt: () => corrupt.inc(),
+  });
+  metrics.register(
+    new Gauge('berth_node_proxy_cache_bytes', 'Bytes held by the blob cache.', () => cache.size),
+  );
+  await cache.open();
+
+  const handler = new ProxyHandler(upstream, cache, logger, {
+    outcome: (outcome) => requests.inc({ outcome }),
+    fetched: () => fetches.inc(),
+  });
+  const server = createServer((req, res) => {
+    if (req.url === '/healthz' || req.url === '/readyz') {
+      res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok\n');
+      return;
+    }
+    if (req.url === '/metrics') {
+      res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics.render());
+      return;
+    }
+    handler.handle(req, res).catch((error: unknown) => {
+      logger.error({ err: error, method: req.method, path: req.url }, 'proxy request failed');
+      if (!res.headersSent) unavailable(res);
+      else res.destroy();
+    });
+  });
+  // Large blobs take long; the defaults would cut them off.
+  server.requestTimeout = 0;
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.listen.port, config.listen.host, () => resolve());
+  });
+  const address = server.address();
+  const bound = address && typeof address === 'object' ? `${address.address}:${address.port}` : '';
+  logger.info({ listen: bound, upstream: config.upstream.href }, 'node proxy listening');
+  return {
+    address: bound,
+    cache,
+    stop: () => closeServer(server, upstream),
+  };
+}
+
+interface ProxyObserver {
+  outcome(outcome: 'hit' | 'miss' | 'shared' | 'denied' | 'passthrough'): void;
+  fetched(): void;
+}
+
+class ProxyHandler {
+  private readonly upstream: Upstream;
+  private readonly cache: BlobCache;
+  private readonly logger: Logger;
+  private readonly observer: ProxyObserver;
+
+  constructor(upstream: Upstream, cache: BlobCache, logger: Logger, observer: ProxyObserver) {
+    this.upstream = upstream;
+    this.cache = cache;
+    this.logger = logger;
+    this.observer = observer;
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = req.url ?? '/';
+    const blob = req.method === 'GET' && !req.headers.range ? blobPath.exec(path) : null;
+    if (!blob) return this.pass(req, res);
+    const digest = blob[2] as string;
+
+    // The registry decides, every time, whether this request may read this blob.
+    const check = await this.upstream.send('HEAD', path, req.headers);
+    check.resume();
+    if (check.statusCode !== 200) {
+      this.observer.outcome('denied');
+      // The registry's own answer to the GET, body included (error JSON for 401/403/404).
+      return this.pass(req, res);
+    }
+    const cached = this.cache.lookup(digest);
+    if (cached) {
+      this.observer.outcome('hit');
+      return this.serveCached(req, res, digest, cached);
+    }
+    const inFlight = this.cache.flight(digest);
+    if (inFlight) {
+      this.observer.outcome('shared');
+      const stored = await inFlight;
+      const filled = stored ? this.cache.lookup(digest) : undefined;
+      return filled ? this.serveCached(req, res, digest, filled) : this.pass(req, res);
+    }
+    this.observer.outcome('miss');
+    await this.fetchAndServe(req, res, path, digest);
+  }
+
+  /** Streams any request to the registry and its answer back. */
+  private async pass(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method === 'GET' && blobPath.test(req.url ?? '')) this.observer.fetched();
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
+    const response = await this.upstream.send(
+      req.method ?? 'GET',
+      req.url ?? '/',
+      req.headers,
+      hasBody ? req : undefined,
+    );
+    res.writeHead(
+      response.statusCode ?? 502,
+      this.upstream.clientHeaders(response.headers, req.headers.host ?? ''),
+    );
+    response.pipe(res);
+    await new Promise<void>((resolve) => {
+      res.on('close', () => {
+        response.destroy();
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * The first miss on this node: one GET upstream, streamed to the client and into the cache at
+   * once. The fetch is registered before anything is awaited, so requests for the digest that
+   * arrive meanwhile wait for it and are then served from the cache.
+   */
+  private async fetchAndServe(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    digest: string,
+  ): Promise<void> {
+    await this.cache.fetchOnce(digest, async (writer) => {
+      this.observer.fetched();
+      const response = await this.upstream.send('GET', path, req.headers);
+      const length = Number(response.headers['content-length']);
+      const clientHeaders = this.upstream.clientHeaders(response.headers, req.headers.host ?? '');
+      if (response.statusCode !== 200 || !Number.isFinite(length) || !this.cache.accepts(length)) {
+        // Not cacheable: relay it; requests waiting on this fetch make their own.
+        res.writeHead(response.statusCode ?? 502, clientHeaders);
+        response.pipe(res);
+        await new Promise<void>((resolve) => res.on('close', () => resolve()));
+        return false;
+      }
+      res.writeHead(200, clientHeaders);
+      const client = new VerifiedSender(res);
+      const hash = createHash('sha256');
+      try {
+        await forEachChunk(response, (chunk) => {
+          hash.update(chunk);
+          return Promise.all([writer.write(chunk), client.write(chunk)]).then(() => undefined);
+        });
+      } catch (error) {
+        // The registry's stream broke: the client sees a cut connection and retries.
+        client.finish(false);
+        throw error;
+      }
+      const verified = `sha256:${hash.digest('hex')}` === digest && writer.written === length;
+      client.finish(verified);
+      if (!verified)
+        this.logger.warn({ digest }, 'registry sent bytes that do not match the digest');
+      return verified;
+    });
+  }
+
+  /** Serves a cached blob, verifying it as it goes; a mismatch drops the entry. */
+  private async serveCached(
+    req: IncomingMessage,
+    res: ServerResponse,
+    digest: string,
+    cached: { path: string; size: number },
+  ): Promise<void> {
+    const headers: OutgoingHttpHeaders = {
+      'Content-Type': 'application/octet-stream',
+      'Content-Length': cached.size,
+      'Docker-Content-Digest': digest,
+    };
+    res.writeHead(200, headers);
+    const hash = createHash('sha256');
+    const client = new VerifiedSender(res);
+    let sent = 0;
+    try {
+      await forEachChunk(createReadStream(cached.path, { highWaterMark: 1 << 20 }), (chunk) => {
+        hash.update(chunk);
+        sent += chunk.length;
+        return client.write(chunk);
+      });
+    } catch (error) {
+      // Evicted and gone before it was opened: the client retries and the next try refetches.
+      this.logger.warn({ err: error, digest, path: req.url }, 'cached blob unreadable');
+      client.finish(false);
+      return;
+    }
+    const verified = `sha256:${hash.digest('hex')}` === digest && sent === cached.size;
+    client.finish(verified);
+    if (!verified) await this.cache.dropCorrupt(digest);
+  }
+}
+
+/**
+ * Writes a blob to a client holding back its last chunk until the digest is known: a blob that
+ * turns out wrong ends in a cut connection, never in a complete-looking response with bad bytes.
+ * A client that went away is skipped, so a fill of the cache does not depend on it.
+ */
+class VerifiedSender {
+  private readonly res: ServerResponse;
+  private held: Buffer | undefined;
+
+  constructor(res: ServerResponse) {
+    this.res = res;
+  }
+
+  write(chunk: Buffer): Promise<void> | undefined {
+    const previous = this.held;
+    this.held = chunk;
+    if (!previous || this.res.destroyed) return undefined;
+    if (this.res.write(previous)) return undefined;
+    return new Promise((resolve) => {
+      const done = () => {
+        this.res.off('drain', done);
+        this.res.off('close', done);
+        resolve();
+      };
+      this.res.on('drain', done);
+      this.res.on('close', done);
+    });
+  }
+
+  finish(verified: boolean): void {
+    if (this.res.destroyed) return;
+    if (!verified) {
+      this.res.destroy();
+      return;
+    }
+    this.res.end(this.held);
+  }
+}
+
+function unavailable(res: ServerResponse): void {
+  res.writeHead(502, { 'Content-Type': 'application/json' }).end(
+    JSON.stringify({
+      errors: [
+        {
+          code: 'UNAVAILABLE',
+          message: 'the registry cannot be reached from this node',
+          detail: {},
+        },
+      ],
+    }),
+  );
+}
+
+async function closeServer(server: Server, upstream: Upstream): Promise<void> {
+  await new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+  upstream.close();
+}
