@@ -115,8 +115,8 @@ export class BlobCache {
     if (!entry) return;
     this.entries.delete(digest);
     this.bytes -= entry.size;
-    await rm(this.pathOf(digest), { force: true });
     this.events.corrupt?.(digest);
+    await rm(this.pathOf(digest), { force: true });
     this.logger.warn({ digest }, 'corrupt blob dropped from the cache');
   }
 
@@ -147,14 +147,23 @@ export class BlobCache {
 }
 
 /**
- * The temp file a fetch writes into. A write that fails (a full disk) turns the writer off
- * instead of failing the pull: the client still gets its bytes, the blob just is not cached.
+ * The temp file a fetch writes into. Chunks off a TLS socket are 16 KiB; writing each with its
+ * own system call would cap a cold pull far below the network, so they are gathered and written
+ * with writev in batches, in the background; `write` asks the caller to wait only when too much
+ * is pending. A write that fails (a full disk) turns the writer off instead of failing the pull:
+ * the client still gets its bytes, the blob just is not cached.
  */
 export class CacheWriter {
   readonly path: string;
   written = 0;
   private handle: FileHandle | undefined;
   private failed = false;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private flushing: Promise<void> | undefined;
+
+  private static readonly batchBytes = 1 << 20;
+  private static readonly maxPendingBytes = 8 << 20;
 
   private constructor(path: string, handle: FileHandle) {
     this.path = path;
@@ -165,18 +174,24 @@ export class CacheWriter {
     return new CacheWriter(path, await open(path, 'w', 0o600));
   }
 
-  async write(chunk: Buffer): Promise<void> {
-    if (this.failed || !this.handle) return;
-    try {
-      await this.handle.write(chunk);
-      this.written += chunk.length;
-    } catch {
-      this.failed = true;
-    }
+  /** Queues a chunk; returns a promise to wait for only when the queue is full. */
+  write(chunk: Buffer): Promise<void> | undefined {
+    if (this.failed || !this.handle) return undefined;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (!this.flushing && this.pendingBytes >= CacheWriter.batchBytes) this.startFlush();
+    return this.pendingBytes >= CacheWriter.maxPendingBytes ? this.flushing : undefined;
   }
 
-  /** Closes the file; false when any write failed. */
+  /** Writes what is queued and closes the file; false when any write failed. */
   async close(): Promise<boolean> {
+    if (this.handle && !this.failed) {
+      await this.flushing;
+      if (this.pending.length > 0) {
+        this.startFlush();
+        await this.flushing;
+      }
+    }
     const handle = this.handle;
     this.handle = undefined;
     if (handle) await handle.close();
@@ -184,7 +199,29 @@ export class CacheWriter {
   }
 
   async discard(): Promise<void> {
+    this.failed = true;
+    await this.flushing;
     await this.close().catch(() => false);
     await rm(this.path, { force: true });
+  }
+
+  private startFlush(): void {
+    this.flushing = (async () => {
+      while (this.pending.length > 0 && !this.failed && this.handle) {
+        const batch = this.pending;
+        const size = this.pendingBytes;
+        this.pending = [];
+        this.pendingBytes = 0;
+        try {
+          await this.handle.writev(batch);
+          this.written += size;
+        } catch {
+          this.failed = true;
+          this.pending = [];
+          this.pendingBytes = 0;
+        }
+      }
+      this.flushing = undefined;
+    })();
   }
 }

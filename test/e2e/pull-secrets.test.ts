@@ -1,4 +1,3 @@
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { startContainerd, type Containerd } from '../support/containerd.ts';
@@ -8,7 +7,12 @@ import {
   type ControlPlane,
 } from '../support/control-plane.ts';
 import { randomLayerTar } from '../support/images.ts';
-import { runDeployment, type RunningPod } from '../support/kubelet.ts';
+import {
+  runDaemonSet,
+  runDeployment,
+  type RunningNodeProxy,
+  type RunningPod,
+} from '../support/kubelet.ts';
 import { pullAsKubelet, removeImage } from '../support/kubelet-pull.ts';
 import { installBerth, operatorKubeconfig, startOperatorProcess } from '../support/operator.ts';
 import { Daemon, freePort, run, temporaryDirectory, waitFor } from '../support/processes.ts';
@@ -29,12 +33,14 @@ const secretName = 'berth-pull-berth-system-main';
  */
 describeWithTools(
   [...controlPlaneToolNames, 'crane', 'crictl', 'containerd', 'ctr'],
-  'pull secrets on a real API server, pulled through containerd CRI',
+  'pull secrets on a real API server, pulled by containerd CRI through the node proxy',
   () => {
     let cluster: ControlPlane;
     let work: Awaited<ReturnType<typeof temporaryDirectory>>;
     let operator: Daemon;
     let pod: RunningPod;
+    let nodeProxy: RunningNodeProxy;
+    let registryPort: number;
     let containerd: Containerd;
     let crictl: { binary: string; socket: string };
     let image: string;
@@ -147,34 +153,22 @@ describeWithTools(
         30_000,
         `the registry Deployment (operator: ${operator.output})`,
       );
-      // The harness's "node": the registry pod answers on localhost:<nodeAccess.port> itself,
-      // as the node proxy will; containerd trusts the operator's CA for it.
+      // The registry pod answers on a port of its own; the node proxy, as its DaemonSet runs it,
+      // on localhost:<nodeAccess.port>, in front of it over TLS verified with the operator's CA.
+      registryPort = await freePort();
       pod = await runDeployment(cluster, 'berth-system', 'berth-main', join(work.path, 'pod'), {
-        port,
+        port: registryPort,
       });
-      const ca = await getJson<{ data: Record<string, string> }>(
-        'get',
-        'secret',
-        'berth-main-ca',
-        '-n',
+      nodeProxy = await runDaemonSet(
+        cluster,
         'berth-system',
+        'berth-main-node-proxy',
+        join(work.path, 'node'),
+        `https://localhost:${registryPort}`,
       );
+      expect(nodeProxy.host).toBe(`localhost:${port}`);
+      // containerd with no registry configuration at all: localhost is plain HTTP to it.
       const containerdDirectory = join(work.path, 'containerd');
-      const hostDirectory = join(containerdDirectory, 'certs.d', `localhost:${port}`);
-      await mkdir(hostDirectory, { recursive: true });
-      await writeFile(
-        join(hostDirectory, 'ca.crt'),
-        Buffer.from(ca.data['ca.crt'] as string, 'base64'),
-      );
-      await writeFile(
-        join(hostDirectory, 'hosts.toml'),
-        [
-          `server = "https://localhost:${port}"`,
-          `[host."https://localhost:${port}"]`,
-          `  ca = "${join(hostDirectory, 'ca.crt')}"`,
-          '',
-        ].join('\n'),
-      );
       containerd = await startContainerd(
         { containerd: findTool('containerd') as string, ctr: findTool('ctr') as string },
         containerdDirectory,
@@ -204,6 +198,7 @@ describeWithTools(
 
     afterAll(async () => {
       await containerd?.stop();
+      await nodeProxy?.stop();
       await pod?.stop();
       await operator?.stop();
       await cluster?.stop();
@@ -403,6 +398,16 @@ describeWithTools(
       ]);
       expect(await secretExists('team-c')).toBe(false);
       expect((await pull('team-c')).result.code).not.toBe(0);
+    });
+
+    it('pulls through the node proxy again after the registry process restarts', async () => {
+      await pod.stop();
+      pod = await runDeployment(cluster, 'berth-system', 'berth-main', join(work.path, 'pod'), {
+        port: registryPort,
+      });
+      const pulled = await pull('team-b');
+      expect({ code: pulled.result.code, stderr: pulled.result.stderr }).toMatchObject({ code: 0 });
+      await removeImage(crictl, image);
     });
 
     it('removes every grant when the Repository is deleted', async () => {

@@ -17,23 +17,22 @@ interface Volume {
   emptyDir?: object;
 }
 
+interface Container {
+  args: string[];
+  volumeMounts: { name: string; mountPath: string }[];
+  readinessProbe?: { httpGet?: { scheme?: string } };
+}
+
+interface PodSpec {
+  serviceAccountName?: string;
+  automountServiceAccountToken?: boolean;
+  containers: Container[];
+  volumes: Volume[];
+}
+
 interface Deployment {
   metadata: { name: string; namespace: string; generation: number };
-  spec: {
-    replicas: number;
-    template: {
-      spec: {
-        serviceAccountName?: string;
-        automountServiceAccountToken?: boolean;
-        containers: {
-          args: string[];
-          volumeMounts: { name: string; mountPath: string }[];
-          readinessProbe?: { httpGet?: { scheme?: string } };
-        }[];
-        volumes: Volume[];
-      };
-    };
-  };
+  spec: { replicas: number; template: { spec: PodSpec } };
 }
 
 export interface RunningPod {
@@ -64,6 +63,107 @@ export async function runDeployment(
   const pod = deployment.spec.template.spec;
   const container = pod.containers[0];
   if (!container) throw new Error('the Deployment has no container');
+  const relocate = await mountVolumes(cluster, namespace, pod, container, root);
+
+  const port = options.port ?? (await freePort());
+  const args = container.args.map(relocate);
+  const configIndex = args.indexOf('--config');
+  if (configIndex >= 0) {
+    const configFile = args[configIndex + 1] as string;
+    const text = await readFile(configFile, 'utf8');
+    await writeFile(configFile, text.replace(/listen: .*/, `listen: 127.0.0.1:${port}`));
+  }
+  const env = pod.automountServiceAccountToken
+    ? {
+        ...process.env,
+        KUBECONFIG: await serviceAccountKubeconfig(
+          cluster,
+          namespace,
+          pod.serviceAccountName ?? 'default',
+          root,
+        ),
+      }
+    : process.env;
+  const daemon = new Daemon(process.execPath, [cli, ...args, '--log-level', 'warn'], env);
+  const host = `127.0.0.1:${port}`;
+  const scheme = container.readinessProbe?.httpGet?.scheme === 'HTTPS' ? 'https' : 'http';
+  await waitFor(
+    async () => {
+      if (!daemon.running) throw new ExitedError(`the registry pod exited: ${daemon.output}`);
+      // Like the kubelet's probes: HTTPS without verifying the certificate.
+      return (await probe(`${scheme}://${host}/readyz`)) === 200;
+    },
+    30_000,
+    'the registry pod',
+  );
+  await markDeploymentReady(
+    cluster,
+    namespace,
+    name,
+    deployment.metadata.generation,
+    deployment.spec.replicas,
+  );
+  return { host, scheme, daemon, stop: async () => void (await daemon.stop()) };
+}
+
+export interface RunningNodeProxy {
+  /** `localhost:<port>`: the node endpoint pods pull from. */
+  readonly host: string;
+  readonly daemon: Daemon;
+  stop(): Promise<void>;
+}
+
+/**
+ * Plays the kubelet on one node for the node-proxy DaemonSet Berth rendered: mounts its volumes
+ * under `root` and runs its arguments as they are, except `--upstream`, which names the registry
+ * Service by its cluster DNS name; this machine has no cluster DNS, so the harness points it at
+ * `upstream` instead (a name the registry's certificate also carries).
+ */
+export async function runDaemonSet(
+  cluster: ControlPlane,
+  namespace: string,
+  name: string,
+  root: string,
+  upstream: string,
+): Promise<RunningNodeProxy> {
+  const daemonSet = JSON.parse(
+    (await cluster.kubectl(['get', 'daemonset', name, '-n', namespace, '-o', 'json'])).stdout,
+  ) as { spec: { template: { spec: PodSpec } } };
+  const pod = daemonSet.spec.template.spec;
+  const container = pod.containers[0];
+  if (!container) throw new Error('the DaemonSet has no container');
+  const relocate = await mountVolumes(cluster, namespace, pod, container, root);
+  const args = container.args.map(relocate);
+  args[args.indexOf('--upstream') + 1] = upstream;
+  const listen = args[args.indexOf('--listen') + 1] as string;
+  const daemon = new Daemon(process.execPath, [cli, ...args, '--log-level', 'warn']);
+  await waitFor(
+    async () => {
+      if (!daemon.running) throw new ExitedError(`the node proxy exited: ${daemon.output}`);
+      return (await probe(`http://${listen}/readyz`)) === 200;
+    },
+    30_000,
+    'the node proxy',
+  );
+  return {
+    host: `localhost:${listen.slice(listen.lastIndexOf(':') + 1)}`,
+    daemon,
+    stop: async () => void (await daemon.stop()),
+  };
+}
+
+/**
+ * Mounts a pod's ConfigMaps, Secrets and emptyDirs as files under `root`, as the kubelet mounts
+ * them at their paths, and returns the function that moves a mount path under `root` (for
+ * arguments and mounted files alike).
+ */
+async function mountVolumes(
+  cluster: ControlPlane,
+  namespace: string,
+  pod: PodSpec,
+  container: Container,
+  root: string,
+): Promise<(text: string) => string> {
   const mounts = new Map(container.volumeMounts.map((mount) => [mount.name, mount.mountPath]));
   // One pass, longest mount first, only where a path starts: a root under /tmp must not be
   // relocated again by the /tmp mount.
@@ -122,46 +222,7 @@ export async function runDeployment(
       }
     }
   }
-
-  const port = options.port ?? (await freePort());
-  const args = container.args.map(relocate);
-  const configIndex = args.indexOf('--config');
-  if (configIndex >= 0) {
-    const configFile = args[configIndex + 1] as string;
-    const text = await readFile(configFile, 'utf8');
-    await writeFile(configFile, text.replace(/listen: .*/, `listen: 127.0.0.1:${port}`));
-  }
-  const env = pod.automountServiceAccountToken
-    ? {
-        ...process.env,
-        KUBECONFIG: await serviceAccountKubeconfig(
-          cluster,
-          namespace,
-          pod.serviceAccountName ?? 'default',
-          root,
-        ),
-      }
-    : process.env;
-  const daemon = new Daemon(process.execPath, [cli, ...args, '--log-level', 'warn'], env);
-  const host = `127.0.0.1:${port}`;
-  const scheme = container.readinessProbe?.httpGet?.scheme === 'HTTPS' ? 'https' : 'http';
-  await waitFor(
-    async () => {
-      if (!daemon.running) throw new ExitedError(`the registry pod exited: ${daemon.output}`);
-      // Like the kubelet's probes: HTTPS without verifying the certificate.
-      return (await probe(`${scheme}://${host}/readyz`)) === 200;
-    },
-    30_000,
-    'the registry pod',
-  );
-  await markDeploymentReady(
-    cluster,
-    namespace,
-    name,
-    deployment.metadata.generation,
-    deployment.spec.replicas,
-  );
-  return { host, scheme, daemon, stop: async () => void (await daemon.stop()) };
+  return relocate;
 }
 
 /**

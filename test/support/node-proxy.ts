@@ -189,13 +189,15 @@ export async function pullThrough(
   repository: string,
   tag: string,
   credential: { username: string; password: string } | undefined,
+  ca?: Buffer,
 ): Promise<ProtocolPull> {
-  const token = await tokenFor(baseUrl, repository, credential);
+  const token = await tokenFor(baseUrl, repository, credential, ca);
   const auth: Record<string, string> = token ? { Authorization: `Bearer ${token}` } : {};
-  const manifest = await requestText(`${baseUrl}/v2/${repository}/manifests/${tag}`, {
-    ...auth,
-    Accept: manifestTypes,
-  });
+  const manifest = await requestText(
+    `${baseUrl}/v2/${repository}/manifests/${tag}`,
+    { ...auth, Accept: manifestTypes },
+    ca,
+  );
   const blobs = new Map<string, boolean>();
   if (manifest.status !== 200) return { manifestStatus: manifest.status, blobs, bytes: 0 };
   const parsed = JSON.parse(manifest.body) as {
@@ -204,7 +206,7 @@ export async function pullThrough(
   };
   let bytes = 0;
   for (const digest of [parsed.config.digest, ...parsed.layers.map((layer) => layer.digest)]) {
-    const result = await hashBlob(`${baseUrl}/v2/${repository}/blobs/${digest}`, auth);
+    const result = await hashBlob(`${baseUrl}/v2/${repository}/blobs/${digest}`, auth, ca);
     blobs.set(digest, result.status === 200 && result.digest === digest);
     bytes += result.bytes;
   }
@@ -216,8 +218,9 @@ export async function tokenFor(
   baseUrl: string,
   repository: string,
   credential: { username: string; password: string } | undefined,
+  ca?: Buffer,
 ): Promise<string | undefined> {
-  const challenge = await requestText(`${baseUrl}/v2/`, {});
+  const challenge = await requestText(`${baseUrl}/v2/`, {}, ca);
   const header = challenge.headers['www-authenticate'];
   if (challenge.status !== 401 || typeof header !== 'string') return undefined;
   const realm = /realm="([^"]+)"/.exec(header)?.[1] as string;
@@ -228,7 +231,7 @@ export async function tokenFor(
         Authorization: `Basic ${Buffer.from(`${credential.username}:${credential.password}`).toString('base64')}`,
       }
     : {};
-  const response = await requestText(`${realm}?${query}`, headers);
+  const response = await requestText(`${realm}?${query}`, headers, ca);
   return (JSON.parse(response.body) as { token?: string }).token;
 }
 
@@ -236,9 +239,11 @@ export async function tokenFor(
 export function hashBlob(
   url: string,
   headers: Record<string, string>,
+  ca?: Buffer,
 ): Promise<{ status: number; digest: string; bytes: number }> {
   return new Promise((resolve) => {
-    const request = httpRequest(url, { headers }, (response: IncomingMessage) => {
+    const send = url.startsWith('https:') ? httpsRequest : httpRequest;
+    const request = send(url, { headers, ...(ca ? { ca } : {}) }, (response: IncomingMessage) => {
       const hash = createHash('sha256');
       let bytes = 0;
       response.on('data', (chunk: Buffer) => {

@@ -85,9 +85,16 @@ export const registrySpecSchema = z
           .max(65535)
           .default(5000)
           .describe('Loopback port of the node proxy.'),
+        cacheSize: z
+          .string()
+          .regex(quantityPattern, 'a quantity such as 10Gi')
+          .default('10Gi')
+          .describe(
+            'Most bytes of blobs each node proxy keeps (an emptyDir of this size); least recently used go first.',
+          ),
       })
       .strict()
-      .default({ mode: 'NodeProxy', port: 5000 })
+      .default({ mode: 'NodeProxy', port: 5000, cacheSize: '10Gi' })
       .describe('How kubelets reach the registry.'),
     tls: z
       .object({

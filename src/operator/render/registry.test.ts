@@ -2,7 +2,14 @@ import { parse } from 'yaml';
 import { parseRegistryConfig } from '../../config/registry.ts';
 import { registrySpecSchema } from '../api/registry.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../tls/certificates.ts';
+import { nodeProxyConfigSchema } from '../../config/node-proxy.ts';
 import { renderRegistry, type RegistryResource } from './registry.ts';
+
+interface PodSpec {
+  hostNetwork?: boolean;
+  containers: { args?: string[] }[];
+  volumes: unknown[];
+}
 
 function registry(spec: Record<string, unknown> = {}): RegistryResource {
   return {
@@ -75,6 +82,32 @@ describe('renderRegistry', () => {
         'DaemonSet',
       ),
     ).toHaveLength(0);
+  });
+
+  it('gives the node proxy arguments it accepts, and the CA but never a key', () => {
+    const [daemonSet] = byKind(
+      renderRegistry(registry({ nodeAccess: { port: 5100, cacheSize: '5Gi' } }), secrets, options),
+      'DaemonSet',
+    );
+    const pod = (daemonSet as unknown as { spec: { template: { spec: PodSpec } } }).spec.template
+      .spec;
+    const args = pod.containers[0]?.args ?? [];
+    const flag = (name: string) => args[args.indexOf(name) + 1];
+    const config = nodeProxyConfigSchema.parse({
+      listen: flag('--listen'),
+      upstream: flag('--upstream'),
+      caFile: flag('--ca-file'),
+      cacheDirectory: flag('--cache-dir'),
+      cacheSize: flag('--cache-size'),
+    });
+    expect(config.listen).toEqual({ host: '127.0.0.1', port: 5100 });
+    expect(config.upstream.href).toBe('https://berth-main.berth-system.svc:5000/');
+    expect(config.cacheSize).toBe(5 * 1024 ** 3);
+    expect(pod.volumes).toContainEqual({
+      name: 'ca',
+      secret: { secretName: 'berth-main-tls', items: [{ key: 'ca.crt', path: 'ca.crt' }] },
+    });
+    expect(pod.hostNetwork).toBe(true);
   });
 
   it('runs the registry as non-root on a read-only root filesystem', () => {

@@ -31,6 +31,8 @@ const keysDirectory = '/etc/berth/keys';
 const adminDirectory = '/etc/berth/admin';
 const dataDirectory = '/var/lib/berth';
 const tlsDirectory = '/etc/berth/tls';
+const nodeProxyCaDirectory = '/etc/berth/ca';
+const nodeProxyCacheDirectory = '/var/cache/berth';
 
 function ownerReference(registry: RegistryResource) {
   return {
@@ -285,7 +287,11 @@ function renderDeployment(
   };
 }
 
-/** The per-node endpoint (its process is a later issue): hostNetwork, listening on loopback. */
+/**
+ * `berth node-proxy` on every node: hostNetwork, listening on loopback only, TLS to the registry
+ * Service verified with the CA from the serving certificate's Secret (only `ca.crt` is mounted,
+ * never a key), and a blob cache on an emptyDir bounded by `nodeAccess.cacheSize`.
+ */
 function renderNodeProxy(registry: RegistryResource, options: RenderOptions): KubeObject {
   const names = registryObjectNames(registry.metadata.name);
   const selector = {
@@ -324,10 +330,40 @@ function renderNodeProxy(registry: RegistryResource, options: RenderOptions): Ku
                 `127.0.0.1:${port}`,
                 '--upstream',
                 `https://${names.service}.${registry.metadata.namespace}.svc:${registryPort}`,
+                '--ca-file',
+                `${nodeProxyCaDirectory}/ca.crt`,
+                '--cache-dir',
+                nodeProxyCacheDirectory,
+                '--cache-size',
+                registry.spec.nodeAccess.cacheSize,
               ],
+              // The kubelet probes over the node's network; the proxy answers on loopback.
+              readinessProbe: {
+                httpGet: { host: '127.0.0.1', path: '/readyz', port },
+                periodSeconds: 10,
+              },
+              livenessProbe: {
+                httpGet: { host: '127.0.0.1', path: '/healthz', port },
+                periodSeconds: 20,
+                failureThreshold: 3,
+              },
               resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
               securityContext: restrictedContainer,
+              volumeMounts: [
+                { name: 'ca', mountPath: nodeProxyCaDirectory, readOnly: true },
+                { name: 'cache', mountPath: nodeProxyCacheDirectory },
+              ],
             },
+          ],
+          volumes: [
+            {
+              name: 'ca',
+              secret: {
+                secretName: registry.spec.tls.certificateSecret ?? names.tls,
+                items: [{ key: 'ca.crt', path: 'ca.crt' }],
+              },
+            },
+            { name: 'cache', emptyDir: { sizeLimit: registry.spec.nodeAccess.cacheSize } },
           ],
         },
       },
