@@ -62,12 +62,16 @@ export class WorkQueue {
   /** Adds a key after a delay, unless it is added sooner. */
   addAfter(key: string, millis: number): void {
     if (this.stopped || this.timers.has(key)) return;
+    // Timers longer than 2^31-1 ms fire at once; waking early is harmless (level-based).
     this.timers.set(
       key,
-      setTimeout(() => {
-        this.timers.delete(key);
-        this.add(key);
-      }, millis).unref(),
+      setTimeout(
+        () => {
+          this.timers.delete(key);
+          this.add(key);
+        },
+        Math.min(millis, 2_147_483_647),
+      ).unref(),
     );
   }
 

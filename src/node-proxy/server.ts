@@ -97,7 +97,7 @@ export async function startNodeProxy(
 }
 
 interface ProxyObserver {
-  outcome(outcome: 'hit' | 'miss' | 'shared' | 'denied' | 'passthrough'): void;
+  outcome(outcome: 'hit' | 'miss' | 'shared' | 'denied'): void;
   fetched(): void;
 }
 

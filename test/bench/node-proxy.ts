@@ -1,8 +1,13 @@
 /**
  * Pull throughput through `berth node-proxy` against a direct pull from `berth registry`, in the
  * same run, on the same machine: the registry serves HTTPS with token auth (as in a cluster), the
- * proxy listens on loopback and verifies the registry's certificate. Each pull fetches a token,
- * the manifest and every blob, hashing them as they arrive (nothing is kept).
+ * proxy listens on loopback and verifies the registry's certificate.
+ *
+ * Two kinds of pull: at the protocol level (token, manifest, every blob streamed and hashed,
+ * nothing kept) and containerd's CRI (`crictl pull` into a fresh containerd: fetch and unpack).
+ * Two CPU layouts: everything sharing both cores, and "split", the registry on core 0 and the
+ * node side (client, containerd, proxy) on core 1, as in a cluster where the registry runs on
+ * another machine than the pulling node.
  *
  *   npm run bench:node-proxy            (BENCH_LAYER_MB=512, BENCH_ROUNDS=3)
  */
@@ -23,17 +28,16 @@ import { findTool } from '../support/tools.ts';
 const layerMB = Number(process.env.BENCH_LAYER_MB ?? 512);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 
-async function timed(pull: () => Promise<ProtocolPull>): Promise<number> {
-  const started = performance.now();
-  const result = await pull();
-  const seconds = (performance.now() - started) / 1000;
-  if (result.manifestStatus !== 200 || [...result.blobs.values()].some((ok) => !ok))
-    throw new Error('a pull failed or returned wrong bytes');
-  return result.bytes / 1e6 / seconds;
+interface Series {
+  direct: number[];
+  cold: number[];
+  warm: number[];
 }
 
-async function main(): Promise<void> {
+async function measure(layout: 'shared' | 'split'): Promise<{ protocol: Series; cri: Series }> {
   const work = await temporaryDirectory('bench-node-proxy');
+  // Children inherit this process's CPU set: pinning it pins the proxy and containerd too.
+  await run('taskset', ['-a', '-p', '-c', layout === 'split' ? '1' : '0,1', String(process.pid)]);
   const registry = await startTlsRegistry(
     work.path,
     {
@@ -45,7 +49,7 @@ async function main(): Promise<void> {
         },
       ],
     },
-    { built: true },
+    { built: true, cpus: layout === 'split' ? '0' : '0,1' },
   );
   try {
     const crane = findTool('crane');
@@ -59,12 +63,12 @@ async function main(): Promise<void> {
     });
     const credential = { username: 'team-b', password: await registry.credential('team-b') };
     const direct = () => pullThrough(registry.url, 'team-a/web', '1', credential, registry.ca);
+    const imageBytes = (await direct()).bytes; // also warms the page cache for everyone
 
-    const results = { direct: [] as number[], cold: [] as number[], warm: [] as number[] };
-    const cri = { direct: [] as number[], cold: [] as number[], warm: [] as number[] };
-    await direct(); // page cache warm for everyone
+    const protocol: Series = { direct: [], cold: [], warm: [] };
+    const cri: Series = { direct: [], cold: [], warm: [] };
     for (let round = 0; round < rounds; round += 1) {
-      results.direct.push(await timed(direct));
+      protocol.direct.push(await timed(direct));
       const proxy = await startNodeProxyProcess({
         upstream: registry.url,
         caFile: registry.caFile,
@@ -72,73 +76,41 @@ async function main(): Promise<void> {
         built: true,
       });
       const through = () => pullThrough(proxy.url, 'team-a/web', '1', credential);
-      results.cold.push(await timed(through));
-      results.warm.push(await timed(through));
+      protocol.cold.push(await timed(through));
+      protocol.warm.push(await timed(through));
       await proxy.stop();
     }
-    // The same pulls as the kubelet makes them: containerd's CRI fetching and unpacking the
-    // image, each time into a fresh containerd, so nothing is already there.
-    const imageBytes = (await pullThrough(registry.url, 'team-a/web', '1', credential, registry.ca))
-      .bytes;
     for (let round = 0; round < rounds; round += 1) {
       const directRoot = join(work.path, `containerd-direct-${round}`);
-      await trustRegistry(directRoot, `localhost:${registry.port}`, registry.caFile);
-      cri.direct.push(
-        await criPull(
-          directRoot,
-          `localhost:${registry.port}/team-a/web:1`,
-          credential,
-          imageBytes,
-        ),
-      );
+      await trustRegistry(directRoot, target, registry.caFile);
+      cri.direct.push(await criPull(directRoot, `${target}/team-a/web:1`, credential, imageBytes));
       const proxy = await startNodeProxyProcess({
         upstream: registry.url,
         caFile: registry.caFile,
         cacheDirectory: join(work.path, `cri-cache-${round}`),
         built: true,
       });
-      cri.cold.push(
-        await criPull(
-          join(work.path, `containerd-cold-${round}`),
-          `${proxy.host}/team-a/web:1`,
-          credential,
-          imageBytes,
-        ),
-      );
-      cri.warm.push(
-        await criPull(
-          join(work.path, `containerd-warm-${round}`),
-          `${proxy.host}/team-a/web:1`,
-          credential,
-          imageBytes,
-        ),
-      );
+      const image = `${proxy.host}/team-a/web:1`;
+      const fresh = (name: string) => join(work.path, `containerd-${name}-${round}`);
+      cri.cold.push(await criPull(fresh('cold'), image, credential, imageBytes));
+      cri.warm.push(await criPull(fresh('warm'), image, credential, imageBytes));
       await proxy.stop();
     }
-    const best = (values: number[]) => Math.max(...values);
-    const line = (name: string, values: number[], reference: number[]) =>
-      `| ${name} | ${best(values).toFixed(0)} MB/s | ${values.map((v) => v.toFixed(0)).join(', ')} | ${((best(values) / best(reference)) * 100).toFixed(0)}% |`;
-    process.stdout.write(
-      [
-        '',
-        `| pull of a ${layerMB} MiB layer (token, manifest, blobs, hashed) | best | rounds | vs direct |`,
-        '| --- | --- | --- | --- |',
-        line('direct from the registry (HTTPS)', results.direct, results.direct),
-        line('through the node proxy, cache cold', results.cold, results.direct),
-        line('through the node proxy, cache warm', results.warm, results.direct),
-        '',
-        `| containerd CRI pull (crictl pull, fetch and unpack) | best | rounds | vs direct |`,
-        '| --- | --- | --- | --- |',
-        line('direct from the registry (HTTPS, CA in hosts.toml)', cri.direct, cri.direct),
-        line('through the node proxy, cache cold', cri.cold, cri.direct),
-        line('through the node proxy, cache warm', cri.warm, cri.direct),
-        '',
-      ].join('\n'),
-    );
+    return { protocol, cri };
   } finally {
     await registry.stop();
     await work.remove();
+    await run('taskset', ['-a', '-p', '-c', '0,1', String(process.pid)]);
   }
+}
+
+async function timed(pull: () => Promise<ProtocolPull>): Promise<number> {
+  const started = performance.now();
+  const result = await pull();
+  const seconds = (performance.now() - started) / 1000;
+  if (result.manifestStatus !== 200 || [...result.blobs.values()].some((ok) => !ok))
+    throw new Error('a pull failed or returned wrong bytes');
+  return result.bytes / 1e6 / seconds;
 }
 
 /** containerd trusts the registry's CA for this host, as a node configured for TLS would. */
@@ -184,4 +156,30 @@ async function criPull(
   }
 }
 
-await main();
+function table(title: string, series: Series): string {
+  const best = (values: number[]) => Math.max(...values);
+  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  const row = (name: string, values: number[]) =>
+    `| ${name} | ${best(values).toFixed(0)} | ${mean(values).toFixed(0)} | ${values.map((v) => v.toFixed(0)).join(', ')} | ${((mean(values) / mean(series.direct)) * 100).toFixed(0)}% |`;
+  return [
+    `| ${title} | best MB/s | mean MB/s | rounds | mean vs direct |`,
+    '| --- | --- | --- | --- | --- |',
+    row('direct from the registry (HTTPS)', series.direct),
+    row('through the node proxy, cache cold', series.cold),
+    row('through the node proxy, cache warm', series.warm),
+    '',
+  ].join('\n');
+}
+
+const results = { shared: await measure('shared'), split: await measure('split') };
+process.stdout.write(
+  [
+    '',
+    `${layerMB} MiB layer, ${rounds} rounds.`,
+    '',
+    table('protocol pull, both cores shared', results.shared.protocol),
+    table('containerd CRI pull, both cores shared', results.shared.cri),
+    table('protocol pull, registry on core 0, node side on core 1', results.split.protocol),
+    table('containerd CRI pull, registry on core 0, node side on core 1', results.split.cri),
+  ].join('\n'),
+);

@@ -30,7 +30,7 @@ export interface TlsRegistry {
 export async function startTlsRegistry(
   directory: string,
   policy: unknown,
-  options: { built?: boolean } = {},
+  options: { built?: boolean; cpus?: string } = {},
 ): Promise<TlsRegistry> {
   const ca = createCertificateAuthority('test CA', 86_400_000);
   const serving = issueServingCertificate(ca, 'localhost', ['localhost', '127.0.0.1'], 86_400_000);
@@ -52,7 +52,7 @@ export async function startTlsRegistry(
   const caPem = Buffer.from(ca.certificatePem);
   const entry = options.built ? join(repositoryRoot, 'dist', 'cli.js') : cli;
   const start = async (): Promise<Daemon> => {
-    const daemon = new Daemon(process.execPath, [
+    const daemon = spawnNode(options.cpus, [
       entry,
       'registry',
       '--listen',
@@ -126,10 +126,11 @@ export async function startNodeProxyProcess(options: {
   cacheDirectory: string;
   cacheSize?: string;
   built?: boolean;
+  cpus?: string;
 }): Promise<NodeProxyProcess> {
   const port = await freePort();
   const entry = options.built ? join(repositoryRoot, 'dist', 'cli.js') : cli;
-  const daemon = new Daemon(process.execPath, [
+  const daemon = spawnNode(options.cpus, [
     entry,
     'node-proxy',
     '--listen',
@@ -166,6 +167,13 @@ export async function startNodeProxyProcess(options: {
     },
     stop: async () => void (await daemon.stop()),
   };
+}
+
+/** Node with these arguments, pinned to `cpus` (taskset's list) when given, for benchmarks. */
+function spawnNode(cpus: string | undefined, args: string[]): Daemon {
+  return cpus
+    ? new Daemon('taskset', ['-c', cpus, process.execPath, ...args])
+    : new Daemon(process.execPath, args);
 }
 
 const manifestTypes = [
