@@ -7,10 +7,12 @@ const sizeUnits: Record<string, number> = {
   Mi: 1024 ** 2,
   Gi: 1024 ** 3,
   Ti: 1024 ** 4,
+  Pi: 1024 ** 5,
   K: 1000,
   M: 1000 ** 2,
   G: 1000 ** 3,
   T: 1000 ** 4,
+  P: 1000 ** 5,
 };
 
 /** Parses Go-style durations as Kubernetes users write them: `90s`, `5m`, `1h30m`, `250ms`. */
@@ -27,7 +29,7 @@ export function parseDuration(text: string): number | undefined {
 
 /** Parses Kubernetes quantities for sizes: `20Gi`, `512Mi`, `1G`, `4096`. */
 export function parseSize(text: string): number | undefined {
-  const match = /^(\d+(?:\.\d+)?)([KMGT]i?)?$/.exec(text);
+  const match = /^(\d+(?:\.\d+)?)([KMGTP]i?)?$/.exec(text);
   if (!match) return undefined;
   return Math.round(Number(match[1]) * (sizeUnits[match[2] ?? ''] as number));
 }

@@ -158,7 +158,11 @@ export class KubeClient {
     options: { query?: Query; body?: unknown; contentType?: string; timeoutMs?: number },
     signal?: AbortSignal,
   ): Promise<IncomingMessage> {
-    const url = new URL(path, this.connection.server);
+    // Keep a path prefix of the server URL (an API server behind a proxy at https://host/k8s).
+    const url = new URL(
+      `${this.connection.server.pathname.replace(/\/$/, '')}${path}`,
+      this.connection.server,
+    );
     for (const [key, value] of Object.entries(options.query ?? {})) {
       if (value !== undefined) url.searchParams.set(key, String(value));
     }

@@ -67,6 +67,20 @@ describe('kubeconfig loading', () => {
     );
   });
 
+  it('refuses a context whose user does not exist, as kubectl does', async () => {
+    const file = join(directory, 'no-user');
+    await writeFile(
+      file,
+      stringify({
+        clusters: [{ name: 'c', cluster: { server: 'https://10.0.0.1:6443' } }],
+        users: [],
+        contexts: [{ name: 'x', context: { cluster: 'c', user: 'gone' } }],
+        'current-context': 'x',
+      }),
+    );
+    expect(() => connectionFromFile(file)).toThrow(/user gone not found/);
+  });
+
   it('says what is wrong with a kubeconfig it cannot use', async () => {
     const file = join(directory, 'broken');
     await writeFile(file, stringify({ clusters: [], contexts: [], 'current-context': 'x' }));

@@ -48,6 +48,8 @@ const namedUser = z.object({
     .passthrough()
     .nullish(),
 });
+type KubeconfigUser = NonNullable<z.infer<typeof namedUser>['user']>;
+
 const kubeconfigSchema = z.object({
   clusters: z.array(namedCluster).default([]),
   users: z.array(namedUser).nullish(),
@@ -72,7 +74,11 @@ export function connectionFromFile(file: string): ClusterConnection {
   if (!context) throw new Error(`kubeconfig ${file} has no current context`);
   const cluster = config.clusters.find((entry) => entry.name === context.context.cluster)?.cluster;
   if (!cluster) throw new Error(`kubeconfig ${file}: cluster ${context.context.cluster} not found`);
-  const user = config.users?.find((entry) => entry.name === context.context.user)?.user ?? {};
+  const entry = context.context.user
+    ? config.users?.find((candidate) => candidate.name === context.context.user)
+    : { user: {} };
+  if (!entry) throw new Error(`kubeconfig ${file}: user ${context.context.user} not found`);
+  const user: KubeconfigUser = entry.user ?? {};
   if (user.exec || user['auth-provider']) return clientNodeConnection(file, cluster.server);
 
   const base = dirname(file);
@@ -104,13 +110,19 @@ export function connectionFromFile(file: string): ClusterConnection {
 
 const serviceAccountDirectory = '/var/run/secrets/kubernetes.io/serviceaccount';
 
-/** $KUBECONFIG (its first file), ~/.kube/config, else the in-cluster ServiceAccount. */
+/**
+ * As kubectl finds its cluster: $KUBECONFIG when set (the first of its files that exists; files
+ * are not merged), else ~/.kube/config, else the in-cluster ServiceAccount.
+ */
 export function defaultConnection(): ClusterConnection {
-  const fromEnvironment = process.env.KUBECONFIG?.split(delimiter).find((path) => path.length > 0);
-  const candidates = [fromEnvironment, join(homedir(), '.kube', 'config')];
-  for (const file of candidates) {
-    if (file && existsSync(file)) return connectionFromFile(file);
+  const listed = process.env.KUBECONFIG?.split(delimiter).filter((path) => path.length > 0);
+  if (listed && listed.length > 0) {
+    const file = listed.find((path) => existsSync(path));
+    if (!file) throw new Error(`$KUBECONFIG names no file that exists: ${listed.join(delimiter)}`);
+    return connectionFromFile(file);
   }
+  const home = join(homedir(), '.kube', 'config');
+  if (existsSync(home)) return connectionFromFile(home);
   const host = process.env.KUBERNETES_SERVICE_HOST;
   const port = process.env.KUBERNETES_SERVICE_PORT;
   if (!host || !port)

@@ -44,12 +44,16 @@ export class BlobCache {
     await rm(join(this.directory, 'tmp'), { recursive: true, force: true });
     await mkdir(join(this.directory, 'tmp'), { recursive: true });
     await mkdir(join(this.directory, 'sha256'), { recursive: true });
+    const found: [string, Entry][] = [];
     for (const name of await readdir(join(this.directory, 'sha256'))) {
       if (!/^[a-f0-9]{64}$/.test(name)) continue;
       const info = await stat(join(this.directory, 'sha256', name));
-      this.entries.set(`sha256:${name}`, { size: info.size, lastUsed: info.mtimeMs });
+      found.push([`sha256:${name}`, { size: info.size, lastUsed: info.mtimeMs }]);
       this.bytes += info.size;
     }
+    // The index's order is its recency order: oldest first.
+    for (const [digest, entry] of found.sort((a, b) => a[1].lastUsed - b[1].lastUsed))
+      this.entries.set(digest, entry);
     await this.evict(undefined);
     this.logger.info({ entries: this.entries.size, bytes: this.bytes }, 'blob cache opened');
   }
@@ -86,10 +90,10 @@ export class BlobCache {
    */
   fetchOnce(digest: string, fill: (writer: CacheWriter) => Promise<boolean>): Promise<boolean> {
     const running = (async () => {
-      const writer = await CacheWriter.create(join(this.directory, 'tmp', randomUUID()));
-      let verified = false;
+      let writer: CacheWriter | undefined;
       try {
-        verified = await fill(writer);
+        writer = await CacheWriter.create(join(this.directory, 'tmp', randomUUID()));
+        const verified = await fill(writer);
         if (verified && (await writer.close())) {
           await rename(writer.path, this.pathOf(digest));
           this.add(digest, writer.written);
@@ -101,12 +105,20 @@ export class BlobCache {
         this.logger.warn({ err: error, digest }, 'blob cache fill failed');
         return false;
       } finally {
-        await writer.discard();
+        await writer?.discard();
         this.flights.delete(digest);
       }
     })();
     this.flights.set(digest, running);
     return running;
+  }
+
+  /** Forgets an entry whose file has gone (removed from outside). */
+  forget(digest: string): void {
+    const entry = this.entries.get(digest);
+    if (!entry) return;
+    this.entries.delete(digest);
+    this.bytes -= entry.size;
   }
 
   /** Drops an entry whose bytes no longer match its digest. */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { finished } from 'node:stream/promises';
 import {
   createServer,
   type IncomingMessage,
@@ -13,7 +13,7 @@ import type { Logger } from '../observability/logger.ts';
 import { Counter, Gauge, MetricsRegistry } from '../observability/metrics.ts';
 import { forEachChunk } from '../util/streams.ts';
 import { BlobCache } from './blob-cache.ts';
-import { Upstream } from './upstream.ts';
+import { BadTargetError, Upstream } from './upstream.ts';
 
 const blobPath = /^\/v2\/(.+)\/blobs\/(sha256:[a-f0-9]{64})$/;
 
@@ -74,6 +74,11 @@ export async function startNodeProxy(
       return;
     }
     handler.handle(req, res).catch((error: unknown) => {
+      if (error instanceof BadTargetError) {
+        if (!res.headersSent)
+          res.writeHead(400, { 'Content-Type': 'text/plain' }).end('bad request target\n');
+        return;
+      }
       logger.error({ err: error, method: req.method, path: req.url }, 'proxy request failed');
       if (!res.headersSent) unavailable(res);
       else res.destroy();
@@ -128,17 +133,16 @@ class ProxyHandler {
       // The registry's own answer to the GET, body included (error JSON for 401/403/404).
       return this.pass(req, res);
     }
-    const cached = this.cache.lookup(digest);
+    const cached = await this.openCached(digest);
     if (cached) {
       this.observer.outcome('hit');
-      return this.serveCached(req, res, digest, cached);
+      return this.serveCached(res, digest, cached);
     }
     const inFlight = this.cache.flight(digest);
     if (inFlight) {
       this.observer.outcome('shared');
-      const stored = await inFlight;
-      const filled = stored ? this.cache.lookup(digest) : undefined;
-      return filled ? this.serveCached(req, res, digest, filled) : this.pass(req, res);
+      const filled = (await inFlight) ? await this.openCached(digest) : undefined;
+      return filled ? this.serveCached(res, digest, filled) : this.pass(req, res);
     }
     this.observer.outcome('miss');
     await this.fetchAndServe(req, res, path, digest);
@@ -158,13 +162,7 @@ class ProxyHandler {
       response.statusCode ?? 502,
       this.upstream.clientHeaders(response.headers, req.headers.host ?? ''),
     );
-    relay(response, res);
-    await new Promise<void>((resolve) => {
-      res.on('close', () => {
-        response.destroy();
-        resolve();
-      });
-    });
+    await relay(response, res);
   }
 
   /**
@@ -178,7 +176,7 @@ class ProxyHandler {
     path: string,
     digest: string,
   ): Promise<void> {
-    await this.cache.fetchOnce(digest, async (writer) => {
+    const cached = await this.cache.fetchOnce(digest, async (writer) => {
       this.observer.fetched();
       const response = await this.upstream.send('GET', path, req.headers);
       const length = Number(response.headers['content-length']);
@@ -186,8 +184,7 @@ class ProxyHandler {
       if (response.statusCode !== 200 || !Number.isFinite(length) || !this.cache.accepts(length)) {
         // Not cacheable: relay it; requests waiting on this fetch make their own.
         res.writeHead(response.statusCode ?? 502, clientHeaders);
-        relay(response, res);
-        await new Promise<void>((resolve) => res.on('close', () => resolve()));
+        await relay(response, res);
         return false;
       }
       res.writeHead(200, clientHeaders);
@@ -214,14 +211,31 @@ class ProxyHandler {
         this.logger.warn({ digest }, 'registry sent bytes that do not match the digest');
       return verified;
     });
+    // A fill that failed before answering (the registry unreachable) must still answer.
+    if (!cached && !res.headersSent) unavailable(res);
+    else if (!res.writableEnded) res.destroy();
+  }
+
+  /** The cached blob, opened; an entry whose file is gone is forgotten (a miss). */
+  private async openCached(
+    digest: string,
+  ): Promise<{ file: FileHandle; size: number } | undefined> {
+    const cached = this.cache.lookup(digest);
+    if (!cached) return undefined;
+    try {
+      return { file: await open(cached.path, 'r'), size: cached.size };
+    } catch (error) {
+      this.logger.warn({ err: error, digest }, 'cached blob unreadable; fetching again');
+      this.cache.forget(digest);
+      return undefined;
+    }
   }
 
   /** Serves a cached blob, verifying it as it goes; a mismatch drops the entry. */
   private async serveCached(
-    req: IncomingMessage,
     res: ServerResponse,
     digest: string,
-    cached: { path: string; size: number },
+    cached: { file: FileHandle; size: number },
   ): Promise<void> {
     const headers: OutgoingHttpHeaders = {
       'Content-Type': 'application/octet-stream',
@@ -233,15 +247,17 @@ class ProxyHandler {
     const client = new VerifiedSender(res);
     let sent = 0;
     try {
-      await forEachChunk(createReadStream(cached.path, { highWaterMark: 1 << 20 }), (chunk) => {
+      // The open handle keeps reading even if eviction unlinks the file meanwhile.
+      const stream = cached.file.createReadStream({ highWaterMark: 1 << 20, autoClose: true });
+      await forEachChunk(stream, (chunk) => {
         hash.update(chunk);
         sent += chunk.length;
         return client.write(chunk);
       });
     } catch (error) {
-      // Evicted and gone before it was opened: the client retries and the next try refetches.
-      this.logger.warn({ err: error, digest, path: req.url }, 'cached blob unreadable');
+      this.logger.warn({ err: error, digest }, 'cached blob read failed');
       client.finish(false);
+      await cached.file.close().catch(() => undefined);
       return;
     }
     const verified = `sha256:${hash.digest('hex')}` === digest && sent === cached.size;
@@ -270,15 +286,7 @@ class VerifiedSender {
     if (!previous || this.res.destroyed) return undefined;
     corkForThisTurn(this.res);
     if (this.res.write(previous)) return undefined;
-    return new Promise((resolve) => {
-      const done = () => {
-        this.res.off('drain', done);
-        this.res.off('close', done);
-        resolve();
-      };
-      this.res.on('drain', done);
-      this.res.on('close', done);
-    });
+    return drained(this.res);
   }
 
   finish(verified: boolean): void {
@@ -301,16 +309,50 @@ function corkForThisTurn(res: ServerResponse): void {
   setImmediate(() => res.uncork());
 }
 
-/** Streams a registry response to the client, with backpressure, batching writes per turn. */
-function relay(source: IncomingMessage, res: ServerResponse): void {
+/** How long a client may take to accept more bytes before it is dropped. */
+const stalledClientMillis = 60_000;
+
+/**
+ * Resolves when the client can take more, or is gone. A client that accepts nothing for a minute
+ * is cut off: a cache fill (which other pulls wait on) must not stall behind one slow reader.
+ */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      res.destroy();
+      done();
+    }, stalledClientMillis);
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+/**
+ * Streams a registry response to the client, with backpressure, batching writes per turn;
+ * resolves when the client's response is over, however it ended (also if it already had).
+ */
+async function relay(source: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (res.destroyed) {
+    source.destroy();
+    return;
+  }
   source.on('data', (chunk: Buffer) => {
     corkForThisTurn(res);
-    if (!res.write(chunk)) source.pause();
+    if (!res.write(chunk)) {
+      source.pause();
+      void drained(res).then(() => source.resume());
+    }
   });
-  res.on('drain', () => source.resume());
   source.on('end', () => res.end());
   source.on('error', () => res.destroy());
-  res.on('close', () => source.destroy());
+  await finished(res).catch(() => undefined);
+  source.destroy();
 }
 
 function unavailable(res: ServerResponse): void {

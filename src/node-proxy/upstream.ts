@@ -16,6 +16,13 @@ const hopByHop = new Set([
   'host',
 ]);
 
+/** A request target that is not a path on the registry. */
+export class BadTargetError extends Error {
+  constructor(target: string) {
+    super(`request target ${JSON.stringify(target.slice(0, 100))} is not a path`);
+  }
+}
+
 /**
  * The registry Service as the node proxy reaches it: one keep-alive connection pool, TLS verified
  * against the operator's CA. The client's headers, Authorization included, go through untouched.
@@ -42,19 +49,34 @@ export class Upstream {
     headers: IncomingHttpHeaders,
     body?: NodeJS.ReadableStream,
   ): Promise<IncomingMessage> {
+    // Only origin-form targets ("/v2/..."): "//host/..." or an absolute URL would leave the registry.
+    if (!path.startsWith('/') || path.startsWith('//'))
+      return Promise.reject(new BadTargetError(path));
+    // Headers the client named in Connection are hop-by-hop too.
+    const connection = String(headers.connection ?? '')
+      .split(',')
+      .map((name) => name.trim().toLowerCase());
     const outgoing: OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(headers)) {
-      if (value !== undefined && !hopByHop.has(name)) outgoing[name] = value;
+      if (value !== undefined && !hopByHop.has(name) && !connection.includes(name))
+        outgoing[name] = value;
+    }
+    // A request sent without its body must not announce one, or the pooled connection desyncs.
+    if (!body) {
+      delete outgoing['content-length'];
+      delete outgoing['transfer-encoding'];
     }
     outgoing.host = this.url.host;
     const send = this.url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
       const request = send(
-        new URL(path, this.url),
+        `${this.url.origin}${path}`,
         { method, headers: outgoing, agent: this.agent },
         resolve,
       );
       request.on('error', reject);
+      // No answer, or no bytes of one, for a minute: the registry is treated as unreachable.
+      request.setTimeout(60_000, () => request.destroy(new Error(`${method} ${path} timed out`)));
       if (body) {
         body.pipe(request);
         body.on('error', (error) => request.destroy(error));

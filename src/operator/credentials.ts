@@ -6,6 +6,7 @@ import type { RegistryResource } from './render/registry.ts';
 
 export interface IssuedCredential {
   readonly credential: string;
+  readonly keyId: string;
   readonly issuedAt: Date;
   readonly expiresAt: Date;
 }
@@ -37,7 +38,18 @@ export class CredentialSigner {
     const tokens = await this.tokensFor(registry, lifetime);
     const credential = await tokens.issueCredential(namespace, lifetime);
     // The token's own iat/exp are whole seconds from the same clock; these are for rotation only.
-    return { credential, issuedAt: now, expiresAt: new Date(now.getTime() + lifetime) };
+    return {
+      credential,
+      keyId: tokens.signingKeyId,
+      issuedAt: now,
+      expiresAt: new Date(now.getTime() + lifetime),
+    };
+  }
+
+  /** The id of the key that signs for this Registry now; undefined while it has no keys. */
+  async activeKeyId(registry: RegistryResource): Promise<string | undefined> {
+    if (!this.readKeys(registry)) return undefined;
+    return (await this.tokensFor(registry, credentialLifetime(registry))).signingKeyId;
   }
 
   private async tokensFor(registry: RegistryResource, lifetime: number): Promise<TokenService> {

@@ -177,6 +177,8 @@ export async function startOperator(
   };
   const queue = new WorkQueue(
     async (item) => {
+      // A replica that lost the Lease still has timers (rotations, retries): it writes nothing.
+      if (!leading) return {};
       const { kind, name } = parseWorkKey(item);
       const started = process.hrtime.bigint();
       try {
@@ -236,6 +238,13 @@ export async function startOperator(
       if (secret.metadata.namespace) enqueue('Namespace', secret.metadata.namespace);
     } else {
       enqueueOwner(type, secret);
+      // New signing keys: every pull Secret signed by the old ones must be issued again.
+      const instance = secret.metadata.labels?.['app.kubernetes.io/instance'];
+      if (instance && secret.metadata.name === registryObjectNames(instance).keys) {
+        const key = `${secret.metadata.namespace}/${instance}`;
+        for (const [namespace, keys] of grants.table.secrets)
+          if (keys.has(key)) enqueue('Namespace', namespace);
+      }
     }
   });
   deployments.onChange(enqueueOwner);

@@ -33,6 +33,8 @@ export async function watchKubernetesPolicy(
   const recompile = (): void => {
     const documents: RepositoryDocument[] = [];
     for (const object of repositories.list()) {
+      // As the operator does: a Repository being deleted grants nothing.
+      if (object.metadata.deletionTimestamp) continue;
       const parsed = repositoryDocumentSchema.safeParse(object);
       if (!parsed.success) {
         logger.warn(

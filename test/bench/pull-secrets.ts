@@ -17,7 +17,7 @@ import { Daemon, waitFor } from '../support/processes.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const count = Number(process.env.BENCH_NAMESPACES ?? 500);
-const secretName = 'berth-pull-berth-system-main';
+const secretName = 'berth-pull.berth-system.main';
 
 interface ServiceAccount extends KubeObject {
   imagePullSecrets?: { name: string }[];

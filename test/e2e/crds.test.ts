@@ -113,6 +113,7 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
         namespace: 'team-a',
         endpoints: ['localhost:5000', 'berth-main.berth-system.svc:5000'],
         credential: 'jwt',
+        keyId: 'kid-1',
         issuedAt: new Date(),
         expiresAt: new Date(Date.now() + 86_400_000),
       }),

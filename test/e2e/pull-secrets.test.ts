@@ -24,7 +24,7 @@ interface Condition {
   reason: string;
 }
 
-const secretName = 'berth-pull-berth-system-main';
+const secretName = 'berth-pull.berth-system.main';
 
 /**
  * Repository policies end to end: a real API server and controller manager, the operator with

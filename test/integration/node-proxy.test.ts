@@ -5,13 +5,15 @@ import { randomLayerTar } from '../support/images.ts';
 import {
   hashBlob,
   pullThrough,
+  requestText,
   startNodeProxyProcess,
   startTlsRegistry,
   tokenFor,
   type NodeProxyProcess,
   type TlsRegistry,
 } from '../support/node-proxy.ts';
-import { run, temporaryDirectory, waitFor } from '../support/processes.ts';
+import { rawRequest } from '../support/http.ts';
+import { freePort, run, temporaryDirectory, waitFor } from '../support/processes.ts';
 import { describeWithTools, findTool } from '../support/tools.ts';
 
 const policy = {
@@ -187,6 +189,28 @@ describeWithTools(['crane'], 'the node proxy', () => {
     const after = await pullThrough(node.url, 'team-a/web', '1', teamB);
     expect(after.manifestStatus).toBe(200);
     expect([...after.blobs.values()]).toEqual([true, true]);
+  });
+
+  it('answers what it cannot forward in the protocol’s form, and never leaves the registry', async () => {
+    const node = await proxy('errors-cache');
+    // A request target that would name another host is refused, not forwarded.
+    const escape = await rawRequest(
+      node.host.replace('localhost', '127.0.0.1'),
+      'GET',
+      '//example.com/v2/',
+    );
+    expect(escape.status).toBe(400);
+
+    // The registry unreachable: a 502 with OCI error JSON, at once, not a hanging pull.
+    const dead = await startNodeProxyProcess({
+      upstream: `https://localhost:${await freePort()}`,
+      caFile: registry.caFile,
+      cacheDirectory: join(work.path, 'dead-cache'),
+    });
+    proxies.push(dead);
+    const answer = await requestText(`${dead.url}/v2/team-a/web/blobs/${layerDigest}`, {});
+    expect(answer.status).toBe(502);
+    expect(JSON.parse(answer.body)).toMatchObject({ errors: [{ code: 'UNAVAILABLE' }] });
   });
 
   it('evicts least recently used blobs to stay within its size', async () => {

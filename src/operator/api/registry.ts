@@ -90,7 +90,7 @@ export const registrySpecSchema = z
           .regex(quantityPattern, 'a quantity such as 10Gi')
           .default('10Gi')
           .describe(
-            'Most bytes of blobs each node proxy keeps (an emptyDir of this size); least recently used go first.',
+            'Most bytes of blobs each node proxy keeps, least recently used evicted first; its emptyDir is a quarter larger, for blobs being fetched.',
           ),
       })
       .strict()

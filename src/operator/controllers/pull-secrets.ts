@@ -69,19 +69,30 @@ export class PullSecretController {
       .map((key) => registries.get(key))
       .filter((registry): registry is RegistryResource => registry !== undefined);
 
-    let nextRotation = Number.POSITIVE_INFINITY;
-    const wanted = new Map<string, RegistryResource>();
-    for (const registry of granted) {
-      const name = pullSecretName(registry.metadata.namespace, registry.metadata.name);
-      wanted.set(name, registry);
-      const rotatesAt = await this.ensureSecret(namespace, name, registry, now);
-      nextRotation = Math.min(nextRotation, rotatesAt);
-    }
-
+    const wanted = new Map(
+      granted.map((registry) => [
+        pullSecretName(registry.metadata.namespace, registry.metadata.name),
+        registry,
+      ]),
+    );
+    // Revocation first: a Registry whose Secret cannot be written must not delay it.
     for (const secret of this.pullSecretsIn(namespace)) {
       if (wanted.has(secret.metadata.name)) continue;
       await this.client.delete(`/api/v1/namespaces/${namespace}/secrets/${secret.metadata.name}`);
       this.logger.info({ namespace, secret: secret.metadata.name }, 'pull secret revoked');
+    }
+
+    let nextRotation = Number.POSITIVE_INFINITY;
+    const failures: Error[] = [];
+    for (const [name, registry] of wanted) {
+      try {
+        nextRotation = Math.min(
+          nextRotation,
+          await this.ensureSecret(namespace, name, registry, now),
+        );
+      } catch (error) {
+        failures.push(error as Error);
+      }
     }
 
     for (const account of this.serviceAccountsIn(namespace)) {
@@ -94,6 +105,9 @@ export class PullSecretController {
       if (next) await this.updateServiceAccount(account, next);
     }
 
+    // Everything else is done; the failed Registries are retried with backoff.
+    if (failures.length > 0)
+      throw new AggregateError(failures, failures.map((failure) => failure.message).join('; '));
     return Number.isFinite(nextRotation)
       ? { requeueAfterMillis: Math.max(0, nextRotation - now.getTime()) }
       : {};
@@ -112,11 +126,14 @@ export class PullSecretController {
     const expiresAt = parseTime(
       existing?.metadata.annotations?.['berth.dev/credential-expires-at'],
     );
+    const activeKey = await this.signer.activeKeyId(registry);
     const current =
       existing &&
       issuedAt &&
       expiresAt &&
       existing.type === 'kubernetes.io/dockerconfigjson' &&
+      // Keys regenerated (a Registry recreated under its name): the old credential is useless.
+      existing.metadata.annotations?.['berth.dev/credential-key'] === activeKey &&
       sameHosts(existing, hosts) &&
       // A changed credentialLifetime applies at once, not after the old credential's rotation.
       expiresAt.getTime() - issuedAt.getTime() === credentialLifetime(registry) &&

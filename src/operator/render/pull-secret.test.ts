@@ -1,5 +1,6 @@
 import {
   dueForRotation,
+  pullSecretName,
   renderPullSecret,
   servedServiceAccount,
   withPullSecrets,
@@ -15,11 +16,12 @@ describe('pull secrets', () => {
       namespace: 'team-b',
       endpoints: ['localhost:5000', 'berth-main.berth-system.svc:5000'],
       credential: 'jwt',
+      keyId: 'kid-1',
       issuedAt,
       expiresAt,
     });
     expect(secret.type).toBe('kubernetes.io/dockerconfigjson');
-    expect(secret.metadata.name).toBe('berth-pull-berth-system-main');
+    expect(secret.metadata.name).toBe('berth-pull.berth-system.main');
     const config = JSON.parse(
       (secret.stringData as Record<string, string>)['.dockerconfigjson'] as string,
     ) as {
@@ -41,6 +43,11 @@ describe('pull secrets', () => {
     });
   });
 
+  it('are named so that no two Registries share one', () => {
+    expect(pullSecretName('a', 'b-c')).not.toBe(pullSecretName('a-b', 'c'));
+    expect(pullSecretName('berth-system', 'main')).toBe('berth-pull.berth-system.main');
+  });
+
   it('rotate at two thirds of the lifetime', () => {
     expect(dueForRotation(issuedAt, expiresAt, new Date('2026-11-20T00:00:00Z'))).toBe(false);
     expect(dueForRotation(issuedAt, expiresAt, new Date('2026-11-21T00:00:01Z'))).toBe(true);
@@ -48,21 +55,21 @@ describe('pull secrets', () => {
 
   it('add and remove only Berth’s ServiceAccount entries, keeping the rest in order', () => {
     const others = [{ name: 'user-secret' }, { name: 'other-tool' }];
-    expect(withPullSecrets(others, ['berth-pull-x'])).toEqual([
+    expect(withPullSecrets(others, ['berth-pull.x'])).toEqual([
       ...others,
-      { name: 'berth-pull-x' },
+      { name: 'berth-pull.x' },
     ]);
     expect(
-      withPullSecrets([...others, { name: 'berth-pull-x' }], ['berth-pull-x']),
+      withPullSecrets([...others, { name: 'berth-pull.x' }], ['berth-pull.x']),
     ).toBeUndefined();
-    expect(withPullSecrets([{ name: 'berth-pull-x' }, ...others], [])).toEqual(others);
+    expect(withPullSecrets([{ name: 'berth-pull.x' }, ...others], [])).toEqual(others);
     // A Registry that stopped granting loses its entry; the one still granting keeps its place.
     expect(
       withPullSecrets(
-        [{ name: 'berth-pull-a' }, { name: 'user-secret' }, { name: 'berth-pull-b' }],
-        ['berth-pull-b', 'berth-pull-c'],
+        [{ name: 'berth-pull.a' }, { name: 'user-secret' }, { name: 'berth-pull.b' }],
+        ['berth-pull.b', 'berth-pull.c'],
       ),
-    ).toEqual([{ name: 'user-secret' }, { name: 'berth-pull-b' }, { name: 'berth-pull-c' }]);
+    ).toEqual([{ name: 'user-secret' }, { name: 'berth-pull.b' }, { name: 'berth-pull.c' }]);
     expect(withPullSecrets(undefined, [])).toBeUndefined();
   });
 

@@ -1,9 +1,12 @@
 import type { KubeObject } from '../../kube/client.ts';
 import { fieldManager } from './labels.ts';
 
-/** The Secret Berth puts in a namespace that may pull from a Registry. */
+/**
+ * The Secret Berth puts in a namespace that may pull from a Registry. Namespace and name are DNS
+ * labels (no dots), so dots keep every Registry's name distinct: `a/b-c` and `a-b/c` differ.
+ */
 export function pullSecretName(registryNamespace: string, registryName: string): string {
-  return `${pullSecretPrefix}${registryNamespace}-${registryName}`.slice(0, 253);
+  return `${pullSecretPrefix}${registryNamespace}.${registryName}`;
 }
 
 /**
@@ -26,6 +29,8 @@ export interface PullSecretInput {
   /** When the credential expires, so the controller knows when to rotate it. */
   readonly expiresAt: Date;
   readonly issuedAt: Date;
+  /** The signing key's id: a credential from a key the registry no longer has is replaced. */
+  readonly keyId: string;
 }
 
 /**
@@ -51,10 +56,11 @@ export function renderPullSecret(input: PullSecretInput): KubeObject {
         'app.kubernetes.io/name': 'berth',
         'app.kubernetes.io/component': 'pull-secret',
         'app.kubernetes.io/managed-by': fieldManager,
-        'berth.dev/registry': `${input.registry.namespace}.${input.registry.name}`,
       },
       annotations: {
         ...gitOpsAnnotations,
+        'berth.dev/registry': `${input.registry.namespace}/${input.registry.name}`,
+        'berth.dev/credential-key': input.keyId,
         'berth.dev/credential-issued-at': input.issuedAt.toISOString(),
         'berth.dev/credential-expires-at': input.expiresAt.toISOString(),
       },
@@ -78,7 +84,7 @@ export function rotationTime(issuedAt: Date, expiresAt: Date): Date {
 }
 
 /** Berth owns every imagePullSecrets entry and Secret whose name starts with this. */
-const pullSecretPrefix = 'berth-pull-';
+const pullSecretPrefix = 'berth-pull.';
 
 export function isPullSecretName(name: string | undefined): boolean {
   return name?.startsWith(pullSecretPrefix) ?? false;
@@ -94,7 +100,7 @@ export function servedServiceAccount(
 
 /**
  * A ServiceAccount's imagePullSecrets holding exactly `wanted` among Berth's entries (names
- * starting with `berth-pull-`), everything else (users' and other tools' entries, and their
+ * starting with `berth-pull.`), everything else (users' and other tools' entries, and their
  * order) untouched. Returns undefined when nothing would change, so the caller writes nothing.
  */
 export function withPullSecrets(

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { parseSize } from '../../config/units.ts';
 import { stringify } from 'yaml';
 import type { KubeObject } from '../../kube/client.ts';
 import type { RegistrySpec } from '../api/registry.ts';
@@ -211,6 +213,12 @@ function renderDeployment(
       template: {
         metadata: {
           labels: { ...registryLabels(registry.metadata.name, 'registry'), ...selector },
+          // The registry reads its configuration at start: a new one must roll the pods.
+          annotations: {
+            'berth.dev/config-sha256': createHash('sha256')
+              .update(renderRegistryConfig(registry))
+              .digest('hex'),
+          },
         },
         spec: {
           serviceAccountName: names.serviceAccount,
@@ -363,7 +371,16 @@ function renderNodeProxy(registry: RegistryResource, options: RenderOptions): Ku
                 items: [{ key: 'ca.crt', path: 'ca.crt' }],
               },
             },
-            { name: 'cache', emptyDir: { sizeLimit: registry.spec.nodeAccess.cacheSize } },
+            {
+              name: 'cache',
+              // A quarter more than the cache keeps: blobs being fetched sit beside a full cache
+              // until they are complete, and the kubelet evicts a pod over its emptyDir limit.
+              emptyDir: {
+                sizeLimit: String(
+                  Math.ceil((parseSize(registry.spec.nodeAccess.cacheSize) ?? 0) * 1.25),
+                ),
+              },
+            },
           ],
         },
       },

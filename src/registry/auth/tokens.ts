@@ -60,6 +60,11 @@ export class TokenService {
     this.settings = settings;
   }
 
+  /** The `kid` of the key that signs now. */
+  get signingKeyId(): string {
+    return this.keys.active.kid;
+  }
+
   get service(): string {
     return this.settings.service;
   }
