@@ -5,11 +5,14 @@ import { repositoryDocumentSchema, type RepositoryDocument } from '../policy/sch
 import { registrySpecSchema } from './api/registry.ts';
 import type { RegistryObject } from './controllers/registry.ts';
 import { computeGrants, registryKey, type GrantTable } from './grants.ts';
+import { nodePortConflicts, withoutNodeProxy } from './node-ports.ts';
 import { pullSecretHosts } from './render/endpoints.ts';
 import type { RegistryResource } from './render/registry.ts';
 
 /** What changed between two grant tables: the keys whose reconcile may now write something. */
 export interface GrantChange {
+  /** Registries that gained or lost their node port. */
+  readonly registries: ReadonlySet<string>;
   readonly namespaces: ReadonlySet<string>;
   readonly repositories: ReadonlySet<string>;
   /** The set of Registries changed, so the registry access binding needs new subjects. */
@@ -24,6 +27,8 @@ export interface GrantChange {
 export class GrantTracker {
   registries: ReadonlyMap<string, RegistryResource> = new Map();
   table: GrantTable = { secrets: new Map(), repositories: new Map() };
+  /** Registry key → the older Registry holding its node port. */
+  nodePortConflicts: ReadonlyMap<string, string> = new Map();
   private readonly sources: {
     registries: Informer<RegistryObject>;
     repositories: Informer<KubeObject>;
@@ -62,21 +67,38 @@ export class GrantTracker {
   }
 
   recompute(): void {
-    const registries = new Map<string, RegistryResource>();
+    const parsed: { registry: RegistryResource; createdAt: string }[] = [];
     for (const object of this.sources.registries.list()) {
       if (object.metadata.deletionTimestamp) continue;
       const spec = registrySpecSchema.safeParse(object.spec ?? {});
       if (!spec.success) continue;
-      const registry: RegistryResource = {
-        metadata: {
-          name: object.metadata.name,
-          namespace: object.metadata.namespace as string,
-          uid: object.metadata.uid as string,
+      parsed.push({
+        registry: {
+          metadata: {
+            name: object.metadata.name,
+            namespace: object.metadata.namespace as string,
+            uid: object.metadata.uid as string,
+          },
+          spec: spec.data,
         },
-        spec: spec.data,
-      };
-      registries.set(registryKey(registry), registry);
+        createdAt: object.metadata.creationTimestamp ?? '',
+      });
     }
+    const conflicts = nodePortConflicts(
+      parsed.map(({ registry, createdAt }) => ({
+        key: registryKey(registry),
+        mode: registry.spec.nodeAccess.mode,
+        port: registry.spec.nodeAccess.port,
+        createdAt,
+      })),
+    );
+    // A Registry without its node port has no node endpoint: its pull secrets must not name one.
+    const registries = new Map<string, RegistryResource>(
+      parsed.map(({ registry }) => [
+        registryKey(registry),
+        conflicts.has(registryKey(registry)) ? withoutNodeProxy(registry) : registry,
+      ]),
+    );
     const documents: RepositoryDocument[] = [];
     for (const object of this.sources.repositories.list()) {
       if (object.metadata.deletionTimestamp) continue;
@@ -127,11 +149,16 @@ export class GrantTracker {
     }
     const registryAccess =
       [...registries.keys()].sort().join() !== [...this.registries.keys()].sort().join();
+    const changedRegistries = new Set<string>();
+    for (const key of new Set([...conflicts.keys(), ...this.nodePortConflicts.keys()]))
+      if (conflicts.get(key) !== this.nodePortConflicts.get(key)) changedRegistries.add(key);
 
     this.registries = registries;
+    this.nodePortConflicts = conflicts;
     this.table = next;
     this.secretSettings = settings;
     const change = {
+      registries: changedRegistries,
       namespaces: changedNamespaces,
       repositories: changedRepositories,
       registryAccess,

@@ -54,7 +54,6 @@ const ownedCollections = [
   '/api/v1/configmaps',
   '/api/v1/services',
   '/api/v1/persistentvolumeclaims',
-  '/apis/apps/v1/daemonsets',
 ];
 
 export interface RunningOperator {
@@ -121,6 +120,11 @@ export async function startOperator(
     { path: '/apis/apps/v1/deployments', labelSelector: managedSelector },
     logger,
   );
+  const daemonSets = new Informer<KubeObject>(
+    client,
+    { path: '/apis/apps/v1/daemonsets', labelSelector: managedSelector },
+    logger,
+  );
   const owned = ownedCollections.map(
     (path) => new Informer<KubeObject>(client, { path, labelSelector: managedSelector }, logger),
   );
@@ -135,9 +139,9 @@ export async function startOperator(
   });
   const registryController = new RegistryController(
     client,
-    { registries, deployments },
+    { registries, deployments, daemonSets },
     events,
-    { image: options.image },
+    { image: options.image, nodePortHolder: (key) => grants.nodePortConflicts.get(key) },
     logger,
   );
   const pullSecretController = new PullSecretController(
@@ -214,6 +218,7 @@ export async function startOperator(
   namespaces.onChange(() => grants.schedule());
   grants.onChange((change) => {
     if (!leading) return;
+    for (const registry of change.registries) enqueue('Registry', registry);
     for (const namespace of change.namespaces) enqueue('Namespace', namespace);
     for (const repository of change.repositories) enqueue('Repository', repository);
     if (change.registryAccess) enqueue('RegistryAccess', registryAccessBinding);
@@ -248,6 +253,7 @@ export async function startOperator(
     }
   });
   deployments.onChange(enqueueOwner);
+  daemonSets.onChange(enqueueOwner);
   for (const informer of owned) informer.onChange(enqueueOwner);
 
   const server = options.metrics
@@ -260,6 +266,7 @@ export async function startOperator(
     serviceAccounts,
     secrets,
     deployments,
+    daemonSets,
     ...owned,
   ];
   const elector = options.leaderElection

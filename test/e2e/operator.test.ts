@@ -231,6 +231,53 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
     );
   });
 
+  it('refuses a second node proxy on a port another Registry holds, until the port changes', async () => {
+    await cluster.kubectl(['create', 'namespace', 'second'], { allowFailure: true });
+    const second = (port: number) =>
+      stringify({
+        apiVersion: 'berth.dev/v1alpha1',
+        kind: 'Registry',
+        metadata: { name: 'second', namespace: 'second' },
+        spec: { nodeAccess: { mode: 'NodeProxy', port } },
+      });
+    const status = () =>
+      getJson<{
+        status?: {
+          conditions?: { type: string; status: string; reason: string }[];
+          endpoints?: Record<string, string>;
+        };
+      }>(['get', 'registry', 'second', '-n', 'second']);
+    await cluster.kubectl(['apply', '-f', '-'], { input: second(5000) });
+    await waitFor(
+      async () =>
+        (await status()).status?.conditions?.some(
+          (c) => c.type === 'Degraded' && c.status === 'True' && c.reason === 'NodePortConflict',
+        ) ?? false,
+      15_000,
+      'the NodePortConflict condition',
+    );
+    expect((await status()).status?.endpoints?.node).toBeUndefined();
+    expect(await exists('deployment', 'berth-second', 'second')).toBe(true);
+    expect(await exists('daemonset', 'berth-second-node-proxy', 'second')).toBe(false);
+
+    await cluster.kubectl(['apply', '-f', '-'], { input: second(5001) });
+    await waitFor(
+      async () => await exists('daemonset', 'berth-second-node-proxy', 'second'),
+      15_000,
+      'the node proxy on its own port',
+    );
+    await waitFor(
+      async () =>
+        (await status()).status?.conditions?.some(
+          (c) => c.type === 'Degraded' && c.status === 'False',
+        ) ?? false,
+      15_000,
+      'Degraded to clear',
+    );
+    expect((await status()).status?.endpoints?.node).toBe('localhost:5001');
+    await cluster.kubectl(['delete', 'registry', 'second', '-n', 'second', '--wait=false']);
+  });
+
   it('retries a failing reconcile with backoff until the API accepts it again', async () => {
     // Take the operator's rights away, so that every write of a new Registry fails (403), then
     // give them back: the same key must be retried until it converges, with no restart.

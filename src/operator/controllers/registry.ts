@@ -11,6 +11,7 @@ import type { EventRecorder } from '../events.ts';
 import { fieldManager, registryObjectNames } from '../render/labels.ts';
 import { renderRegistry, type RegistryResource, type RegistrySecrets } from '../render/registry.ts';
 import { renderRegistryStatus, type Condition, type DeploymentState } from '../render/status.ts';
+import { withoutNodeProxy } from '../node-ports.ts';
 
 const day = 86_400_000;
 
@@ -30,6 +31,8 @@ interface SecretObject extends KubeObject {
 
 export interface RegistryControllerOptions {
   readonly image: string;
+  /** The older Registry holding this one's node port, if any (it then runs no node proxy). */
+  readonly nodePortHolder?: (key: string) => string | undefined;
 }
 
 /**
@@ -42,13 +45,18 @@ export class RegistryController {
   private readonly client: KubeClient;
   private readonly registries: Informer<RegistryObject>;
   private readonly deployments: Informer<DeploymentObject>;
+  private readonly daemonSets: Informer<KubeObject>;
   private readonly events: EventRecorder;
   private readonly options: RegistryControllerOptions;
   private readonly logger: Logger;
 
   constructor(
     client: KubeClient,
-    informers: { registries: Informer<RegistryObject>; deployments: Informer<DeploymentObject> },
+    informers: {
+      registries: Informer<RegistryObject>;
+      deployments: Informer<DeploymentObject>;
+      daemonSets: Informer<KubeObject>;
+    },
     events: EventRecorder,
     options: RegistryControllerOptions,
     logger: Logger,
@@ -56,6 +64,7 @@ export class RegistryController {
     this.client = client;
     this.registries = informers.registries;
     this.deployments = informers.deployments;
+    this.daemonSets = informers.daemonSets;
     this.events = events;
     this.options = options;
     this.logger = logger;
@@ -98,20 +107,40 @@ export class RegistryController {
       },
       spec: parsed.data,
     };
+    const holder = this.options.nodePortHolder?.(key);
+    const effective = holder ? withoutNodeProxy(registry) : registry;
     const secrets = await this.secretsFor(registry);
-    for (const desired of renderRegistry(registry, secrets, this.options)) {
+    for (const desired of renderRegistry(effective, secrets, this.options)) {
       await this.client.apply(objectPath(desired), desired, fieldManager);
     }
-
     const names = registryObjectNames(registry.metadata.name);
+    // Node proxy turned off (or its port taken): its DaemonSet goes, apply alone would keep it.
+    if (
+      effective.spec.nodeAccess.mode === 'None' &&
+      this.daemonSets.get(`${registry.metadata.namespace}/${names.nodeProxy}`)
+    )
+      await this.client.delete(
+        `/apis/apps/v1/namespaces/${registry.metadata.namespace}/daemonsets/${names.nodeProxy}`,
+      );
+    const problem = holder
+      ? {
+          reason: 'NodePortConflict',
+          message: `nodeAccess.port ${registry.spec.nodeAccess.port} is held on every node by Registry ${holder}; choose another port (no node proxy runs until then)`,
+        }
+      : undefined;
+
     const deployment = this.deployments.get(`${registry.metadata.namespace}/${names.deployment}`);
     const previous = object.status?.conditions as Condition[] | undefined;
     const status = renderRegistryStatus(
-      registry,
+      effective,
       deploymentState(deployment),
       previous,
       new Date(),
+      problem,
     );
+    const wasConflicted = previous?.some((c) => c.reason === 'NodePortConflict');
+    if (problem && !wasConflicted)
+      await this.events.record(object, 'Warning', problem.reason, problem.message);
     const wasReady = previous?.find((c) => c.type === 'Ready')?.status === 'True';
     const isReady = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
     await this.writeStatus(object, status);

@@ -40,6 +40,8 @@ export function renderRegistryStatus(
   deployment: DeploymentState | undefined,
   previous: readonly Condition[] | undefined,
   now: Date,
+  /** Something a person must fix, reported as Degraded. */
+  problem?: { readonly reason: string; readonly message: string },
 ): RegistryStatus {
   const generation = registry.metadata.generation;
   const wanted = registry.spec.replicas;
@@ -91,7 +93,15 @@ export function renderRegistryStatus(
     ),
     condition(
       previous,
-      { type: 'Degraded', status: 'False', reason: 'AsExpected', message: 'no errors', ...base },
+      problem
+        ? { type: 'Degraded', status: 'True', ...problem, ...base }
+        : {
+            type: 'Degraded',
+            status: 'False',
+            reason: 'AsExpected',
+            message: 'no errors',
+            ...base,
+          },
       now,
     ),
   ];

@@ -1,0 +1,39 @@
+import type { RegistryResource } from './render/registry.ts';
+
+/** A Registry as far as its node port goes. */
+export interface NodePortClaim {
+  /** `namespace/name`. */
+  readonly key: string;
+  readonly mode: 'NodeProxy' | 'None';
+  readonly port: number;
+  /** RFC 3339 creation time; the older claim keeps the port. */
+  readonly createdAt: string;
+}
+
+/**
+ * Which Registries may not run their node proxy because an older one already listens on that
+ * port of every node: Registry key → the key of the one holding the port. Two proxies cannot
+ * share a loopback port, and a pull secret naming `localhost:<port>` would hand one Registry's
+ * credential to the other's proxy. Pure; ties are broken by key so every replica agrees.
+ */
+export function nodePortConflicts(claims: readonly NodePortClaim[]): Map<string, string> {
+  const holders = new Map<number, string>();
+  const conflicts = new Map<string, string>();
+  const ordered = claims
+    .filter((claim) => claim.mode === 'NodeProxy')
+    .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.key.localeCompare(b.key));
+  for (const claim of ordered) {
+    const holder = holders.get(claim.port);
+    if (holder) conflicts.set(claim.key, holder);
+    else holders.set(claim.port, claim.key);
+  }
+  return conflicts;
+}
+
+/** The Registry as it runs while another holds its node port: no node proxy. */
+export function withoutNodeProxy(registry: RegistryResource): RegistryResource {
+  return {
+    ...registry,
+    spec: { ...registry.spec, nodeAccess: { ...registry.spec.nodeAccess, mode: 'None' } },
+  };
+}
