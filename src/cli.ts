@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadRegistryConfig, registryConfigSchema } from './config/registry.ts';
 import { parseDuration } from './config/units.ts';
 import { openTokenService } from './registry/auth/setup.ts';
@@ -40,27 +40,31 @@ registry flags:
 
 class UsageError extends Error {}
 
-async function runRegistry(args: string[]): Promise<void> {
-  let values;
+/** Flags only, strictly: an unknown or malformed flag is a usage error with parseArgs' message. */
+function parseFlags<const T extends ParseArgsConfig['options']>(
+  args: string[],
+  options: T,
+): ReturnType<
+  typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: false }>
+>['values'] {
   try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        config: { type: 'string' },
-        listen: { type: 'string' },
-        'storage-dir': { type: 'string' },
-        'log-level': { type: 'string' },
-        policy: { type: 'string' },
-        'admin-password-file': { type: 'string' },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+}
+
+async function runRegistry(args: string[]): Promise<void> {
+  const values = parseFlags(args, {
+    config: { type: 'string' },
+    listen: { type: 'string' },
+    'storage-dir': { type: 'string' },
+    'log-level': { type: 'string' },
+    policy: { type: 'string' },
+    'admin-password-file': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+  });
   const config = await loadRegistryConfig({
     config: values.config,
     listen: values.listen,
@@ -82,22 +86,12 @@ async function runRegistry(args: string[]): Promise<void> {
 }
 
 async function runCredential(args: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        namespace: { type: 'string' },
-        lifetime: { type: 'string' },
-        config: { type: 'string' },
-        'storage-dir': { type: 'string' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const values = parseFlags(args, {
+    namespace: { type: 'string' },
+    lifetime: { type: 'string' },
+    config: { type: 'string' },
+    'storage-dir': { type: 'string' },
+  });
   if (!values.namespace) throw new UsageError('credential needs --namespace NAME');
   const config = await loadRegistryConfig({
     config: values.config,
@@ -118,25 +112,15 @@ async function runCredential(args: string[]): Promise<void> {
 }
 
 async function runOperator(args: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        image: { type: 'string' },
-        namespace: { type: 'string', default: process.env.POD_NAMESPACE ?? 'berth-system' },
-        kubeconfig: { type: 'string' },
-        'metrics-listen': { type: 'string', default: '127.0.0.1:8080' },
-        'no-leader-elect': { type: 'boolean', default: false },
-        'lease-duration': { type: 'string', default: '15s' },
-        'log-level': { type: 'string', default: 'info' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const values = parseFlags(args, {
+    image: { type: 'string' },
+    namespace: { type: 'string', default: process.env.POD_NAMESPACE ?? 'berth-system' },
+    kubeconfig: { type: 'string' },
+    'metrics-listen': { type: 'string', default: '127.0.0.1:8080' },
+    'no-leader-elect': { type: 'boolean', default: false },
+    'lease-duration': { type: 'string', default: '15s' },
+    'log-level': { type: 'string', default: 'info' },
+  });
   const image = values.image ?? process.env.BERTH_IMAGE;
   if (!image)
     throw new UsageError('operator needs --image (or $BERTH_IMAGE): the image registry pods run');
@@ -172,24 +156,14 @@ async function runOperator(args: string[]): Promise<void> {
 }
 
 async function runNodeProxy(args: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        listen: { type: 'string', default: '127.0.0.1:5000' },
-        upstream: { type: 'string' },
-        'ca-file': { type: 'string' },
-        'cache-dir': { type: 'string', default: './node-proxy-cache' },
-        'cache-size': { type: 'string', default: '10Gi' },
-        'log-level': { type: 'string', default: 'info' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const values = parseFlags(args, {
+    listen: { type: 'string', default: '127.0.0.1:5000' },
+    upstream: { type: 'string' },
+    'ca-file': { type: 'string' },
+    'cache-dir': { type: 'string', default: './node-proxy-cache' },
+    'cache-size': { type: 'string', default: '10Gi' },
+    'log-level': { type: 'string', default: 'info' },
+  });
   if (!values.upstream)
     throw new UsageError('node-proxy needs --upstream, the registry URL (https://host:port)');
   const parsed = nodeProxyConfigSchema.safeParse({
@@ -215,20 +189,10 @@ async function runNodeProxy(args: string[]): Promise<void> {
 }
 
 async function runCheck(args: string[]): Promise<void> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        'storage-dir': { type: 'string', default: './data' },
-        'verify-content': { type: 'boolean', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const values = parseFlags(args, {
+    'storage-dir': { type: 'string', default: './data' },
+    'verify-content': { type: 'boolean', default: false },
+  });
   const report = await checkConsistency(new FilesystemDriver(values['storage-dir']), {
     verifyContent: values['verify-content'],
   });

@@ -35,6 +35,8 @@ export class Informer<T extends KubeObject> {
     Pick<InformerOptions, 'labelSelector' | 'fieldSelector'>;
   private readonly logger: Logger;
   private readonly store = new Map<string, T>();
+  /** The same objects by namespace, so per-namespace reads do not scan the whole cache. */
+  private readonly byNamespace = new Map<string, Map<string, T>>();
   private readonly handlers: ((type: ChangeType, object: T) => void)[] = [];
   private resourceVersion = '';
   private abort = new AbortController();
@@ -63,6 +65,28 @@ export class Informer<T extends KubeObject> {
 
   list(): T[] {
     return [...this.store.values()];
+  }
+
+  /** The cached objects in one namespace. */
+  listNamespace(namespace: string): T[] {
+    return [...(this.byNamespace.get(namespace)?.values() ?? [])];
+  }
+
+  private put(key: string, object: T): void {
+    const stored = withoutManagedFields(object);
+    this.store.set(key, stored);
+    const namespace = stored.metadata.namespace ?? '';
+    let objects = this.byNamespace.get(namespace);
+    if (!objects) this.byNamespace.set(namespace, (objects = new Map()));
+    objects.set(key, stored);
+  }
+
+  private remove(key: string): void {
+    const namespace = this.store.get(key)?.metadata.namespace ?? '';
+    this.store.delete(key);
+    const objects = this.byNamespace.get(namespace);
+    objects?.delete(key);
+    if (objects?.size === 0) this.byNamespace.delete(namespace);
   }
 
   start(): void {
@@ -109,14 +133,14 @@ export class Informer<T extends KubeObject> {
       const key = objectKey(item);
       seen.add(key);
       const previous = this.store.get(key);
-      this.store.set(key, withoutManagedFields(item));
+      this.put(key, item);
       if (!previous) this.emit('added', item);
       else if (previous.metadata.resourceVersion !== item.metadata.resourceVersion)
         this.emit('modified', item);
     }
     for (const [key, object] of this.store) {
       if (!seen.has(key)) {
-        this.store.delete(key);
+        this.remove(key);
         this.emit('deleted', object);
       }
     }
@@ -206,11 +230,11 @@ export class Informer<T extends KubeObject> {
     if (type === 'BOOKMARK') return;
     const key = objectKey(object);
     if (type === 'DELETED') {
-      this.store.delete(key);
+      this.remove(key);
       this.emit('deleted', object);
     } else if (type === 'ADDED' || type === 'MODIFIED') {
       const existed = this.store.has(key);
-      this.store.set(key, withoutManagedFields(object));
+      this.put(key, object);
       this.emit(existed ? 'modified' : 'added', object);
     }
   }

@@ -139,7 +139,15 @@ export async function startOperator(
   });
   const registryController = new RegistryController(
     client,
-    { registries, deployments, daemonSets },
+    {
+      registries,
+      deployments,
+      // Berth-managed objects only (label-selected caches): a user's own Secret is never removed.
+      managed: (kind, namespace, name) =>
+        (kind === 'DaemonSet' ? daemonSets : kind === 'Secret' ? secrets : undefined)?.get(
+          `${namespace}/${name}`,
+        ) !== undefined,
+    },
     events,
     { image: options.image, nodePortHolder: (key) => grants.nodePortConflicts.get(key) },
     logger,

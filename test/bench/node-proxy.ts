@@ -14,6 +14,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startContainerd } from '../support/containerd.ts';
+import { criEndpoints } from '../support/kubelet-pull.ts';
 import { adminPassword } from '../support/auth.ts';
 import { randomLayerTar } from '../support/images.ts';
 import {
@@ -135,13 +136,9 @@ async function criPull(
     root,
   );
   try {
-    const endpoint = `unix://${containerd.socket}`;
     const started = performance.now();
     await run(findTool('crictl') as string, [
-      '--runtime-endpoint',
-      endpoint,
-      '--image-endpoint',
-      endpoint,
+      ...criEndpoints(containerd.socket),
       '--timeout',
       '300s',
       'pull',

@@ -6,15 +6,17 @@
  *
  *   npm run bench:operator
  */
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { startLocalControlPlane, type ControlPlane } from '../support/control-plane.ts';
+import {
+  resourceExists,
+  startLocalControlPlane,
+  type ControlPlane,
+} from '../support/control-plane.ts';
+import { installBerth, startOperatorProcess } from '../support/operator.ts';
 import { markDeploymentReady } from '../support/kubelet.ts';
-import { Daemon, waitFor } from '../support/processes.ts';
+import { waitFor } from '../support/processes.ts';
 import { processUsage as usage } from '../support/process-usage.ts';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const count = Number(process.env.BENCH_REGISTRIES ?? 100);
 
 function registry(name: string, namespace: string): string {
@@ -40,27 +42,11 @@ async function readyCount(cluster: ControlPlane, namespace: string): Promise<num
 async function main(): Promise<void> {
   const cluster = await startLocalControlPlane();
   try {
-    await cluster.kubectl(['apply', '-k', join(root, 'deploy')]);
-    await cluster.kubectl([
-      'wait',
-      '--for=condition=Established',
-      'crd/registries.berth.dev',
-      '--timeout=60s',
-    ]);
+    await installBerth(cluster);
     await cluster.kubectl(['create', 'namespace', 'bench']);
-    const operator = new Daemon(process.execPath, [
-      join(root, 'dist', 'cli.js'),
-      'operator',
-      '--kubeconfig',
-      cluster.kubeconfig,
-      '--image',
-      'berth:bench',
-      '--metrics-listen',
-      '127.0.0.1:0',
-      '--no-leader-elect',
-      '--log-level',
-      'warn',
-    ]);
+    const operator = startOperatorProcess(cluster.kubeconfig, ['--no-leader-elect'], {
+      built: true,
+    });
     const pid = operator.child.pid as number;
     await new Promise((resolve) => setTimeout(resolve, 3000));
 
@@ -68,12 +54,7 @@ async function main(): Promise<void> {
     const applied = performance.now();
     await cluster.kubectl(['apply', '-f', '-'], { input: registry('single', 'bench') });
     await waitFor(
-      async () =>
-        (
-          await cluster.kubectl(['get', 'deployment', 'berth-single', '-n', 'bench'], {
-            allowFailure: true,
-          })
-        ).code === 0,
+      async () => await resourceExists(cluster, 'deployment', 'berth-single', 'bench'),
       30_000,
       'the Deployment',
     );

@@ -7,15 +7,13 @@
  *
  *   npm run bench:pull-secrets        (BENCH_NAMESPACES=500)
  */
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { KubeClient, type KubeObject } from '../../src/kube/client.ts';
-import { startLocalControlPlane } from '../support/control-plane.ts';
+import { resourceExists, startLocalControlPlane } from '../support/control-plane.ts';
+import { installBerth, startOperatorProcess } from '../support/operator.ts';
 import { processUsage } from '../support/process-usage.ts';
-import { Daemon, waitFor } from '../support/processes.ts';
+import { waitFor } from '../support/processes.ts';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const count = Number(process.env.BENCH_NAMESPACES ?? 500);
 const secretName = 'berth-pull.berth-system.main';
 
@@ -27,13 +25,7 @@ async function main(): Promise<void> {
   const cluster = await startLocalControlPlane();
   const client = KubeClient.fromFile(cluster.kubeconfig);
   try {
-    await cluster.kubectl(['apply', '-k', join(root, 'deploy')]);
-    await cluster.kubectl([
-      'wait',
-      '--for=condition=Established',
-      'crd/repositories.berth.dev',
-      '--timeout=60s',
-    ]);
+    await installBerth(cluster);
     await cluster.kubectl(['apply', '-f', '-'], {
       input: Array.from({ length: count }, (_, index) =>
         stringify({
@@ -51,19 +43,9 @@ async function main(): Promise<void> {
       'default ServiceAccounts',
     );
 
-    const operator = new Daemon(process.execPath, [
-      join(root, 'dist', 'cli.js'),
-      'operator',
-      '--kubeconfig',
-      cluster.kubeconfig,
-      '--image',
-      'berth:bench',
-      '--metrics-listen',
-      '127.0.0.1:0',
-      '--no-leader-elect',
-      '--log-level',
-      'warn',
-    ]);
+    const operator = startOperatorProcess(cluster.kubeconfig, ['--no-leader-elect'], {
+      built: true,
+    });
     const pid = operator.child.pid as number;
     await cluster.kubectl(['apply', '-f', '-'], {
       input: stringify({
@@ -74,12 +56,7 @@ async function main(): Promise<void> {
       }),
     });
     await waitFor(
-      async () =>
-        (
-          await cluster.kubectl(['get', 'secret', 'berth-main-keys', '-n', 'berth-system'], {
-            allowFailure: true,
-          })
-        ).code === 0,
+      async () => await resourceExists(cluster, 'secret', 'berth-main-keys', 'berth-system'),
       30_000,
       `the Registry's keys (operator: ${operator.output})`,
     );

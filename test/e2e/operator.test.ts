@@ -3,16 +3,14 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import {
   controlPlaneToolNames,
+  resourceExists,
+  serviceAccountCan,
   startControlPlane,
   type ControlPlane,
 } from '../support/control-plane.ts';
 import { runDeployment, type RunningPod } from '../support/kubelet.ts';
-import {
-  installBerth,
-  operatorKubeconfig,
-  repositoryRoot as root,
-  startOperatorProcess,
-} from '../support/operator.ts';
+import { installBerth, operatorKubeconfig, startOperatorProcess } from '../support/operator.ts';
+import { repositoryRoot as root } from '../support/cli.ts';
 import { randomLayerTar } from '../support/images.ts';
 import { Daemon, run, temporaryDirectory, waitFor } from '../support/processes.ts';
 import { describeWithTools, findTool } from '../support/tools.ts';
@@ -36,9 +34,8 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
 
   const getJson = async <T>(args: string[]): Promise<T> =>
     JSON.parse((await cluster.kubectl([...args, '-o', 'json'])).stdout) as T;
-  const exists = async (kind: string, name: string, namespace = 'berth-system'): Promise<boolean> =>
-    (await cluster.kubectl(['get', kind, name, '-n', namespace], { allowFailure: true })).code ===
-    0;
+  const exists = (kind: string, name: string, namespace = 'berth-system'): Promise<boolean> =>
+    resourceExists(cluster, kind, name, namespace);
   const ready = async (): Promise<Condition | undefined> =>
     (
       await getJson<{ status?: { conditions?: Condition[] } }>([
@@ -71,23 +68,13 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
   });
 
   it('runs with deploy/ RBAC, not as cluster admin', async () => {
-    const can = async (verb: string, resource: string) =>
-      (
-        await cluster.kubectl(
-          [
-            'auth',
-            'can-i',
-            verb,
-            resource,
-            '--as',
-            'system:serviceaccount:berth-system:berth-operator',
-            '-A',
-          ],
-          {
-            allowFailure: true,
-          },
-        )
-      ).stdout.trim();
+    const can = (verb: string, resource: string) =>
+      serviceAccountCan(
+        cluster,
+        { namespace: 'berth-system', name: 'berth-operator' },
+        verb,
+        resource,
+      );
     expect(await can('watch', 'registries.berth.dev')).toBe('yes');
     expect(await can('patch', 'deployments.apps')).toBe('yes');
     expect(await can('delete', 'nodes')).toBe('no');

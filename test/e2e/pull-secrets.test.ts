@@ -3,6 +3,9 @@ import { stringify } from 'yaml';
 import { startContainerd, type Containerd } from '../support/containerd.ts';
 import {
   controlPlaneToolNames,
+  getObject,
+  resourceExists,
+  serviceAccountCan,
   startControlPlane,
   type ControlPlane,
 } from '../support/control-plane.ts';
@@ -14,6 +17,7 @@ import {
   type RunningPod,
 } from '../support/kubelet.ts';
 import { pullAsKubelet, removeImage } from '../support/kubelet-pull.ts';
+import { requestText, tokenFor } from '../support/node-proxy.ts';
 import { installBerth, operatorKubeconfig, startOperatorProcess } from '../support/operator.ts';
 import { Daemon, freePort, run, temporaryDirectory, waitFor } from '../support/processes.ts';
 import { describeWithTools, findTool } from '../support/tools.ts';
@@ -49,12 +53,8 @@ describeWithTools(
     const kubectl = (...args: string[]) => cluster.kubectl(args);
     const getJson = async <T>(...args: string[]): Promise<T> =>
       JSON.parse((await cluster.kubectl([...args, '-o', 'json'])).stdout) as T;
-    const secretExists = async (namespace: string): Promise<boolean> =>
-      (
-        await cluster.kubectl(['get', 'secret', secretName, '-n', namespace], {
-          allowFailure: true,
-        })
-      ).code === 0;
+    const secretExists = (namespace: string): Promise<boolean> =>
+      resourceExists(cluster, 'secret', secretName, namespace);
     const entries = async (namespace: string, account = 'default'): Promise<string[]> =>
       (
         (
@@ -110,9 +110,7 @@ describeWithTools(
         await kubectl('create', 'namespace', namespace);
       // A user's own entry, which Berth must never touch.
       await waitFor(
-        async () =>
-          (await cluster.kubectl(['get', 'sa', 'default', '-n', 'team-b'], { allowFailure: true }))
-            .code === 0,
+        async () => await resourceExists(cluster, 'serviceaccount', 'default', 'team-b'),
         30_000,
         'the default ServiceAccount',
       );
@@ -144,12 +142,7 @@ describeWithTools(
         },
       );
       await waitFor(
-        async () =>
-          (
-            await cluster.kubectl(['get', 'deployment', 'berth-main', '-n', 'berth-system'], {
-              allowFailure: true,
-            })
-          ).code === 0,
+        async () => await resourceExists(cluster, 'deployment', 'berth-main', 'berth-system'),
         30_000,
         `the registry Deployment (operator: ${operator.output})`,
       );
@@ -243,21 +236,13 @@ describeWithTools(
       expect(status.status.pullNamespaces).toBe(2);
 
       // The registry pod reads its policy with its own ServiceAccount, and can read nothing else.
-      const registryCan = async (verb: string, resource: string) =>
-        (
-          await cluster.kubectl(
-            [
-              'auth',
-              'can-i',
-              verb,
-              resource,
-              '-A',
-              '--as',
-              'system:serviceaccount:berth-system:berth-main',
-            ],
-            { allowFailure: true },
-          )
-        ).stdout.trim();
+      const registryCan = (verb: string, resource: string) =>
+        serviceAccountCan(
+          cluster,
+          { namespace: 'berth-system', name: 'berth-main' },
+          verb,
+          resource,
+        );
       expect(await registryCan('watch', 'repositories.berth.dev')).toBe('yes');
       expect(await registryCan('list', 'namespaces')).toBe('yes');
       expect(await registryCan('get', 'secrets')).toBe('no');
@@ -290,11 +275,11 @@ describeWithTools(
         async () =>
           !(await secretExists('team-d')) &&
           !(await entries('team-d')).includes(secretName) &&
-          (await manifestStatus(pod, credential)) !== 200,
+          (await manifestStatus(cluster, pod, credential)) !== 200,
         'team-d to lose the Secret, the entry and its access',
       );
       expect(revoked).toBeLessThan(1000);
-      expect([401, 403]).toContain(await manifestStatus(pod, credential));
+      expect([401, 403]).toContain(await manifestStatus(cluster, pod, credential));
       process.stdout.write(
         `pull secrets e2e: label→secret ${granted} ms, new SA→entry ${account} ms, unlabel→revoked ${revoked} ms\n`,
       );
@@ -428,47 +413,37 @@ describeWithTools(
   },
 );
 
-/** GET of the manifest with a namespace credential through the token flow: the HTTP status. */
+/**
+ * GET of the manifest straight from the registry pod with a namespace credential, through the
+ * token flow, verifying the pod's certificate with the operator's CA: the HTTP status.
+ */
 async function manifestStatus(
+  cluster: ControlPlane,
   pod: RunningPod,
   credential: { username?: string | undefined; password?: string | undefined },
 ): Promise<number> {
-  const basic = Buffer.from(`${credential.username}:${credential.password}`).toString('base64');
-  const base = `https://${pod.host}`;
-  const token = await insecureJson(
-    `${base}/token?service=berth-main.berth-system&scope=repository:team-a/web:pull`,
-    { Authorization: `Basic ${basic}` },
+  const secret = await getObject<{ data: Record<string, string> }>(
+    cluster,
+    'secret',
+    'berth-main-ca',
+    'berth-system',
   );
-  if (token.status !== 200) return token.status;
-  const manifest = await insecureJson(`${base}/v2/team-a/web/manifests/1`, {
-    Authorization: `Bearer ${(token.body as { token: string }).token}`,
-    Accept:
-      'application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json',
-  });
+  const ca = Buffer.from(secret.data['ca.crt'] as string, 'base64');
+  const base = `https://${pod.host}`;
+  const token = await tokenFor(
+    base,
+    'team-a/web',
+    { username: credential.username ?? '', password: credential.password ?? '' },
+    ca,
+  );
+  const manifest = await requestText(
+    `${base}/v2/team-a/web/manifests/1`,
+    {
+      Authorization: `Bearer ${token}`,
+      Accept:
+        'application/vnd.oci.image.manifest.v1+json,application/vnd.docker.distribution.manifest.v2+json',
+    },
+    ca,
+  );
   return manifest.status;
-}
-
-async function insecureJson(
-  url: string,
-  headers: Record<string, string>,
-): Promise<{ status: number; body: unknown }> {
-  const { request } = await import('node:https');
-  return new Promise((resolve, reject) => {
-    const req = request(url, { headers, rejectUnauthorized: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body: unknown = text;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          // Not JSON: keep the text.
-        }
-        resolve({ status: res.statusCode ?? 0, body });
-      });
-    });
-    req.on('error', reject);
-    req.end();
-  });
 }

@@ -35,6 +35,16 @@ describe('bad input', () => {
   const send = (method: string, path: string, options?: Parameters<typeof rawRequest>[3]) =>
     rawRequest(host, method, path, options);
 
+  /** A chunk PATCH with Content-Range and an explicit Content-Length (maybe not the body's). */
+  const patchChunk = (location: string, body: Buffer, range: string, length: number) =>
+    send('PATCH', location, {
+      body,
+      headers: { 'Content-Range': range, 'Content-Length': length },
+    });
+
+  const putManifest = (path: string, body: Buffer | string) =>
+    send('PUT', path, { body, headers: { 'Content-Type': ociManifest } });
+
   async function expectError(
     response: Promise<RawResponse>,
     status: number,
@@ -104,11 +114,7 @@ describe('bad input', () => {
         '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}',
         '{"schemaVersion":1}',
       ]) {
-        await expectError(
-          send('PUT', '/v2/bad/manifests/v1', { body, headers: { 'Content-Type': ociManifest } }),
-          400,
-          'MANIFEST_INVALID',
-        );
+        await expectError(putManifest('/v2/bad/manifests/v1', body), 400, 'MANIFEST_INVALID');
       }
     });
 
@@ -126,14 +132,7 @@ describe('bad input', () => {
         layers: [],
         annotations: { padding },
       });
-      await expectError(
-        send('PUT', '/v2/bad/large/manifests/v1', {
-          body: manifest,
-          headers: { 'Content-Type': ociManifest },
-        }),
-        413,
-        'SIZE_INVALID',
-      );
+      await expectError(putManifest('/v2/bad/large/manifests/v1', manifest), 413, 'SIZE_INVALID');
       await expectError(send('GET', '/v2/bad/large/manifests/v1'), 404, 'MANIFEST_UNKNOWN');
     });
 
@@ -153,10 +152,7 @@ describe('bad input', () => {
       const configDigest = await pushBlob('bad/missing', config);
       const manifest = manifestFor(configDigest, [{ digest: digestOf('never pushed'), size: 12 }]);
       await expectError(
-        send('PUT', '/v2/bad/missing/manifests/v1', {
-          body: manifest,
-          headers: { 'Content-Type': ociManifest },
-        }),
+        putManifest('/v2/bad/missing/manifests/v1', manifest),
         400,
         'MANIFEST_BLOB_UNKNOWN',
       );
@@ -169,10 +165,7 @@ describe('bad input', () => {
       const configDigest = await pushBlob('bad/thief', config);
       const manifest = manifestFor(configDigest, [{ digest: layerDigest, size: layer.length }]);
       await expectError(
-        send('PUT', '/v2/bad/thief/manifests/v1', {
-          body: manifest,
-          headers: { 'Content-Type': ociManifest },
-        }),
+        putManifest('/v2/bad/thief/manifests/v1', manifest),
         400,
         'MANIFEST_BLOB_UNKNOWN',
       );
@@ -183,10 +176,7 @@ describe('bad input', () => {
       const configDigest = await pushBlob('bad/digest', config);
       const manifest = manifestFor(configDigest, []);
       await expectError(
-        send('PUT', `/v2/bad/digest/manifests/${digestOf('something else')}`, {
-          body: manifest,
-          headers: { 'Content-Type': ociManifest },
-        }),
+        putManifest(`/v2/bad/digest/manifests/${digestOf('something else')}`, manifest),
         400,
         'DIGEST_INVALID',
       );
@@ -212,10 +202,7 @@ describe('bad input', () => {
         'MANIFEST_UNKNOWN',
       );
       await expectError(
-        send('PUT', `/v2/bad/type/manifests/${'t'.repeat(129)}`, {
-          body: '{}',
-          headers: { 'Content-Type': ociManifest },
-        }),
+        putManifest(`/v2/bad/type/manifests/${'t'.repeat(129)}`, '{}'),
         400,
         'TAG_INVALID',
       );
@@ -266,41 +253,13 @@ describe('bad input', () => {
     it('refuses an out-of-order chunk with 416 and keeps what arrived', async () => {
       const location = await startUpload('bad/chunks');
       const first = randomBytes(100);
-      expect(
-        (
-          await send('PATCH', location, {
-            body: first,
-            headers: { 'Content-Range': '0-99', 'Content-Length': 100 },
-          })
-        ).status,
-      ).toBe(202);
-      await expectError(
-        send('PATCH', location, {
-          body: randomBytes(50),
-          headers: { 'Content-Range': '150-199', 'Content-Length': 50 },
-        }),
-        416,
-        'RANGE_INVALID',
-      );
+      expect((await patchChunk(location, first, '0-99', 100)).status).toBe(202);
+      await expectError(patchChunk(location, randomBytes(50), '150-199', 50), 416, 'RANGE_INVALID');
       // Overlapping: starts inside what is already there.
-      await expectError(
-        send('PATCH', location, {
-          body: randomBytes(50),
-          headers: { 'Content-Range': '50-99', 'Content-Length': 50 },
-        }),
-        416,
-        'RANGE_INVALID',
-      );
+      await expectError(patchChunk(location, randomBytes(50), '50-99', 50), 416, 'RANGE_INVALID');
       expect(await uploadSize(location)).toBe(100);
       const second = randomBytes(60);
-      expect(
-        (
-          await send('PATCH', location, {
-            body: second,
-            headers: { 'Content-Range': '100-159', 'Content-Length': 60 },
-          })
-        ).status,
-      ).toBe(202);
+      expect((await patchChunk(location, second, '100-159', 60)).status).toBe(202);
       const whole = Buffer.concat([first, second]);
       const done = await send('PUT', `${location}?digest=${digestOf(whole)}`);
       expect(done.status).toBe(201);
@@ -312,14 +271,7 @@ describe('bad input', () => {
     it('refuses a chunk whose body disagrees with its Content-Range', async () => {
       const location = await startUpload('bad/lengths');
       // Longer than the range declares.
-      await expectError(
-        send('PATCH', location, {
-          body: randomBytes(100),
-          headers: { 'Content-Range': '0-49', 'Content-Length': 100 },
-        }),
-        416,
-        'RANGE_INVALID',
-      );
+      await expectError(patchChunk(location, randomBytes(100), '0-49', 100), 416, 'RANGE_INVALID');
       // Shorter than the range declares (chunked encoding, so no Content-Length to catch it early).
       await expectError(
         send('PATCH', location, {
@@ -335,14 +287,7 @@ describe('bad input', () => {
     it('cuts back a chunk whose client disconnects mid-body, and the upload can go on', async () => {
       const location = await startUpload('bad/disconnect');
       const first = randomBytes(1000);
-      expect(
-        (
-          await send('PATCH', location, {
-            body: first,
-            headers: { 'Content-Range': '0-999', 'Content-Length': 1000 },
-          })
-        ).status,
-      ).toBe(202);
+      expect((await patchChunk(location, first, '0-999', 1000)).status).toBe(202);
       await abandonUpload(host, 'PATCH', location, 1024 * 1024, randomBytes(200 * 1024), {
         'Content-Range': `1000-${1000 + 1024 * 1024 - 1}`,
       });
@@ -352,14 +297,7 @@ describe('bad input', () => {
         'the partial chunk to be cut back',
       );
       const rest = randomBytes(500);
-      expect(
-        (
-          await send('PATCH', location, {
-            body: rest,
-            headers: { 'Content-Range': '1000-1499', 'Content-Length': 500 },
-          })
-        ).status,
-      ).toBe(202);
+      expect((await patchChunk(location, rest, '1000-1499', 500)).status).toBe(202);
       const whole = Buffer.concat([first, rest]);
       expect((await send('PUT', `${location}?digest=${digestOf(whole)}`)).status).toBe(201);
     });

@@ -1,11 +1,11 @@
+import { berthCli } from './cli.ts';
 import { readFile, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { run, temporaryDirectory } from './processes.ts';
 import { startBerth, type RegistryProcess } from './registries.ts';
 
-const cli = join(resolve(fileURLToPath(new URL('../..', import.meta.url))), 'src', 'cli.ts');
+const cli = berthCli();
 
 export const adminPassword = 'correct-horse-battery-staple';
 

@@ -1,7 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { Daemon, freePort, run, temporaryDirectory, waitFor } from './processes.ts';
 import { findTool } from './tools.ts';
 
@@ -105,6 +105,77 @@ async function adminGet(server: string, directory: string, path: string): Promis
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.end();
   });
+}
+
+/** `kubectl auth can-i` for a ServiceAccount, in every namespace: 'yes' or 'no'. */
+export async function serviceAccountCan(
+  cluster: ControlPlane,
+  serviceAccount: { namespace: string; name: string },
+  verb: string,
+  resource: string,
+): Promise<string> {
+  const subject = `system:serviceaccount:${serviceAccount.namespace}:${serviceAccount.name}`;
+  const answer = await cluster.kubectl(['auth', 'can-i', verb, resource, '-A', '--as', subject], {
+    allowFailure: true,
+  });
+  return answer.stdout.trim();
+}
+
+/** An object as `kubectl get -o json` shows it. */
+export async function getObject<T>(
+  cluster: ControlPlane,
+  kind: string,
+  name: string,
+  namespace: string,
+): Promise<T> {
+  return JSON.parse(
+    (await cluster.kubectl(['get', kind, name, '-n', namespace, '-o', 'json'])).stdout,
+  ) as T;
+}
+
+/** Whether an object exists (`kubectl get` succeeds). */
+export async function resourceExists(
+  cluster: ControlPlane,
+  kind: string,
+  name: string,
+  namespace: string,
+): Promise<boolean> {
+  return (
+    (await cluster.kubectl(['get', kind, name, '-n', namespace], { allowFailure: true })).code === 0
+  );
+}
+
+/**
+ * Writes a kubeconfig for this cluster holding a token of a ServiceAccount, so a process runs
+ * with exactly that account's RBAC (what the kubelet's projected token gives a pod).
+ */
+export async function serviceAccountKubeconfig(
+  cluster: ControlPlane,
+  namespace: string,
+  serviceAccount: string,
+  file: string,
+): Promise<string> {
+  const token = (
+    await cluster.kubectl(['create', 'token', serviceAccount, '-n', namespace, '--duration=2h'])
+  ).stdout.trim();
+  const admin = parse(await readFile(cluster.kubeconfig, 'utf8')) as {
+    clusters: { name: string }[];
+  };
+  await writeFile(
+    file,
+    stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: admin.clusters,
+      users: [{ name: serviceAccount, user: { token } }],
+      contexts: [
+        { name: 'sa', context: { cluster: admin.clusters[0]?.name, user: serviceAccount } },
+      ],
+      'current-context': 'sa',
+    }),
+    { mode: 0o600 },
+  );
+  return file;
 }
 
 /** Runs kubectl against one kubeconfig: the `kubectl` of every ControlPlane provider. */

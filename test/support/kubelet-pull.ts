@@ -1,4 +1,4 @@
-import type { ControlPlane } from './control-plane.ts';
+import { getObject, type ControlPlane } from './control-plane.ts';
 import { run, type RunResult } from './processes.ts';
 
 interface DockerConfig {
@@ -25,19 +25,12 @@ export async function pullAsKubelet(
   pod: { namespace: string; serviceAccount: string; image: string },
 ): Promise<KubeletPull> {
   const host = pod.image.slice(0, pod.image.indexOf('/'));
-  const account = JSON.parse(
-    (
-      await cluster.kubectl([
-        'get',
-        'serviceaccount',
-        pod.serviceAccount,
-        '-n',
-        pod.namespace,
-        '-o',
-        'json',
-      ])
-    ).stdout,
-  ) as { imagePullSecrets?: { name: string }[] };
+  const account = await getObject<{ imagePullSecrets?: { name: string }[] }>(
+    cluster,
+    'serviceaccount',
+    pod.serviceAccount,
+    pod.namespace,
+  );
   let found: { secret: string; username: string; password: string } | undefined;
   for (const { name } of account.imagePullSecrets ?? []) {
     const secret = await cluster.kubectl(
@@ -63,10 +56,7 @@ export async function pullAsKubelet(
   const result = await run(
     crictl.binary,
     [
-      '--runtime-endpoint',
-      `unix://${crictl.socket}`,
-      '--image-endpoint',
-      `unix://${crictl.socket}`,
+      ...criEndpoints(crictl.socket),
       '--timeout',
       '60s',
       'pull',
@@ -83,21 +73,15 @@ export async function pullAsKubelet(
   };
 }
 
+/** crictl's flags to talk to the containerd listening on `socket`, for images and runtime. */
+export function criEndpoints(socket: string): string[] {
+  return ['--runtime-endpoint', `unix://${socket}`, '--image-endpoint', `unix://${socket}`];
+}
+
 /** Removes a pulled image, so the next pull goes to the registry again. */
 export async function removeImage(
   crictl: { binary: string; socket: string },
   image: string,
 ): Promise<void> {
-  await run(
-    crictl.binary,
-    [
-      '--runtime-endpoint',
-      `unix://${crictl.socket}`,
-      '--image-endpoint',
-      `unix://${crictl.socket}`,
-      'rmi',
-      image,
-    ],
-    { allowFailure: true },
-  );
+  await run(crictl.binary, [...criEndpoints(crictl.socket), 'rmi', image], { allowFailure: true });
 }

@@ -1,13 +1,12 @@
+import { berthCli } from './cli.ts';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { get as httpGet } from 'node:http';
 import { get as httpsGet } from 'node:https';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
-import type { ControlPlane } from './control-plane.ts';
+import { dirname, join } from 'node:path';
+import { getObject, serviceAccountKubeconfig, type ControlPlane } from './control-plane.ts';
 import { Daemon, ExitedError, freePort, waitFor } from './processes.ts';
 
-const cli = join(resolve(fileURLToPath(new URL('../..', import.meta.url))), 'src', 'cli.ts');
+const cli = berthCli();
 
 interface Volume {
   name: string;
@@ -57,9 +56,7 @@ export async function runDeployment(
   root: string,
   options: { port?: number } = {},
 ): Promise<RunningPod> {
-  const deployment = JSON.parse(
-    (await cluster.kubectl(['get', 'deployment', name, '-n', namespace, '-o', 'json'])).stdout,
-  ) as Deployment;
+  const deployment = await getObject<Deployment>(cluster, 'deployment', name, namespace);
   const pod = deployment.spec.template.spec;
   const container = pod.containers[0];
   if (!container) throw new Error('the Deployment has no container');
@@ -76,11 +73,12 @@ export async function runDeployment(
   const env = pod.automountServiceAccountToken
     ? {
         ...process.env,
+        // What the kubelet's projected token volume gives a pod.
         KUBECONFIG: await serviceAccountKubeconfig(
           cluster,
           namespace,
           pod.serviceAccountName ?? 'default',
-          root,
+          join(root, 'serviceaccount.kubeconfig'),
         ),
       }
     : process.env;
@@ -126,9 +124,12 @@ export async function runDaemonSet(
   root: string,
   upstream: string,
 ): Promise<RunningNodeProxy> {
-  const daemonSet = JSON.parse(
-    (await cluster.kubectl(['get', 'daemonset', name, '-n', namespace, '-o', 'json'])).stdout,
-  ) as { spec: { template: { spec: PodSpec } } };
+  const daemonSet = await getObject<{ spec: { template: { spec: PodSpec } } }>(
+    cluster,
+    'daemonset',
+    name,
+    namespace,
+  );
   const pod = daemonSet.spec.template.spec;
   const container = pod.containers[0];
   if (!container) throw new Error('the DaemonSet has no container');
@@ -180,38 +181,22 @@ async function mountVolumes(
     const directory = `${root}${mountPath}`;
     await mkdir(directory, { recursive: true });
     if (volume.configMap) {
-      const configMap = JSON.parse(
-        (
-          await cluster.kubectl([
-            'get',
-            'configmap',
-            volume.configMap.name,
-            '-n',
-            namespace,
-            '-o',
-            'json',
-          ])
-        ).stdout,
-      ) as { data: Record<string, string> };
+      const configMap = await getObject<{ data: Record<string, string> }>(
+        cluster,
+        'configmap',
+        volume.configMap.name,
+        namespace,
+      );
       for (const [key, value] of Object.entries(configMap.data))
         await writeFile(join(directory, key), relocate(value));
     }
     if (volume.secret) {
-      const secret = JSON.parse(
-        (
-          await cluster.kubectl([
-            'get',
-            'secret',
-            volume.secret.secretName,
-            '-n',
-            namespace,
-            '-o',
-            'json',
-          ])
-        ).stdout,
-      ) as {
-        data: Record<string, string>;
-      };
+      const secret = await getObject<{ data: Record<string, string> }>(
+        cluster,
+        'secret',
+        volume.secret.secretName,
+        namespace,
+      );
       const items =
         volume.secret.items ?? Object.keys(secret.data).map((key) => ({ key, path: key }));
       for (const { key, path } of items) {
@@ -223,40 +208,6 @@ async function mountVolumes(
     }
   }
   return relocate;
-}
-
-/**
- * What the kubelet's projected token volume gives a pod, as a kubeconfig: the API server, its CA
- * and a token of the pod's ServiceAccount, so the process has exactly that account's RBAC.
- */
-async function serviceAccountKubeconfig(
-  cluster: ControlPlane,
-  namespace: string,
-  serviceAccount: string,
-  root: string,
-): Promise<string> {
-  const token = (
-    await cluster.kubectl(['create', 'token', serviceAccount, '-n', namespace, '--duration=2h'])
-  ).stdout.trim();
-  const admin = parseYaml(await readFile(cluster.kubeconfig, 'utf8')) as {
-    clusters: { name: string }[];
-  };
-  const file = join(root, 'serviceaccount.kubeconfig');
-  await writeFile(
-    file,
-    stringifyYaml({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: admin.clusters,
-      users: [{ name: serviceAccount, user: { token } }],
-      contexts: [
-        { name: 'pod', context: { cluster: admin.clusters[0]?.name, user: serviceAccount } },
-      ],
-      'current-context': 'pod',
-    }),
-    { mode: 0o600 },
-  );
-  return file;
 }
 
 /** Reports a Deployment fully rolled out and ready, as the deployment controller would after its pods pass their probes. */

@@ -6,10 +6,8 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { createCertificateAuthority, issueServingCertificate } from '../../src/tls/certificates.ts';
 import { adminPassword, issueCredential } from './auth.ts';
-import { repositoryRoot } from './operator.ts';
+import { berthCli } from './cli.ts';
 import { Daemon, ExitedError, freePort, waitFor } from './processes.ts';
-
-const cli = join(repositoryRoot, 'src', 'cli.ts');
 
 export interface TlsRegistry {
   /** `https://localhost:<port>`: the name its certificate carries. */
@@ -50,7 +48,7 @@ export async function startTlsRegistry(
   const port = await freePort();
   const url = `https://localhost:${port}`;
   const caPem = Buffer.from(ca.certificatePem);
-  const entry = options.built ? join(repositoryRoot, 'dist', 'cli.js') : cli;
+  const entry = berthCli(options.built);
   const start = async (): Promise<Daemon> => {
     const daemon = spawnNode(options.cpus, [
       entry,
@@ -129,7 +127,7 @@ export async function startNodeProxyProcess(options: {
   cpus?: string;
 }): Promise<NodeProxyProcess> {
   const port = await freePort();
-  const entry = options.built ? join(repositoryRoot, 'dist', 'cli.js') : cli;
+  const entry = berthCli(options.built);
   const daemon = spawnNode(options.cpus, [
     entry,
     'node-proxy',

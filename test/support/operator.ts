@@ -1,12 +1,7 @@
-import { readFile, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parse, stringify } from 'yaml';
-import type { ControlPlane } from './control-plane.ts';
+import { berthCli, repositoryRoot } from './cli.ts';
+import { join } from 'node:path';
+import { serviceAccountKubeconfig, type ControlPlane } from './control-plane.ts';
 import { Daemon } from './processes.ts';
-
-export const repositoryRoot = resolve(fileURLToPath(new URL('../..', import.meta.url)));
-const cli = join(repositoryRoot, 'src', 'cli.ts');
 
 /** Installs Berth as users do: `kubectl apply -k deploy/`, then waits for the CRDs. */
 export async function installBerth(cluster: ControlPlane): Promise<void> {
@@ -19,48 +14,23 @@ export async function installBerth(cluster: ControlPlane): Promise<void> {
  * A kubeconfig holding a token of the operator's ServiceAccount, so the operator runs with
  * exactly deploy/'s RBAC, not as cluster admin.
  */
-export async function operatorKubeconfig(
-  cluster: ControlPlane,
-  directory: string,
-): Promise<string> {
-  const token = (
-    await cluster.kubectl([
-      'create',
-      'token',
-      'berth-operator',
-      '-n',
-      'berth-system',
-      '--duration=2h',
-    ])
-  ).stdout.trim();
-  const admin = parse(await readFile(cluster.kubeconfig, 'utf8')) as {
-    clusters: { name: string }[];
-  };
-  const file = join(directory, 'operator.kubeconfig');
-  await writeFile(
-    file,
-    stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: admin.clusters,
-      users: [{ name: 'berth-operator', user: { token } }],
-      contexts: [
-        {
-          name: 'operator',
-          context: { cluster: admin.clusters[0]?.name, user: 'berth-operator' },
-        },
-      ],
-      'current-context': 'operator',
-    }),
-    { mode: 0o600 },
+export function operatorKubeconfig(cluster: ControlPlane, directory: string): Promise<string> {
+  return serviceAccountKubeconfig(
+    cluster,
+    'berth-system',
+    'berth-operator',
+    join(directory, 'operator.kubeconfig'),
   );
-  return file;
 }
 
-/** `berth operator` as a process of its own. */
-export function startOperatorProcess(kubeconfig: string, args: readonly string[] = []): Daemon {
+/** `berth operator` as a process of its own; `built` runs dist/ (benchmarks) instead of src/. */
+export function startOperatorProcess(
+  kubeconfig: string,
+  args: readonly string[] = [],
+  options: { built?: boolean } = {},
+): Daemon {
   return new Daemon(process.execPath, [
-    cli,
+    berthCli(options.built),
     'operator',
     '--kubeconfig',
     kubeconfig,

@@ -1,10 +1,8 @@
 import { writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { berthCli } from './cli.ts';
 import { Daemon, ExitedError, freePort, waitFor } from './processes.ts';
 import { findTool } from './tools.ts';
-
-const repositoryRoot = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
 export interface RegistryProcess {
   readonly host: string;
@@ -23,7 +21,7 @@ export async function startBerth(
   const daemon = new Daemon(
     process.execPath,
     [
-      join(repositoryRoot, 'src', 'cli.ts'),
+      berthCli(options.built),
       'registry',
       '--listen',
       host,

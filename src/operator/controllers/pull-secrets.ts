@@ -95,7 +95,7 @@ export class PullSecretController {
       }
     }
 
-    for (const account of this.serviceAccountsIn(namespace)) {
+    for (const account of this.sources.serviceAccounts.listNamespace(namespace)) {
       const entries = [...wanted]
         .filter(([, registry]) =>
           servedServiceAccount(registry.spec.pullSecrets.serviceAccounts, account.metadata.name),
@@ -189,19 +189,12 @@ export class PullSecretController {
 
   private pullSecretsIn(namespace: string): SecretObject[] {
     return this.sources.secrets
-      .list()
+      .listNamespace(namespace)
       .filter(
         (secret) =>
-          secret.metadata.namespace === namespace &&
           secret.metadata.labels?.['app.kubernetes.io/component'] === 'pull-secret' &&
           isPullSecretName(secret.metadata.name),
       );
-  }
-
-  private serviceAccountsIn(namespace: string): ServiceAccountObject[] {
-    return this.sources.serviceAccounts
-      .list()
-      .filter((account) => account.metadata.namespace === namespace);
   }
 }
 

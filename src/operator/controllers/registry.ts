@@ -9,7 +9,12 @@ import { createCertificateAuthority, issueServingCertificate } from '../../tls/c
 import { registrySpecSchema, type RegistryStatus } from '../api/registry.ts';
 import type { EventRecorder } from '../events.ts';
 import { fieldManager, registryObjectNames } from '../render/labels.ts';
-import { renderRegistry, type RegistryResource, type RegistrySecrets } from '../render/registry.ts';
+import {
+  registryObjectsAbsent,
+  renderRegistry,
+  type RegistryResource,
+  type RegistrySecrets,
+} from '../render/registry.ts';
 import { renderRegistryStatus, type Condition, type DeploymentState } from '../render/status.ts';
 import { withoutNodeProxy } from '../node-ports.ts';
 
@@ -45,7 +50,8 @@ export class RegistryController {
   private readonly client: KubeClient;
   private readonly registries: Informer<RegistryObject>;
   private readonly deployments: Informer<DeploymentObject>;
-  private readonly daemonSets: Informer<KubeObject>;
+  /** Whether the caches hold a Berth-managed object of this kind. */
+  private readonly managed: (kind: string, namespace: string, name: string) => boolean;
   private readonly events: EventRecorder;
   private readonly options: RegistryControllerOptions;
   private readonly logger: Logger;
@@ -55,7 +61,7 @@ export class RegistryController {
     informers: {
       registries: Informer<RegistryObject>;
       deployments: Informer<DeploymentObject>;
-      daemonSets: Informer<KubeObject>;
+      managed: (kind: string, namespace: string, name: string) => boolean;
     },
     events: EventRecorder,
     options: RegistryControllerOptions,
@@ -64,7 +70,7 @@ export class RegistryController {
     this.client = client;
     this.registries = informers.registries;
     this.deployments = informers.deployments;
-    this.daemonSets = informers.daemonSets;
+    this.managed = informers.managed;
     this.events = events;
     this.options = options;
     this.logger = logger;
@@ -114,14 +120,16 @@ export class RegistryController {
       await this.client.apply(objectPath(desired), desired, fieldManager);
     }
     const names = registryObjectNames(registry.metadata.name);
-    // Node proxy turned off (or its port taken): its DaemonSet goes, apply alone would keep it.
-    if (
-      effective.spec.nodeAccess.mode === 'None' &&
-      this.daemonSets.get(`${registry.metadata.namespace}/${names.nodeProxy}`)
-    )
-      await this.client.delete(
-        `/apis/apps/v1/namespaces/${registry.metadata.namespace}/daemonsets/${names.nodeProxy}`,
-      );
+    for (const absent of registryObjectsAbsent(effective)) {
+      if (this.managed(absent.kind, absent.namespace, absent.name))
+        await this.client.delete(
+          objectPath({
+            apiVersion: absent.apiVersion,
+            kind: absent.kind,
+            metadata: { name: absent.name, namespace: absent.namespace },
+          }),
+        );
+    }
     const problem = holder
       ? {
           reason: 'NodePortConflict',

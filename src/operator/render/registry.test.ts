@@ -3,7 +3,7 @@ import { parseRegistryConfig } from '../../config/registry.ts';
 import { registrySpecSchema } from '../api/registry.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../tls/certificates.ts';
 import { nodeProxyConfigSchema } from '../../config/node-proxy.ts';
-import { renderRegistry, type RegistryResource } from './registry.ts';
+import { registryObjectsAbsent, renderRegistry, type RegistryResource } from './registry.ts';
 
 interface PodSpec {
   hostNetwork?: boolean;
@@ -108,6 +108,18 @@ describe('renderRegistry', () => {
       secret: { secretName: 'berth-main-tls', items: [{ key: 'ca.crt', path: 'ca.crt' }] },
     });
     expect(pod.hostNetwork).toBe(true);
+  });
+
+  it('names what a spec no longer wants, and never the data volume', () => {
+    expect(registryObjectsAbsent(registry())).toEqual([]);
+    expect(
+      registryObjectsAbsent(
+        registry({
+          nodeAccess: { mode: 'None' },
+          tls: { certificateSecret: 'berth-main-tls' },
+        }),
+      ).map((object) => `${object.kind}/${object.name}`),
+    ).toEqual(['DaemonSet/berth-main-node-proxy', 'Secret/berth-main-ca']);
   });
 
   it('runs the registry as non-root on a read-only root filesystem', () => {

@@ -87,6 +87,34 @@ export function renderRegistryConfig(registry: RegistryResource): string {
   });
 }
 
+/** An object a Registry's spec says must not exist (any more): rendered before, not now. */
+export interface AbsentObject {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly namespace: string;
+  readonly name: string;
+}
+
+/**
+ * The objects Berth renders for some specs and not for this one, so the controller removes them
+ * (server-side apply alone never deletes): the node proxy without `NodeProxy` mode, Berth's own
+ * CA and serving certificate once `tls.certificateSecret` names another. Never the data volume.
+ * Pure.
+ */
+export function registryObjectsAbsent(registry: RegistryResource): AbsentObject[] {
+  const names = registryObjectNames(registry.metadata.name);
+  const namespace = registry.metadata.namespace;
+  const absent: AbsentObject[] = [];
+  if (registry.spec.nodeAccess.mode !== 'NodeProxy')
+    absent.push({ apiVersion: 'apps/v1', kind: 'DaemonSet', namespace, name: names.nodeProxy });
+  const own = registry.spec.tls.certificateSecret;
+  if (own) {
+    for (const name of [names.ca, names.tls])
+      if (name !== own) absent.push({ apiVersion: 'v1', kind: 'Secret', namespace, name });
+  }
+  return absent;
+}
+
 /**
  * Every object a Registry needs, from the Registry alone (plus its generated secrets). Pure: the
  * same input gives the same objects, so applying them again changes nothing. The data volume has
