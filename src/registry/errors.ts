@@ -1,3 +1,5 @@
+import { StorageUnavailableError } from './storage/driver.ts';
+
 /**
  * The catalogue of OCI distribution error codes. Every protocol error Berth sends is built from
  * this table, so a code always travels with the same HTTP status and default message.
@@ -72,10 +74,21 @@ export function isOciError(error: unknown, ...codes: OciErrorCode[]): error is O
 }
 
 /**
- * Maps any thrown value to an OciError. Unknown errors become UNKNOWN (500) and are flagged so
- * that the HTTP layer logs them once; their message never reaches the client.
+ * Maps any thrown value to an OciError. Storage that refuses the registry becomes UNAVAILABLE
+ * (503) with its reason; anything else becomes UNKNOWN (500). Both are the server's
+ * fault and are flagged so that the HTTP layer logs them once; their message, which may name
+ * server paths, never reaches the client.
  */
 export function toOciError(error: unknown): { error: OciError; unexpected: boolean } {
   if (error instanceof OciError) return { error, unexpected: false };
+  if (error instanceof StorageUnavailableError) {
+    return {
+      error: new OciError('UNAVAILABLE', `registry storage is unavailable: ${error.reason}`, {
+        detail: { reason: error.reason },
+        cause: error,
+      }),
+      unexpected: true,
+    };
+  }
   return { error: new OciError('UNKNOWN', undefined, { cause: error }), unexpected: true };
 }

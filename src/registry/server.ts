@@ -10,6 +10,7 @@ import { createRegistryServices, type RegistryServices } from './services.ts';
 import { FilesystemDriver, temporaryDirectory } from './storage/filesystem/driver.ts';
 import { listOrEmpty } from './service/links.ts';
 import { setUpAuth } from './auth/setup.ts';
+import { Readiness } from './readiness.ts';
 
 export interface RunningRegistry {
   readonly server: Server;
@@ -22,7 +23,8 @@ export interface RunningRegistry {
 
 /**
  * Starts `berth registry`: storage, services and the HTTP server. Before listening, it clears
- * temporary files left by a crash and abandoned uploads past their grace period.
+ * temporary files left by a crash and abandoned uploads past their grace period, and probes
+ * storage (then keeps probing) for readiness.
  */
 export async function startRegistry(
   config: RegistryConfig,
@@ -32,9 +34,13 @@ export async function startRegistry(
   const services = createRegistryServices(driver, config);
   const metrics = new MetricsRegistry();
   metrics.registerProcessMetrics();
-  let ready = true;
 
-  await removeStaleTemporaryFiles(services, logger);
+  // Storage the registry cannot write must not stop it: it reports that on /readyz instead.
+  await removeStaleTemporaryFiles(services, logger).catch((error: unknown) =>
+    logger.warn({ err: error }, 'stale temporary files not removed'),
+  );
+  const readiness = new Readiness(driver, logger);
+  await readiness.start();
   const purge = async (): Promise<void> => {
     try {
       const removed = await services.uploads.purge(
@@ -54,7 +60,7 @@ export async function startRegistry(
     logger,
     metrics,
     logRequests: config.log.requests,
-    isReady: () => ready,
+    readiness: () => readiness.current(),
     auth: authentication?.auth,
   });
   const tls = config.tls
@@ -91,7 +97,7 @@ export async function startRegistry(
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      ready = false;
+      readiness.shutDown();
       clearInterval(purgeTimer);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Keep-alive connections become idle as their requests finish; close each as soon as it is.

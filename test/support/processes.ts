@@ -101,8 +101,14 @@ export class Daemon {
   output = '';
   private exited: Promise<number | null>;
 
-  constructor(command: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env) {
-    this.child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `user` runs it as another uid and gid (the test must be root), as a container would. */
+  constructor(
+    command: string,
+    args: readonly string[],
+    env: NodeJS.ProcessEnv = process.env,
+    user?: { uid: number; gid: number },
+  ) {
+    this.child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'], ...user });
     this.child.stdout?.on('data', (chunk: Buffer) => this.append(chunk));
     this.child.stderr?.on('data', (chunk: Buffer) => this.append(chunk));
     this.exited = new Promise((resolve) => this.child.on('exit', (code) => resolve(code)));

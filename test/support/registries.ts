@@ -11,10 +11,21 @@ export interface RegistryProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `berth registry` as its own process, as a user would, and waits until it is ready. */
+/**
+ * Starts `berth registry` as its own process, as a user would, and waits until it is ready, or
+ * with `ready: false` only until it serves (`/healthz`), for a registry expected not to be ready.
+ * `user` runs it as that uid and gid.
+ */
 export async function startBerth(
   storageDir: string,
-  options: { port?: number; extraArgs?: string[]; env?: NodeJS.ProcessEnv; built?: boolean } = {},
+  options: {
+    port?: number;
+    extraArgs?: string[];
+    env?: NodeJS.ProcessEnv;
+    built?: boolean;
+    user?: { uid: number; gid: number };
+    ready?: boolean;
+  } = {},
 ): Promise<RegistryProcess> {
   const port = options.port ?? (await freePort());
   const host = `127.0.0.1:${port}`;
@@ -30,8 +41,10 @@ export async function startBerth(
       ...(options.extraArgs ?? []),
     ],
     { ...process.env, ...options.env },
+    options.user,
   );
-  await waitUntilServing(daemon, `http://${host}/readyz`, 'berth registry');
+  const probe = options.ready === false ? 'healthz' : 'readyz';
+  await waitUntilServing(daemon, `http://${host}/${probe}`, 'berth registry');
   return { host, url: `http://${host}`, daemon, stop: (signal) => daemon.stop(signal) };
 }
 

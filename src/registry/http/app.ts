@@ -6,6 +6,7 @@ import { parseBearer } from '../auth/authenticator.ts';
 import { tokenPath, type RegistryAuth } from '../auth/auth.ts';
 import { InvalidTokenError } from '../auth/tokens.ts';
 import { OciError, toOciError } from '../errors.ts';
+import type { ReadinessState } from '../readiness.ts';
 import type { RegistryServices } from '../services.ts';
 import {
   cancelUpload,
@@ -51,8 +52,8 @@ export interface RegistryAppOptions {
   readonly logger: Logger;
   readonly metrics: MetricsRegistry;
   readonly logRequests: boolean;
-  /** False once shutdown has begun, so load balancers stop sending. */
-  readonly isReady: () => boolean;
+  /** Whether to take traffic, and why not (shutting down, storage failing its probe). */
+  readonly readiness: () => ReadinessState;
   /** Token service and policy; without it the registry is open (loopback standalone use). */
   readonly auth?: RegistryAuth | undefined;
 }
@@ -92,11 +93,8 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
     res.status(200).type('text/plain').send('ok\n');
   });
   app.get('/readyz', (_req, res) => {
-    const ready = options.isReady();
-    res
-      .status(ready ? 200 : 503)
-      .type('text/plain')
-      .send(ready ? 'ok\n' : 'shutting down\n');
+    const state = options.readiness();
+    res.status(state.ready ? 200 : 503).json(state);
   });
   app.get('/metrics', (_req, res) => {
     res.status(200).type('text/plain; version=0.0.4').send(metrics.render());

@@ -40,6 +40,11 @@ export interface StorageDriver {
   move(source: string, destination: string): Promise<void>;
   /** Removes a file or a whole directory tree. Missing paths are not an error. */
   delete(path: string): Promise<void>;
+  /**
+   * Proves that storage takes writes the way uploads make them, leaving nothing behind. Cheap
+   * enough to run every few seconds. Throws StorageUnavailableError saying what is wrong.
+   */
+  probe(): Promise<void>;
 }
 
 export interface FileInfo {
@@ -74,6 +79,29 @@ export class PathNotFoundError extends Error {
     super(`path not found: ${path}`);
     this.name = 'PathNotFoundError';
     this.path = path;
+  }
+}
+
+/**
+ * Why storage cannot serve the registry: `StorageNotWritable` when it refuses writes by
+ * permission or a read-only medium, `StorageProbeFailed` when a probe failed for another reason.
+ */
+export type StorageUnavailableReason = 'StorageNotWritable' | 'StorageProbeFailed';
+
+/**
+ * Storage, not the request, is at fault, and no retry fixes it until the medium is set up
+ * again. The message is for operators: it names the storage and the identity it refused.
+ */
+export class StorageUnavailableError extends Error {
+  readonly reason: StorageUnavailableReason;
+  constructor(
+    reason: StorageUnavailableReason,
+    message: string,
+    options: { cause?: unknown } = {},
+  ) {
+    super(message, options);
+    this.name = 'StorageUnavailableError';
+    this.reason = reason;
   }
 }
 

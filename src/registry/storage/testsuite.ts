@@ -116,6 +116,11 @@ export function runDriverSuite(
       expect((await driver.getContent('/new/place/file')).toString()).toBe('x');
     });
 
+    it('passes its probe on working storage, again and again', async () => {
+      await driver.probe();
+      await driver.probe();
+    });
+
     it('deletes files and whole trees', async () => {
       await driver.putContent('/tree/a/b', '1');
       await driver.putContent('/tree/c', '2');

@@ -1,8 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { StorageUnavailableError } from '../driver.ts';
 import { runDriverSuite } from '../testsuite.ts';
-import { FilesystemDriver } from './driver.ts';
+import { FilesystemDriver, temporaryDirectory } from './driver.ts';
 
 runDriverSuite('filesystem', async () => {
   const root = await mkdtemp(join(tmpdir(), 'berth-driver-'));
@@ -10,4 +11,32 @@ runDriverSuite('filesystem', async () => {
     driver: new FilesystemDriver(root),
     cleanup: () => rm(root, { recursive: true, force: true }),
   };
+});
+
+// Refused permissions need a process that is not root: test/integration/operations.test.ts.
+describe('filesystem storage probe', () => {
+  let parent: string;
+  beforeEach(async () => {
+    parent = await mkdtemp(join(tmpdir(), 'berth-probe-'));
+  });
+  afterEach(async () => {
+    await rm(parent, { recursive: true, force: true });
+  });
+
+  it('leaves nothing behind', async () => {
+    await new FilesystemDriver(parent).probe();
+    expect(await readdir(join(parent, temporaryDirectory))).toEqual([]);
+  });
+
+  it('names the storage, the identity and the cause when it fails', async () => {
+    // A root below a regular file can never be created.
+    await writeFile(join(parent, 'file'), '');
+    const root = join(parent, 'file', 'storage');
+    const failure = await new FilesystemDriver(root).probe().catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(StorageUnavailableError);
+    expect(failure).toMatchObject({
+      reason: 'StorageProbeFailed',
+      message: `storage ${root} failed a write probe as uid ${process.getuid?.()} (gid ${process.getgid?.()}): ENOTDIR: not a directory, mkdir '${root}/_berth/tmp'`,
+    });
+  });
 });

@@ -15,6 +15,7 @@ import type { Readable, Writable } from 'node:stream';
 import {
   assertStoragePath,
   PathNotFoundError,
+  StorageUnavailableError,
   type FileInfo,
   type FileWriter,
   type StorageDriver,
@@ -34,6 +35,14 @@ export const temporaryDirectory = '/_berth/tmp';
 
 function isNotFound(error: unknown): boolean {
   return (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+}
+
+/** How a filesystem refuses writes because of how it is set up: ownership, mode, a read-only mount. */
+const notWritableCodes = new Set(['EACCES', 'EPERM', 'EROFS']);
+
+/** The identity the kernel checks writes against; a hostPath volume ignores the pod's fsGroup. */
+function processIdentity(): string {
+  return `uid ${process.getuid?.() ?? '?'} (gid ${process.getgid?.() ?? '?'})`;
 }
 
 /** Stores everything as plain files under one root directory. */
@@ -72,15 +81,19 @@ export class FilesystemDriver implements StorageDriver {
   async putContent(path: string, content: Buffer | string): Promise<void> {
     const target = this.resolve(path);
     const temporary = this.resolve(`${temporaryDirectory}/${randomUUID()}`);
-    await mkdir(dirname(temporary), { recursive: true });
-    const handle = await open(temporary, 'w', 0o644);
     try {
-      await handle.writeFile(content);
-      await handle.sync();
-    } finally {
-      await handle.close();
+      await mkdir(dirname(temporary), { recursive: true });
+      const handle = await open(temporary, 'w', 0o644);
+      try {
+        await handle.writeFile(content);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await this.renameInto(temporary, target);
+    } catch (error) {
+      throw this.writeFailure(error);
     }
-    await this.renameInto(temporary, target);
   }
 
   async reader(
@@ -126,8 +139,13 @@ export class FilesystemDriver implements StorageDriver {
 
   async writer(path: string): Promise<FileWriter> {
     const file = this.resolve(path);
-    await mkdir(dirname(file), { recursive: true });
-    const handle = await open(file, 'a', 0o644);
+    let handle: FileHandle;
+    try {
+      await mkdir(dirname(file), { recursive: true });
+      handle = await open(file, 'a', 0o644);
+    } catch (error) {
+      throw this.writeFailure(error);
+    }
     const { size } = await handle.stat();
     return new FilesystemWriter(handle, size);
   }
@@ -146,12 +164,48 @@ export class FilesystemDriver implements StorageDriver {
       await this.renameInto(this.resolve(source), this.resolve(destination));
     } catch (error) {
       if (isNotFound(error)) throw new PathNotFoundError(source);
-      throw error;
+      throw this.writeFailure(error);
     }
   }
 
   async delete(path: string): Promise<void> {
-    await rm(this.resolve(path), { recursive: true, force: true });
+    const target = this.resolve(path);
+    try {
+      await rm(target, { recursive: true, force: true });
+    } catch (error) {
+      throw this.writeFailure(error);
+    }
+  }
+
+  /**
+   * The steps of every upload's first write: a file in the temporary directory, synced, renamed
+   * (and the rename synced), then removed. A file left by a failed probe is swept with the other
+   * stale temporary files at the next start.
+   */
+  async probe(): Promise<void> {
+    const path = `${temporaryDirectory}/probe-${randomUUID()}`;
+    try {
+      await this.putContent(path, 'berth storage probe\n');
+      await this.delete(path);
+    } catch (error) {
+      if (error instanceof StorageUnavailableError) throw error;
+      throw new StorageUnavailableError(
+        'StorageProbeFailed',
+        `storage ${this.root} failed a write probe as ${processIdentity()}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+  }
+
+  /** A write refused by the filesystem's setup becomes StorageUnavailableError; others pass. */
+  private writeFailure(error: unknown): unknown {
+    const code = (error as NodeJS.ErrnoException | undefined)?.code;
+    if (code === undefined || !notWritableCodes.has(code)) return error;
+    return new StorageUnavailableError(
+      'StorageNotWritable',
+      `storage ${this.root} is not writable by ${processIdentity()}: ${(error as Error).message}`,
+      { cause: error },
+    );
   }
 
   /** Renames, creating the target's directory when needed, and makes the rename durable. */
