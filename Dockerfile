@@ -1,5 +1,8 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t berth:0.1.0 .   Runs `berth <command>` as a non-root user.
+# Without a Docker engine, `npm run image` (scripts/build-image.ts) builds the equivalent of the
+# runtime stage as dist/image/berth-0.1.0.oci.tar: one reproducible layer, no shell, node at
+# /usr/local/bin/node; import it with `ctr -n k8s.io images import` or push it with skopeo.
 FROM node:24-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
