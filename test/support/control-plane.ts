@@ -2,6 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
+import { TestAuthority } from './pki.ts';
 import { Daemon, freePort, run, temporaryDirectory, waitFor } from './processes.ts';
 import { findTool } from './tools.ts';
 
@@ -28,67 +29,16 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
-async function openssl(args: string[], cwd: string): Promise<void> {
-  await run('openssl', args, { cwd });
-}
-
 /** A CA, a serving certificate for loopback, an admin client certificate and a service-account key pair. */
-async function makeCertificates(directory: string): Promise<void> {
-  const days = ['-days', '2'];
-  const p256 = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-  /** A key and a certificate signed by the CA, with the given subject and X.509 extensions. */
-  const issue = async (name: string, subject: string, extensions: string): Promise<void> => {
-    await writeFile(join(directory, `${name}.ext`), extensions);
-    await openssl(
-      ['req', ...p256, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject],
-      directory,
-    );
-    await openssl(
-      [
-        'x509',
-        '-req',
-        '-in',
-        `${name}.csr`,
-        '-CA',
-        'ca.crt',
-        '-CAkey',
-        'ca.key',
-        '-CAcreateserial',
-        '-out',
-        `${name}.crt`,
-        '-extfile',
-        `${name}.ext`,
-        ...days,
-      ],
-      directory,
-    );
-  };
-  await openssl(
-    [
-      'req',
-      '-x509',
-      ...p256,
-      '-keyout',
-      'ca.key',
-      '-out',
-      'ca.crt',
-      '-subj',
-      '/CN=berth-test-ca',
-      ...days,
-    ],
-    directory,
-  );
-  await issue(
-    'serving',
-    '/CN=kube-apiserver',
-    'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n',
-  );
-  await issue('admin', '/O=system:masters/CN=berth-test-admin', 'extendedKeyUsage=clientAuth\n');
-  await openssl(
-    ['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', 'sa.key'],
-    directory,
-  );
-  await openssl(['pkey', '-in', 'sa.key', '-pubout', '-out', 'sa.pub'], directory);
+async function makeCertificates(directory: string): Promise<TestAuthority> {
+  const authority = await TestAuthority.create(directory, 'berth-test-ca');
+  await authority.issue('serving', '/CN=kube-apiserver', [
+    'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    'extendedKeyUsage=serverAuth',
+  ]);
+  await authority.issueClient('admin', 'berth-test-admin', 'system:masters');
+  await authority.serviceAccountKeys();
+  return authority;
 }
 
 /** GET a path with the admin certificate; resolves to the status code. */
@@ -218,7 +168,7 @@ export async function startLocalControlPlane(): Promise<ControlPlane> {
   }
   const directory = await temporaryDirectory('control-plane');
   const certs = directory.path;
-  await makeCertificates(certs);
+  const authority = await makeCertificates(certs);
   const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
   const etcdUrl = `http://127.0.0.1:${etcdPort}`;
   const etcd = new Daemon(tools.etcd, [
@@ -266,39 +216,16 @@ export async function startLocalControlPlane(): Promise<ControlPlane> {
   };
   await waitReady(apiserver);
 
-  const kubeconfig = join(certs, 'kubeconfig');
-  const [ca, cert, key] = (await Promise.all(
-    ['ca.crt', 'admin.crt', 'admin.key'].map((file) => readFile(join(certs, file))),
-  )) as [Buffer, Buffer, Buffer];
-  await writeFile(
-    kubeconfig,
-    stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [
-        { name: 'test', cluster: { server, 'certificate-authority-data': ca.toString('base64') } },
-      ],
-      users: [
-        {
-          name: 'admin',
-          user: {
-            'client-certificate-data': cert.toString('base64'),
-            'client-key-data': key.toString('base64'),
-          },
-        },
-      ],
-      contexts: [{ name: 'test', context: { cluster: 'test', user: 'admin' } }],
-      'current-context': 'test',
-    }),
-    { mode: 0o600 },
-  );
-  // The garbage collector (owner references), namespace deletion and default ServiceAccounts
-  // come from kube-controller-manager; nothing else of it is needed without kubelets.
+  const kubeconfig = await authority.kubeconfig('admin', server);
+  // The garbage collector (owner references), namespace deletion, default ServiceAccounts and
+  // DaemonSet status (the node proxies' counts a Registry's Ready depends on: zero of zero
+  // without Nodes) come from kube-controller-manager; nothing else of it is needed without
+  // kubelets.
   const controllerManager = new Daemon(tools.controllerManager, [
     `--kubeconfig=${kubeconfig}`,
     `--authentication-kubeconfig=${kubeconfig}`,
     `--authorization-kubeconfig=${kubeconfig}`,
-    '--controllers=garbagecollector,namespace,serviceaccount',
+    '--controllers=garbagecollector,namespace,serviceaccount,daemonset',
     '--leader-elect=false',
     '--bind-address=127.0.0.1',
     '--secure-port=0',
