@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { KubeClient } from './kube/client.ts';
 import { startOperator } from './operator/operator.ts';
+import { imageOfOwnPod } from './operator/own-image.ts';
 import { createLogger } from './observability/logger.ts';
 import { startRegistry } from './registry/server.ts';
 import { nodeProxyConfigSchema } from './config/node-proxy.ts';
@@ -18,11 +19,13 @@ const usage = `usage: berth <command> [flags]
 
 commands:
   registry     serve the OCI registry (standalone: filesystem storage, 127.0.0.1:5000)
-  operator     run the controller for Registry resources: --image IMAGE [--kubeconfig FILE]
+  operator     run the controller for Registry resources: [--image IMAGE] [--kubeconfig FILE]
                [--namespace berth-system] [--metrics-listen 127.0.0.1:8080] [--no-leader-elect]
-               [--lease-duration 15s]
+               [--lease-duration 15s]; without --image or $BERTH_IMAGE, registry pods run the
+               image of the operator's own Pod ($POD_NAMESPACE/$POD_NAME)
   node-proxy   serve the registry on this node's loopback with a blob cache: --listen HOST:PORT
-               --upstream URL [--ca-file FILE] [--cache-dir DIR] [--cache-size 10Gi]
+               --upstream URL [--tls-server-name NAME] [--ca-file FILE] [--cache-dir DIR]
+               [--cache-size 10Gi]
   credential   print a namespace credential (the password of a pull secret), signed with the
                registry's key: --namespace NAME [--lifetime 720h] [--config FILE | --storage-dir DIR]
   check        verify a registry's storage: every link names existing content, every
@@ -121,9 +124,15 @@ async function runOperator(args: string[]): Promise<void> {
     'lease-duration': { type: 'string', default: '15s' },
     'log-level': { type: 'string', default: 'info' },
   });
-  const image = values.image ?? process.env.BERTH_IMAGE;
-  if (!image)
-    throw new UsageError('operator needs --image (or $BERTH_IMAGE): the image registry pods run');
+  const ownPod =
+    process.env.POD_NAMESPACE && process.env.POD_NAME
+      ? { namespace: process.env.POD_NAMESPACE, name: process.env.POD_NAME }
+      : undefined;
+  const imageSource = values.image ?? process.env.BERTH_IMAGE ?? ownPod;
+  if (!imageSource)
+    throw new UsageError(
+      'operator needs the image registry pods run: --image, $BERTH_IMAGE, or $POD_NAME and $POD_NAMESPACE (the downward API) to read it from its own Pod',
+    );
   const metrics = /^(.*):(\d+)$/.exec(values['metrics-listen']);
   if (!metrics)
     throw new UsageError(`--metrics-listen ${values['metrics-listen']} is not host:port`);
@@ -134,6 +143,9 @@ async function runOperator(args: string[]): Promise<void> {
   const client = values.kubeconfig
     ? KubeClient.fromFile(values.kubeconfig)
     : KubeClient.fromDefault();
+  const image =
+    typeof imageSource === 'string' ? imageSource : await imageOfOwnPod(client, imageSource);
+  logger.info({ image, fromOwnPod: typeof imageSource !== 'string' }, 'registry image chosen');
   const operator = await startOperator(
     client,
     {
@@ -159,6 +171,7 @@ async function runNodeProxy(args: string[]): Promise<void> {
   const values = parseFlags(args, {
     listen: { type: 'string', default: '127.0.0.1:5000' },
     upstream: { type: 'string' },
+    'tls-server-name': { type: 'string' },
     'ca-file': { type: 'string' },
     'cache-dir': { type: 'string', default: './node-proxy-cache' },
     'cache-size': { type: 'string', default: '10Gi' },
@@ -169,6 +182,7 @@ async function runNodeProxy(args: string[]): Promise<void> {
   const parsed = nodeProxyConfigSchema.safeParse({
     listen: values.listen,
     upstream: values.upstream,
+    tlsServerName: values['tls-server-name'],
     caFile: values['ca-file'],
     cacheDirectory: values['cache-dir'],
     cacheSize: values['cache-size'],

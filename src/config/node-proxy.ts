@@ -8,7 +8,16 @@ export const nodeProxyConfigSchema = z
     upstream: z
       .url({ protocol: /^https?$/ })
       .transform((text) => new URL(text))
-      .describe('The registry Service, e.g. https://berth-main.berth-system.svc:5000.'),
+      .describe(
+        'Where the registry is: its Service ClusterIP (the operator renders that, so no DNS is needed), or a name, e.g. https://berth-main.berth-system.svc:5000.',
+      ),
+    tlsServerName: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'not a DNS name')
+      .optional()
+      .describe(
+        "The registry's name, when upstream is an address: verified in its certificate and sent as Host, e.g. berth-main.berth-system.svc.",
+      ),
     caFile: z
       .string()
       .min(1)

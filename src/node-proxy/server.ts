@@ -14,8 +14,12 @@ import { Counter, Gauge, MetricsRegistry } from '../observability/metrics.ts';
 import { forEachChunk } from '../util/streams.ts';
 import { BlobCache } from './blob-cache.ts';
 import { BadTargetError, Upstream } from './upstream.ts';
+import { UpstreamHealth } from './upstream-health.ts';
 
 const blobPath = /^\/v2\/(.+)\/blobs\/(sha256:[a-f0-9]{64})$/;
+
+/** Often enough that a kubelet probing every 10 s sees a change within one probe or two. */
+const upstreamChecks = { intervalMillis: 5_000, timeoutMillis: 3_000 };
 
 export interface RunningNodeProxy {
   readonly address: string;
@@ -49,7 +53,15 @@ export async function startNodeProxy(
     new Counter('berth_node_proxy_cache_corrupt_total', 'Cached blobs dropped for a bad digest.'),
   );
   const ca = config.caFile ? await readFile(config.caFile) : undefined;
-  const upstream = new Upstream(config.upstream, ca);
+  const upstream = new Upstream(config.upstream, ca, config.tlsServerName);
+  const health = new UpstreamHealth(upstream, upstreamChecks, logger);
+  metrics.register(
+    new Gauge(
+      'berth_node_proxy_upstream_up',
+      'Whether the registry answered the last check.',
+      () => (health.state.up ? 1 : 0),
+    ),
+  );
   const cache = new BlobCache(config.cacheDirectory, config.cacheSize, logger, {
     evicted: () => evictions.inc(),
     corrupt: () => corrupt.inc(),
@@ -65,8 +77,16 @@ export async function startNodeProxy(
   });
   // Bigger buffers than the 16 KiB default: fewer pauses and system calls per blob.
   const server = createServer({ highWaterMark: 1 << 20 }, (req, res) => {
-    if (req.url === '/healthz' || req.url === '/readyz') {
+    // Liveness is the process's own; readiness is whether pulls through this node can work.
+    if (req.url === '/healthz') {
       res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok\n');
+      return;
+    }
+    if (req.url === '/readyz') {
+      const { up, reason } = health.state;
+      res
+        .writeHead(up ? 200 : 503, { 'Content-Type': 'text/plain' })
+        .end(up ? 'ok\n' : `${reason}\n`);
       return;
     }
     if (req.url === '/metrics') {
@@ -91,13 +111,20 @@ export async function startNodeProxy(
     server.once('error', reject);
     server.listen(config.listen.port, config.listen.host, () => resolve());
   });
+  health.start();
   const address = server.address();
   const bound = address && typeof address === 'object' ? `${address.address}:${address.port}` : '';
-  logger.info({ listen: bound, upstream: config.upstream.href }, 'node proxy listening');
+  logger.info(
+    { listen: bound, upstream: config.upstream.href, tlsServerName: config.tlsServerName },
+    'node proxy listening',
+  );
   return {
     address: bound,
     cache,
-    stop: () => closeServer(server, upstream),
+    stop: () => {
+      health.stop();
+      return closeServer(server, upstream);
+    },
   };
 }
 

@@ -26,17 +26,43 @@ export class BadTargetError extends Error {
 /**
  * The registry Service as the node proxy reaches it: one keep-alive connection pool, TLS verified
  * against the operator's CA. The client's headers, Authorization included, go through untouched.
+ * With a server name, `url` only says where to connect (the Service's ClusterIP, so no DNS is
+ * needed); the name is what TLS verifies in the registry's certificate and what Host says.
  */
 export class Upstream {
   readonly url: URL;
+  /** Host of every request, so also the host the registry names in its token realm and Location. */
+  private readonly host: string;
   private readonly agent: HttpAgent | HttpsAgent;
 
-  constructor(url: URL, ca: Buffer | undefined) {
+  constructor(url: URL, ca: Buffer | undefined, serverName?: string) {
     this.url = url;
+    this.host = serverName ? `${serverName}${url.port ? `:${url.port}` : ''}` : url.host;
     this.agent =
       url.protocol === 'https:'
-        ? new HttpsAgent({ keepAlive: true, maxSockets: 128, ...(ca ? { ca } : {}) })
+        ? new HttpsAgent({
+            keepAlive: true,
+            maxSockets: 128,
+            ...(ca ? { ca } : {}),
+            ...(serverName ? { servername: serverName } : {}),
+          })
         : new HttpAgent({ keepAlive: true, maxSockets: 128 });
+  }
+
+  /**
+   * Whether the registry answers: the status of an anonymous `GET /v2/`, which a registry that
+   * serves answers with 200 or 401; rejects when no answer came within `timeoutMillis`.
+   */
+  async check(timeoutMillis: number): Promise<number> {
+    const response = await this.send(
+      'GET',
+      '/v2/',
+      {},
+      undefined,
+      AbortSignal.timeout(timeoutMillis),
+    );
+    response.resume();
+    return response.statusCode ?? 0;
   }
 
   /**
@@ -48,6 +74,8 @@ export class Upstream {
     path: string,
     headers: IncomingHttpHeaders,
     body?: NodeJS.ReadableStream,
+    /** Ends the request, connecting included, e.g. at a deadline. */
+    signal?: AbortSignal,
   ): Promise<IncomingMessage> {
     // Only origin-form targets ("/v2/..."): "//host/..." or an absolute URL would leave the registry.
     if (!path.startsWith('/') || path.startsWith('//'))
@@ -66,12 +94,12 @@ export class Upstream {
       delete outgoing['content-length'];
       delete outgoing['transfer-encoding'];
     }
-    outgoing.host = this.url.host;
+    outgoing.host = this.host;
     const send = this.url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
       const request = send(
         `${this.url.origin}${path}`,
-        { method, headers: outgoing, agent: this.agent },
+        { method, headers: outgoing, agent: this.agent, ...(signal ? { signal } : {}) },
         resolve,
       );
       request.on('error', reject);
@@ -93,7 +121,7 @@ export class Upstream {
    */
   clientHeaders(headers: IncomingHttpHeaders, clientHost: string): OutgoingHttpHeaders {
     const result: OutgoingHttpHeaders = {};
-    const origin = this.url.origin;
+    const origin = `${this.url.protocol}//${this.host}`;
     const local = `http://${clientHost}`;
     const rewritten = new Set(['www-authenticate', 'location']);
     const rewrite = (text: string) => text.split(origin).join(local);

@@ -7,6 +7,7 @@ import { LeaderElector } from '../kube/leader.ts';
 import { WorkQueue } from '../kube/queue.ts';
 import {
   RegistryController,
+  type DaemonSetObject,
   type DeploymentObject,
   type RegistryObject,
 } from './controllers/registry.ts';
@@ -120,7 +121,7 @@ export async function startOperator(
     { path: '/apis/apps/v1/deployments', labelSelector: managedSelector },
     logger,
   );
-  const daemonSets = new Informer<KubeObject>(
+  const daemonSets = new Informer<DaemonSetObject>(
     client,
     { path: '/apis/apps/v1/daemonsets', labelSelector: managedSelector },
     logger,
@@ -142,6 +143,7 @@ export async function startOperator(
     {
       registries,
       deployments,
+      daemonSets,
       // Berth-managed objects only (label-selected caches): a user's own Secret is never removed.
       managed: (kind, namespace, name) =>
         (kind === 'DaemonSet' ? daemonSets : kind === 'Secret' ? secrets : undefined)?.get(

@@ -19,6 +19,7 @@ interface Condition {
   type: string;
   status: string;
   reason: string;
+  message: string;
 }
 
 /**
@@ -47,11 +48,36 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
       ])
     ).status?.conditions?.find((condition) => condition.type === 'Ready');
 
-  function startOperator(): Daemon {
-    const daemon = startOperatorProcess(kubeconfig, ['--lease-duration', '3s']);
+  function startOperator(ownPod?: { namespace: string; name: string }): Daemon {
+    const daemon = startOperatorProcess(
+      kubeconfig,
+      ['--lease-duration', '3s'],
+      ownPod ? { ownPod } : {},
+    );
     operators.push(daemon);
     return daemon;
   }
+  interface DaemonSet {
+    metadata: { generation: number };
+    spec: {
+      template: {
+        spec: { dnsPolicy: string; containers: { image: string; args: string[] }[] };
+      };
+    };
+    status: { observedGeneration?: number; desiredNumberScheduled: number; numberReady: number };
+  }
+  const nodeProxyArgs = async (name = 'berth-main-node-proxy') => {
+    const daemonSet = await getJson<DaemonSet>(['get', 'daemonset', name, '-n', 'berth-system']);
+    const args = daemonSet.spec.template.spec.containers[0]?.args ?? [];
+    return {
+      upstream: args[args.indexOf('--upstream') + 1],
+      tlsServerName: args[args.indexOf('--tls-server-name') + 1],
+      dnsPolicy: daemonSet.spec.template.spec.dnsPolicy,
+    };
+  };
+  const clusterIP = async (name = 'berth-main') =>
+    (await getJson<{ spec: { clusterIP: string } }>(['get', 'service', name, '-n', 'berth-system']))
+      .spec.clusterIP;
 
   beforeAll(async () => {
     cluster = await startControlPlane();
@@ -80,6 +106,26 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
     expect(await can('delete', 'nodes')).toBe('no');
     expect(await can('create', 'clusterrolebindings.rbac.authorization.k8s.io')).toBe('no');
     expect(await can('update', 'registries.berth.dev')).toBe('no');
+    // Its own Pod, for its image: get in its namespace, nothing more.
+    const canInNamespace = async (verb: string, resource: string, namespace: string) =>
+      (
+        await cluster.kubectl(
+          [
+            'auth',
+            'can-i',
+            verb,
+            resource,
+            '-n',
+            namespace,
+            '--as',
+            'system:serviceaccount:berth-system:berth-operator',
+          ],
+          { allowFailure: true },
+        )
+      ).stdout.trim();
+    expect(await canInNamespace('get', 'pods', 'berth-system')).toBe('yes');
+    expect(await canInNamespace('list', 'pods', 'berth-system')).toBe('no');
+    expect(await canInNamespace('get', 'pods', 'default')).toBe('no');
   });
 
   it('renders every owned object for a Registry, becomes Ready once the registry serves, and serves pushes', async () => {
@@ -123,6 +169,12 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
       node: 'localhost:5000',
     });
     expect(registry.status.readyReplicas).toBe(1);
+    // The node proxy needs no cluster DNS: the Service's address, and the name TLS verifies.
+    expect(await nodeProxyArgs()).toEqual({
+      upstream: `https://${await clusterIP()}:5000`,
+      tlsServerName: 'berth-main.berth-system.svc',
+      dnsPolicy: 'Default',
+    });
     process.stdout.write(
       `operator e2e: apply to Ready in ${readyAfter} ms (includes starting the registry process)\n`,
     );
@@ -185,6 +237,76 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
     expect(anonymousStatus).toBe(401);
   });
 
+  it('is Ready only while every node that should run a node proxy has a ready one', async () => {
+    // The DaemonSet controller counted no node: zero of zero is no fault.
+    const daemonSet = await getJson<DaemonSet>([
+      'get',
+      'daemonset',
+      'berth-main-node-proxy',
+      '-n',
+      'berth-system',
+    ]);
+    expect(daemonSet.status).toMatchObject({ desiredNumberScheduled: 0, numberReady: 0 });
+    expect(await ready()).toMatchObject({ status: 'True', reason: 'Available' });
+
+    // A Node: the DaemonSet controller makes it a proxy pod, which no kubelet starts here.
+    await cluster.kubectl(['apply', '-f', '-'], {
+      input: stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a' } }),
+    });
+    await waitFor(
+      async () => (await ready())?.status === 'False',
+      30_000,
+      'Ready to turn False for the node without a ready proxy',
+    );
+    expect(await ready()).toMatchObject({
+      reason: 'NodeProxyUnavailable',
+      message: '1 of 1 registry pods ready; 0 of 1 node proxies ready',
+    });
+
+    // The harness plays that node's kubelet: the proxy's readiness probe passes.
+    const proxyPods = async () =>
+      (
+        await getJson<{ items: { metadata: { name: string } }[] }>([
+          'get',
+          'pods',
+          '-n',
+          'berth-system',
+          '-l',
+          'app.kubernetes.io/instance=main,app.kubernetes.io/component=node-proxy',
+        ])
+      ).items.map((item) => item.metadata.name);
+    await waitFor(async () => (await proxyPods()).length === 1, 30_000, 'the proxy pod');
+    const [proxyPod] = await proxyPods();
+    await cluster.kubectl([
+      'patch',
+      'pod',
+      proxyPod as string,
+      '-n',
+      'berth-system',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      JSON.stringify({
+        status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] },
+      }),
+    ]);
+    await waitFor(
+      async () => (await ready())?.status === 'True',
+      30_000,
+      'Ready once the node has a ready proxy',
+    );
+    expect((await ready())?.message).toBe('1 of 1 registry pods ready; 1 of 1 node proxies ready');
+
+    // Gone again, with its pod (the pod garbage collector's part).
+    await cluster.kubectl(['delete', 'node', 'node-a']);
+    await cluster.kubectl(['delete', 'pod', proxyPod as string, '-n', 'berth-system']);
+    await waitFor(
+      async () => (await ready())?.message.endsWith('0 of 0 node proxies ready') ?? false,
+      30_000,
+      'zero of zero again',
+    );
+  });
+
   it('repairs drift: a deleted Service and a hand-edited Deployment are restored', async () => {
     await cluster.kubectl(['delete', 'service', 'berth-main', '-n', 'berth-system']);
     await cluster.kubectl([
@@ -201,6 +323,12 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
       async () => await exists('service', 'berth-main'),
       15_000,
       'the Service to come back',
+    );
+    // A new Service has a new ClusterIP; the node proxy follows it.
+    await waitFor(
+      async () => (await nodeProxyArgs()).upstream === `https://${await clusterIP()}:5000`,
+      15_000,
+      'the node proxy to follow the new ClusterIP',
     );
     await waitFor(
       async () =>
@@ -375,5 +503,73 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'the operator on a real A
       await waitFor(async () => !(await exists(kind, name)), 30_000, `${kind} ${name} to go`);
     }
     expect(await exists('persistentvolumeclaim', 'berth-main-data')).toBe(true);
+  });
+
+  it('runs registry and node-proxy pods on the image of its own Pod when given no --image', async () => {
+    // The operator's Pod as its Deployment makes it (no kubelet runs here: it stays Pending),
+    // on an image a kustomize images: override could have set.
+    const image = 'registry.example/platform/berth:from-pod';
+    await cluster.kubectl(['apply', '-f', '-'], {
+      input: stringify({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'berth-operator-self', namespace: 'berth-system' },
+        spec: {
+          containers: [
+            { name: 'sidecar', image: 'registry.example/sidecar:1' },
+            { name: 'operator', image },
+          ],
+        },
+      }),
+    });
+    const operator = startOperator({ namespace: 'berth-system', name: 'berth-operator-self' });
+    await cluster.kubectl(['apply', '-f', '-'], {
+      input: stringify({
+        apiVersion: 'berth.dev/v1alpha1',
+        kind: 'Registry',
+        metadata: { name: 'own-image', namespace: 'berth-system' },
+        spec: { nodeAccess: { mode: 'NodeProxy', port: 5003 } },
+      }),
+    });
+    await waitFor(
+      async () =>
+        (await exists('deployment', 'berth-own-image')) &&
+        (await exists('daemonset', 'berth-own-image-node-proxy')),
+      30_000,
+      `the Deployment and DaemonSet (operator output: ${operator.output})`,
+    );
+    const images = async (kind: string, name: string) =>
+      (
+        await getJson<{ spec: { template: { spec: { containers: { image: string }[] } } } }>([
+          'get',
+          kind,
+          name,
+          '-n',
+          'berth-system',
+        ])
+      ).spec.template.spec.containers.map((container) => container.image);
+    expect(await images('deployment', 'berth-own-image')).toEqual([image]);
+    expect(await images('daemonset', 'berth-own-image-node-proxy')).toEqual([image]);
+  });
+
+  it('says what it needs when it cannot learn the image', async () => {
+    const cli = join(root, 'src', 'cli.ts');
+    const operator = (env: NodeJS.ProcessEnv) =>
+      run(
+        process.execPath,
+        [cli, 'operator', '--kubeconfig', kubeconfig, '--metrics-listen', '127.0.0.1:0'],
+        { env, allowFailure: true },
+      );
+    const { BERTH_IMAGE: _image, POD_NAME: _name, POD_NAMESPACE: _namespace, ...env } = process.env;
+    const nothing = await operator(env);
+    expect(nothing.code).toBe(2);
+    expect(nothing.stderr).toContain(
+      'operator needs the image registry pods run: --image, $BERTH_IMAGE, or $POD_NAME and $POD_NAMESPACE',
+    );
+    const missing = await operator({ ...env, POD_NAMESPACE: 'berth-system', POD_NAME: 'gone' });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(
+      /cannot read this operator's Pod berth-system\/gone to learn its image \(.*not found.*\); grant get on pods in berth-system/,
+    );
   });
 });

@@ -114,8 +114,9 @@ export interface RunningNodeProxy {
 /**
  * Plays the kubelet on one node for the node-proxy DaemonSet Berth rendered: mounts its volumes
  * under `root` and runs its arguments as they are, except `--upstream`, which names the registry
- * Service by its cluster DNS name; this machine has no cluster DNS, so the harness points it at
- * `upstream` instead (a name the registry's certificate also carries).
+ * Service's ClusterIP; nothing routes that here (no kube-proxy), so the harness points it at
+ * `upstream` instead. `--tls-server-name` stays: the proxy still verifies the Service's name in
+ * the certificate the operator issued.
  */
 export async function runDaemonSet(
   cluster: ControlPlane,

@@ -120,6 +120,8 @@ export interface NodeProxyProcess {
 /** `berth node-proxy` on a loopback port, in front of `upstream`. */
 export async function startNodeProxyProcess(options: {
   upstream: string;
+  /** `--tls-server-name`: the name to verify when `upstream` is an address. */
+  tlsServerName?: string;
   caFile: string;
   cacheDirectory: string;
   cacheSize?: string;
@@ -135,6 +137,7 @@ export async function startNodeProxyProcess(options: {
     `127.0.0.1:${port}`,
     '--upstream',
     options.upstream,
+    ...(options.tlsServerName ? ['--tls-server-name', options.tlsServerName] : []),
     '--ca-file',
     options.caFile,
     '--cache-dir',

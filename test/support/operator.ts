@@ -23,23 +23,33 @@ export function operatorKubeconfig(cluster: ControlPlane, directory: string): Pr
   );
 }
 
-/** `berth operator` as a process of its own; `built` runs dist/ (benchmarks) instead of src/. */
+/**
+ * `berth operator` as a process of its own; `built` runs dist/ (benchmarks) instead of src/.
+ * With `ownPod` it runs as in its Deployment: no `--image`, but POD_NAMESPACE and POD_NAME, as
+ * the downward API sets them, so it reads its image from that Pod.
+ */
 export function startOperatorProcess(
   kubeconfig: string,
   args: readonly string[] = [],
-  options: { built?: boolean } = {},
+  options: { built?: boolean; ownPod?: { namespace: string; name: string } } = {},
 ): Daemon {
-  return new Daemon(process.execPath, [
-    berthCli(options.built),
-    'operator',
-    '--kubeconfig',
-    kubeconfig,
-    '--image',
-    'berth:test',
-    '--metrics-listen',
-    '127.0.0.1:0',
-    '--log-level',
-    'warn',
-    ...args,
-  ]);
+  const { ownPod } = options;
+  return new Daemon(
+    process.execPath,
+    [
+      berthCli(options.built),
+      'operator',
+      '--kubeconfig',
+      kubeconfig,
+      ...(ownPod ? [] : ['--image', 'berth:test']),
+      '--metrics-listen',
+      '127.0.0.1:0',
+      '--log-level',
+      'warn',
+      ...args,
+    ],
+    ownPod
+      ? { ...process.env, POD_NAMESPACE: ownPod.namespace, POD_NAME: ownPod.name }
+      : process.env,
+  );
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { Logger } from '../../observability/logger.ts';
 import { isNotFound, type KubeClient, type KubeObject } from '../../kube/client.ts';
 import type { Informer } from '../../kube/informer.ts';
@@ -11,11 +12,17 @@ import type { EventRecorder } from '../events.ts';
 import { fieldManager, registryObjectNames } from '../render/labels.ts';
 import {
   registryObjectsAbsent,
+  renderNodeProxy,
   renderRegistry,
   type RegistryResource,
   type RegistrySecrets,
 } from '../render/registry.ts';
-import { renderRegistryStatus, type Condition, type DeploymentState } from '../render/status.ts';
+import {
+  renderRegistryStatus,
+  type Condition,
+  type DaemonSetState,
+  type DeploymentState,
+} from '../render/status.ts';
 import { withoutNodeProxy } from '../node-ports.ts';
 
 const day = 86_400_000;
@@ -28,6 +35,14 @@ export interface RegistryObject extends KubeObject {
 export interface DeploymentObject extends KubeObject {
   spec?: { replicas?: number };
   status?: { readyReplicas?: number; updatedReplicas?: number; observedGeneration?: number };
+}
+
+export interface DaemonSetObject extends KubeObject {
+  status?: { desiredNumberScheduled?: number; numberReady?: number; observedGeneration?: number };
+}
+
+interface ServiceObject extends KubeObject {
+  spec?: { clusterIP?: string };
 }
 
 interface SecretObject extends KubeObject {
@@ -43,13 +58,14 @@ export interface RegistryControllerOptions {
 /**
  * Reconciles one Registry: renders everything it needs and applies it with server-side apply
  * under one field manager (so a deleted or hand-edited object is put back), then reports status
- * from its Deployment. Level-based: it reads the current state each time and never depends on
- * which event woke it.
+ * from its Deployment and node-proxy DaemonSet. Level-based: it reads the current state each
+ * time and never depends on which event woke it.
  */
 export class RegistryController {
   private readonly client: KubeClient;
   private readonly registries: Informer<RegistryObject>;
   private readonly deployments: Informer<DeploymentObject>;
+  private readonly daemonSets: Informer<DaemonSetObject>;
   /** Whether the caches hold a Berth-managed object of this kind. */
   private readonly managed: (kind: string, namespace: string, name: string) => boolean;
   private readonly events: EventRecorder;
@@ -61,6 +77,7 @@ export class RegistryController {
     informers: {
       registries: Informer<RegistryObject>;
       deployments: Informer<DeploymentObject>;
+      daemonSets: Informer<DaemonSetObject>;
       managed: (kind: string, namespace: string, name: string) => boolean;
     },
     events: EventRecorder,
@@ -70,6 +87,7 @@ export class RegistryController {
     this.client = client;
     this.registries = informers.registries;
     this.deployments = informers.deployments;
+    this.daemonSets = informers.daemonSets;
     this.managed = informers.managed;
     this.events = events;
     this.options = options;
@@ -116,10 +134,27 @@ export class RegistryController {
     const holder = this.options.nodePortHolder?.(key);
     const effective = holder ? withoutNodeProxy(registry) : registry;
     const secrets = await this.secretsFor(registry);
-    for (const desired of renderRegistry(effective, secrets, this.options)) {
-      await this.client.apply(objectPath(desired), desired, fieldManager);
-    }
     const names = registryObjectNames(registry.metadata.name);
+    let service: ServiceObject | undefined;
+    for (const desired of renderRegistry(effective, secrets, this.options)) {
+      const applied = await this.client.apply<ServiceObject>(
+        objectPath(desired),
+        desired,
+        fieldManager,
+      );
+      if (desired.kind === 'Service') service = applied;
+    }
+    // The node proxy connects to the ClusterIP the API server gave the Service (nodes need no
+    // cluster DNS), so it waits for one; the API server assigns it when it creates the Service,
+    // and a later change reaches this reconcile through the Service watch.
+    const wantsNodeProxy = effective.spec.nodeAccess.mode === 'NodeProxy';
+    const clusterIP = wantsNodeProxy ? assignedClusterIP(service) : undefined;
+    if (clusterIP) {
+      const nodeProxy = renderNodeProxy(effective, this.options, clusterIP);
+      await this.client.apply(objectPath(nodeProxy), nodeProxy, fieldManager);
+    } else if (wantsNodeProxy) {
+      this.logger.warn({ registry: key }, 'registry Service has no ClusterIP yet');
+    }
     for (const absent of registryObjectsAbsent(effective)) {
       if (this.managed(absent.kind, absent.namespace, absent.name))
         await this.client.delete(
@@ -137,11 +172,16 @@ export class RegistryController {
         }
       : undefined;
 
-    const deployment = this.deployments.get(`${registry.metadata.namespace}/${names.deployment}`);
+    const namespace = registry.metadata.namespace;
+    const deployment = this.deployments.get(`${namespace}/${names.deployment}`);
+    const daemonSet = this.daemonSets.get(`${namespace}/${names.nodeProxy}`);
     const previous = object.status?.conditions as Condition[] | undefined;
     const status = renderRegistryStatus(
       effective,
-      deploymentState(deployment),
+      {
+        deployment: deploymentState(deployment),
+        nodeProxy: daemonSetState(daemonSet),
+      },
       previous,
       new Date(),
       problem,
@@ -150,12 +190,13 @@ export class RegistryController {
     if (problem && !wasConflicted)
       await this.events.record(object, 'Warning', problem.reason, problem.message);
     const wasReady = previous?.find((c) => c.type === 'Ready')?.status === 'True';
-    const isReady = status.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+    const ready = status.conditions?.find((c) => c.type === 'Ready');
+    const isReady = ready?.status === 'True';
     await this.writeStatus(object, status);
     if (isReady && !wasReady)
       await this.events.record(object, 'Normal', 'Available', 'the registry is serving');
     if (!isReady && wasReady)
-      await this.events.record(object, 'Warning', 'Unavailable', 'no registry pod is ready');
+      await this.events.record(object, 'Warning', 'Unavailable', ready?.message ?? 'not ready');
     return {};
   }
 
@@ -242,6 +283,22 @@ export class RegistryController {
       'status written',
     );
   }
+}
+
+/** The Service's ClusterIP once the API server has assigned one (not headless `None`). */
+function assignedClusterIP(service: ServiceObject | undefined): string | undefined {
+  const address = service?.spec?.clusterIP;
+  return address && isIP(address) ? address : undefined;
+}
+
+function daemonSetState(daemonSet: DaemonSetObject | undefined): DaemonSetState | undefined {
+  if (!daemonSet) return undefined;
+  return {
+    desired: daemonSet.status?.desiredNumberScheduled ?? 0,
+    ready: daemonSet.status?.numberReady ?? 0,
+    observedGeneration: daemonSet.status?.observedGeneration ?? 0,
+    generation: daemonSet.metadata.generation ?? 0,
+  };
 }
 
 function deploymentState(deployment: DeploymentObject | undefined): DeploymentState | undefined {

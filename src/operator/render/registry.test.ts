@@ -3,10 +3,16 @@ import { parseRegistryConfig } from '../../config/registry.ts';
 import { registrySpecSchema } from '../api/registry.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../tls/certificates.ts';
 import { nodeProxyConfigSchema } from '../../config/node-proxy.ts';
-import { registryObjectsAbsent, renderRegistry, type RegistryResource } from './registry.ts';
+import {
+  registryObjectsAbsent,
+  renderNodeProxy,
+  renderRegistry,
+  type RegistryResource,
+} from './registry.ts';
 
 interface PodSpec {
   hostNetwork?: boolean;
+  dnsPolicy?: string;
   containers: { args?: string[] }[];
   volumes: unknown[];
 }
@@ -74,40 +80,44 @@ describe('renderRegistry', () => {
     expect(JSON.stringify(named)).toContain('"secretName":"from-cert-manager"');
   });
 
-  it('renders the node proxy only in NodeProxy mode', () => {
-    expect(byKind(renderRegistry(registry(), secrets, options), 'DaemonSet')).toHaveLength(1);
-    expect(
-      byKind(
-        renderRegistry(registry({ nodeAccess: { mode: 'None' } }), secrets, options),
-        'DaemonSet',
-      ),
-    ).toHaveLength(0);
+  it('leaves the node proxy to renderNodeProxy, which needs the Service address', () => {
+    expect(byKind(renderRegistry(registry(), secrets, options), 'DaemonSet')).toHaveLength(0);
   });
 
-  it('gives the node proxy arguments it accepts, and the CA but never a key', () => {
-    const [daemonSet] = byKind(
-      renderRegistry(registry({ nodeAccess: { port: 5100, cacheSize: '5Gi' } }), secrets, options),
-      'DaemonSet',
-    );
-    const pod = (daemonSet as unknown as { spec: { template: { spec: PodSpec } } }).spec.template
-      .spec;
-    const args = pod.containers[0]?.args ?? [];
-    const flag = (name: string) => args[args.indexOf(name) + 1];
-    const config = nodeProxyConfigSchema.parse({
-      listen: flag('--listen'),
-      upstream: flag('--upstream'),
-      caFile: flag('--ca-file'),
-      cacheDirectory: flag('--cache-dir'),
-      cacheSize: flag('--cache-size'),
-    });
+  it('gives the node proxy arguments it accepts: the ClusterIP, no DNS, and the CA but never a key', () => {
+    const nodeProxy = (clusterIP: string) => {
+      const daemonSet = renderNodeProxy(
+        registry({ nodeAccess: { port: 5100, cacheSize: '5Gi' } }),
+        options,
+        clusterIP,
+      );
+      const pod = (daemonSet as unknown as { spec: { template: { spec: PodSpec } } }).spec.template
+        .spec;
+      const args = pod.containers[0]?.args ?? [];
+      const flag = (name: string) => args[args.indexOf(name) + 1];
+      const config = nodeProxyConfigSchema.parse({
+        listen: flag('--listen'),
+        upstream: flag('--upstream'),
+        tlsServerName: flag('--tls-server-name'),
+        caFile: flag('--ca-file'),
+        cacheDirectory: flag('--cache-dir'),
+        cacheSize: flag('--cache-size'),
+      });
+      return { pod, config };
+    };
+    const { pod, config } = nodeProxy('10.96.0.17');
     expect(config.listen).toEqual({ host: '127.0.0.1', port: 5100 });
-    expect(config.upstream.href).toBe('https://berth-main.berth-system.svc:5000/');
+    expect(config.upstream.href).toBe('https://10.96.0.17:5000/');
+    // The name the serving certificate Berth issues carries, verified instead of the address.
+    expect(config.tlsServerName).toBe('berth-main.berth-system.svc');
     expect(config.cacheSize).toBe(5 * 1024 ** 3);
     expect(pod.volumes).toContainEqual({
       name: 'ca',
       secret: { secretName: 'berth-main-tls', items: [{ key: 'ca.crt', path: 'ca.crt' }] },
     });
     expect(pod.hostNetwork).toBe(true);
+    expect(pod.dnsPolicy).toBe('Default');
+    expect(nodeProxy('fd00:10:96::a').config.upstream.href).toBe('https://[fd00:10:96::a]:5000/');
   });
 
   it('names what a spec no longer wants, and never the data volume', () => {

@@ -116,9 +116,10 @@ export function registryObjectsAbsent(registry: RegistryResource): AbsentObject[
 }
 
 /**
- * Every object a Registry needs, from the Registry alone (plus its generated secrets). Pure: the
- * same input gives the same objects, so applying them again changes nothing. The data volume has
- * no owner reference under `reclaimPolicy: Retain`, so deleting the Registry keeps the images.
+ * Every object a Registry needs, from the Registry alone (plus its generated secrets), but the
+ * node proxy (renderNodeProxy), which needs the Service's ClusterIP. Pure: the same input gives
+ * the same objects, so applying them again changes nothing. The data volume has no owner
+ * reference under `reclaimPolicy: Retain`, so deleting the Registry keeps the images.
  */
 export function renderRegistry(
   registry: RegistryResource,
@@ -209,8 +210,6 @@ export function renderRegistry(
     });
   }
   objects.push(renderDeployment(registry, options, selector, Boolean(filesystem)));
-  if (registry.spec.nodeAccess.mode === 'NodeProxy')
-    objects.push(renderNodeProxy(registry, options));
   return objects;
 }
 
@@ -324,12 +323,21 @@ function renderDeployment(
 }
 
 /**
- * `berth node-proxy` on every node: hostNetwork, listening on loopback only, TLS to the registry
+ * `berth node-proxy` on every node (in `NodeProxy` mode): hostNetwork, listening on loopback
+ * only, a blob cache on an emptyDir bounded by `nodeAccess.cacheSize`, and TLS to the registry
  * Service verified with the CA from the serving certificate's Secret (only `ca.crt` is mounted,
- * never a key), and a blob cache on an emptyDir bounded by `nodeAccess.cacheSize`.
+ * never a key). It connects to the Service's ClusterIP, so it works on nodes whose host network
+ * cannot resolve cluster DNS names (a kubelet's usually cannot), and verifies the Service's DNS
+ * name, which Berth's serving certificate carries. Pure.
  */
-function renderNodeProxy(registry: RegistryResource, options: RenderOptions): KubeObject {
+export function renderNodeProxy(
+  registry: RegistryResource,
+  options: RenderOptions,
+  serviceClusterIP: string,
+): KubeObject {
   const names = registryObjectNames(registry.metadata.name);
+  // An IPv6 ClusterIP needs brackets in a URL.
+  const upstreamHost = serviceClusterIP.includes(':') ? `[${serviceClusterIP}]` : serviceClusterIP;
   const selector = {
     'app.kubernetes.io/instance': registry.metadata.name,
     'app.kubernetes.io/component': 'node-proxy',
@@ -347,7 +355,8 @@ function renderNodeProxy(registry: RegistryResource, options: RenderOptions): Ku
         },
         spec: {
           hostNetwork: true,
-          dnsPolicy: 'ClusterFirstWithHostNet',
+          // The proxy resolves no names, so the node's own resolver is enough.
+          dnsPolicy: 'Default',
           automountServiceAccountToken: false,
           securityContext: {
             runAsNonRoot: true,
@@ -365,7 +374,9 @@ function renderNodeProxy(registry: RegistryResource, options: RenderOptions): Ku
                 '--listen',
                 `127.0.0.1:${port}`,
                 '--upstream',
-                `https://${names.service}.${registry.metadata.namespace}.svc:${registryPort}`,
+                `https://${upstreamHost}:${registryPort}`,
+                '--tls-server-name',
+                `${names.service}.${registry.metadata.namespace}.svc`,
                 '--ca-file',
                 `${nodeProxyCaDirectory}/ca.crt`,
                 '--cache-dir',

@@ -34,15 +34,47 @@ export interface DeploymentState {
   readonly generation: number;
 }
 
-/** The Registry's status from its Deployment's state. Pure. */
+/** The node-proxy DaemonSet's status, as the DaemonSet controller reports it. */
+export interface DaemonSetState {
+  /** desiredNumberScheduled: the nodes that should run a proxy. */
+  readonly desired: number;
+  /** numberReady: proxies whose readiness probe passes, i.e. that reach the registry. */
+  readonly ready: number;
+  readonly observedGeneration: number;
+  readonly generation: number;
+}
+
+/** What the Registry's status is read from. */
+export interface ObservedState {
+  readonly deployment: DeploymentState | undefined;
+  readonly nodeProxy: DaemonSetState | undefined;
+}
+
+/**
+ * Why the node proxy keeps a `NodeProxy` Registry from being Ready, if it does. Zero desired is
+ * no fault (no node is there to run one, and nobody can pull on a node that does not exist), but
+ * counts are only believed once the DaemonSet controller has seen the current spec: a new
+ * DaemonSet reports zero of zero before it has looked at any node.
+ */
+function nodeProxyProblem(nodeProxy: DaemonSetState | undefined): string | undefined {
+  if (!nodeProxy) return 'waiting for the node-proxy DaemonSet';
+  if (nodeProxy.observedGeneration < nodeProxy.generation)
+    return 'waiting for the DaemonSet controller to count the node proxies';
+  if (nodeProxy.ready < nodeProxy.desired)
+    return `${nodeProxy.ready} of ${nodeProxy.desired} node proxies ready`;
+  return undefined;
+}
+
+/** The Registry's status from its Deployment's and its node proxies' state. Pure. */
 export function renderRegistryStatus(
   registry: RegistryResource & { metadata: { generation?: number } },
-  deployment: DeploymentState | undefined,
+  observed: ObservedState,
   previous: readonly Condition[] | undefined,
   now: Date,
   /** Something a person must fix, reported as Degraded. */
   problem?: { readonly reason: string; readonly message: string },
 ): RegistryStatus {
+  const { deployment, nodeProxy } = observed;
   const generation = registry.metadata.generation;
   const wanted = registry.spec.replicas;
   const ready = deployment?.readyReplicas ?? 0;
@@ -51,27 +83,29 @@ export function renderRegistryStatus(
     deployment.observedGeneration >= deployment.generation &&
     deployment.updatedReplicas >= wanted;
   const available = wanted === 0 || (ready >= wanted && rolledOut);
+  const proxies = registry.spec.nodeAccess.mode === 'NodeProxy';
+  const proxyProblem = proxies ? nodeProxyProblem(nodeProxy) : undefined;
+  const pods = `${ready} of ${wanted} registry pods ready`;
   const base = generation === undefined ? {} : { observedGeneration: generation };
+  const readyCondition = (): Omit<Condition, 'lastTransitionTime'> => {
+    if (!available)
+      return { type: 'Ready', status: 'False', reason: 'Progressing', message: pods, ...base };
+    if (proxyProblem)
+      return {
+        type: 'Ready',
+        status: 'False',
+        reason: 'NodeProxyUnavailable',
+        message: `${pods}; ${proxyProblem}`,
+        ...base,
+      };
+    const message =
+      proxies && nodeProxy
+        ? `${pods}; ${nodeProxy.ready} of ${nodeProxy.desired} node proxies ready`
+        : pods;
+    return { type: 'Ready', status: 'True', reason: 'Available', message, ...base };
+  };
   const conditions = [
-    condition(
-      previous,
-      available
-        ? {
-            type: 'Ready',
-            status: 'True',
-            reason: 'Available',
-            message: `${ready} of ${wanted} registry pods ready`,
-            ...base,
-          }
-        : {
-            type: 'Ready',
-            status: 'False',
-            reason: 'Progressing',
-            message: `${ready} of ${wanted} registry pods ready`,
-            ...base,
-          },
-      now,
-    ),
+    condition(previous, readyCondition(), now),
     condition(
       previous,
       available
