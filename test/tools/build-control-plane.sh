@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real control plane the operator's tests run against, through the Go module proxy,
 # into $BERTH_TOOLS_DIR/bin (outside the repository): etcd 3.6 (a wrapper main over etcdmain),
-# kube-apiserver, kube-controller-manager and kubectl 1.36 (wrapper modules; k8s.io/kubernetes needs every staging module
-# mapped to its v0.36.x release by replace lines). Idempotent: a binary whose recorded version
+# kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubelet and kubectl 1.36
+# (wrapper modules; k8s.io/kubernetes needs every staging module mapped to its v0.36.x release by
+# replace lines). Idempotent: a binary whose recorded version
 # matches is kept. Cold, on 2 cores, this takes a while; GOCACHE makes later builds quick.
 set -euo pipefail
 
@@ -45,51 +46,55 @@ GO
   record etcd "$etcd_version"
 fi
 
-for component in kube-apiserver kube-controller-manager; do
+# One wrapper module builds every Kubernetes component; main.go of each is its upstream command
+# constructor behind component-base's cli.Run.
+constructor() {
+  case $1 in
+    kube-apiserver) echo 'app.NewAPIServerCommand()' ;;
+    kube-controller-manager) echo 'app.NewControllerManagerCommand()' ;;
+    kube-scheduler) echo 'app.NewSchedulerCommand()' ;;
+    kube-proxy) echo 'app.NewProxyCommand()' ;;
+    kubelet) echo 'app.NewKubeletCommand(context.Background())' ;;
+  esac
+}
+components=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet)
+for component in "${components[@]}"; do
   if up_to_date "$component" "$kubernetes_version"; then continue; fi
   echo "build: $component $kubernetes_version"
+  started=$(date +%s)
   dir="$work_dir/kubernetes"
-  mkdir -p "$dir/cmd/kube-apiserver" "$dir/cmd/kube-controller-manager"
-  {
-    printf 'module local/berth-kubernetes\n\ngo 1.26\n\nrequire k8s.io/kubernetes %s\n\n' "$kubernetes_version"
-    # k8s.io/kubernetes requires its staging modules at v0.0.0; map each to its release.
-    gomod=$(go mod download -json "k8s.io/kubernetes@$kubernetes_version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-    grep -E '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" | awk '{print $1}' | sort -u |
-      while read -r module; do echo "replace $module => $module $staging_version"; done
-    grep -E '^godebug' "$gomod" || true
-  } > "$dir/go.mod"
-  cat > "$dir/cmd/kube-apiserver/main.go" <<'GO'
-// Command kube-apiserver is the upstream API server command, built as a module of its own.
+  mkdir -p "$dir/cmd/$component"
+  if [ ! -f "$dir/go.mod" ] || ! grep -q "k8s.io/kubernetes $kubernetes_version" "$dir/go.mod"; then
+    {
+      printf 'module local/berth-kubernetes\n\ngo 1.26\n\nrequire k8s.io/kubernetes %s\n\n' "$kubernetes_version"
+      # k8s.io/kubernetes requires its staging modules at v0.0.0; map each to its release.
+      gomod=$(go mod download -json "k8s.io/kubernetes@$kubernetes_version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+      grep -E '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" | awk '{print $1}' | sort -u |
+        while read -r module; do echo "replace $module => $module $staging_version"; done
+      grep -E '^godebug' "$gomod" || true
+    } > "$dir/go.mod"
+  fi
+  context_import=''
+  [ "$component" = kubelet ] && context_import='"context"'
+  cat > "$dir/cmd/$component/main.go" <<GO
+// Command $component is the upstream command, built as a module of its own.
 package main
 
 import (
+	$context_import
 	"os"
 
 	"k8s.io/component-base/cli"
 	_ "k8s.io/component-base/logs/json/register"
-	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	"k8s.io/kubernetes/cmd/$component/app"
 )
 
-func main() { os.Exit(cli.Run(app.NewAPIServerCommand())) }
-GO
-  cat > "$dir/cmd/kube-controller-manager/main.go" <<'GO'
-// Command kube-controller-manager is the upstream controller manager (tests run its garbage
-// collector and namespace controllers), built as a module of its own.
-package main
-
-import (
-	"os"
-
-	"k8s.io/component-base/cli"
-	_ "k8s.io/component-base/logs/json/register"
-	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
-)
-
-func main() { os.Exit(cli.Run(app.NewControllerManagerCommand())) }
+func main() { os.Exit(cli.Run($(constructor "$component"))) }
 GO
   version_flags="-X k8s.io/component-base/version.gitVersion=$kubernetes_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/component-base/version.gitTreeState=clean"
-  (cd "$dir" && go mod tidy && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $version_flags" -o "$bin_dir/$component" "./cmd/$component")
+  (cd "$dir" && gofmt -w "cmd/$component/main.go" && go mod tidy && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $version_flags" -o "$bin_dir/$component" "./cmd/$component")
   record "$component" "$kubernetes_version"
+  echo "build: $component took $(( $(date +%s) - started ))s"
 done
 
 if ! up_to_date kubectl "$staging_version"; then

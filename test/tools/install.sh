@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs every tool the test suite drives, outside the repository:
-#   Debian packages: skopeo, containerd, podman, docker-registry (CNCF distribution 2.8),
-#                    curl and wrk (benchmarks)
+#   Debian packages: skopeo, containerd (with runc), podman, docker-registry (CNCF distribution
+#                    2.8), curl and wrk (benchmarks); for the real test cluster: the CNI plugins,
+#                    iptables, iproute2, conntrack and busybox-static (the shell in test images)
 #   Go modules, built through the module proxy into $BERTH_TOOLS_DIR/bin:
 #     crane, oras, the OCI distribution-spec conformance suite, crictl (containerd's CRI),
-#     and (build-control-plane.sh) etcd, kube-apiserver and kubectl
+#     CoreDNS (the test cluster's DNS), the sandbox ("pause") binary from test/tools/images,
+#     and (build-control-plane.sh) etcd, kube-apiserver, kube-controller-manager,
+#     kube-scheduler, kube-proxy, kubelet and kubectl
 # Idempotent: what is already there at the pinned version is kept.
 set -euo pipefail
 
@@ -12,7 +15,8 @@ tools_dir="${BERTH_TOOLS_DIR:-$HOME/.cache/berth-tools}"
 bin_dir="$tools_dir/bin"
 mkdir -p "$bin_dir"
 
-debian_packages=(skopeo containerd podman docker-registry curl wrk)
+debian_packages=(skopeo containerd runc podman docker-registry curl wrk
+  containernetworking-plugins iptables iproute2 conntrack busybox-static)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
@@ -30,6 +34,7 @@ go_tools=(
   "oras=oras.land/oras/cmd/oras@v1.3.6"
   "conformance=github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
   "crictl=sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
+  "coredns=github.com/coredns/coredns@v1.15.0"
 )
 for entry in "${go_tools[@]}"; do
   name="${entry%%=*}"
@@ -43,7 +48,17 @@ for entry in "${go_tools[@]}"; do
   echo "$module" > "$stamp"
 done
 
-# etcd, kube-apiserver and kubectl for the operator's tests (about five minutes cold on 2 cores).
+# The test cluster's sandbox container: a static binary of this repository's own.
+pause_source="$(cd "$(dirname "$0")/images/pause" && pwd)"
+pause_stamp="$(sha256sum "$pause_source/main.go" "$pause_source/go.mod" | sha256sum | cut -c1-16)"
+if [ ! -x "$bin_dir/pause" ] || [ "$(cat "$bin_dir/.pause.version" 2>/dev/null)" != "$pause_stamp" ]; then
+  echo "install: build pause"
+  (cd "$pause_source" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin_dir/pause" .)
+  echo "$pause_stamp" > "$bin_dir/.pause.version"
+fi
+
+# The Kubernetes components for the operator's tests and the real cluster (about 15 minutes
+# cold on 2 cores, most of it the kubelet).
 bash "$(dirname "$0")/build-control-plane.sh"
 
 echo "install: tools ready in $bin_dir"

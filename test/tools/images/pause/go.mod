@@ -1,0 +1,3 @@
+module local/berth-pause
+
+go 1.26
