@@ -16,6 +16,19 @@ const hopByHop = new Set([
   'host',
 ]);
 
+/**
+ * How long a new connection to the registry may take. A connection that kube-proxy still sends
+ * to a registry pod that just went away gets no answer at all; it must fail fast and be retried.
+ */
+const connectTimeoutMillis = 3_000;
+/** Waits before each new attempt of a request that never reached the registry. */
+const retryDelaysMillis = [250, 500, 1_000, 2_000, 4_000];
+/** Connection errors that mean the request was never received. */
+const notConnectedCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT']);
+
+/** The request never reached the registry, so sending it again cannot do anything twice. */
+class NotConnectedError extends Error {}
+
 /** A request target that is not a path on the registry. */
 export class BadTargetError extends Error {
   constructor(target: string) {
@@ -54,7 +67,8 @@ export class Upstream {
    * serves answers with 200 or 401; rejects when no answer came within `timeoutMillis`.
    */
   async check(timeoutMillis: number): Promise<number> {
-    const response = await this.send(
+    // One attempt: the check reports what a request would meet now.
+    const response = await this.sendOnce(
       'GET',
       '/v2/',
       {},
@@ -67,14 +81,36 @@ export class Upstream {
 
   /**
    * Sends a request upstream; `body` (the client's request) is streamed when given. Resolves with
-   * the response once its headers arrive; the caller consumes or discards the body.
+   * the response once its headers arrive; the caller consumes or discards the body. A request
+   * without a body that could not be delivered (refused, unreachable, no connection within
+   * 3 s) is sent again, a few times over about eight seconds: long enough to ride out a
+   * registry pod being replaced, which is all a pull in flight would otherwise see fail.
    */
-  send(
+  async send(
     method: string,
     path: string,
     headers: IncomingHttpHeaders,
     body?: NodeJS.ReadableStream,
-    /** Ends the request, connecting included, e.g. at a deadline. */
+    /** Ends the request, connecting and retries included, e.g. at a deadline. */
+    signal?: AbortSignal,
+  ): Promise<IncomingMessage> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.sendOnce(method, path, headers, body, signal);
+      } catch (error) {
+        const delay = retryDelaysMillis[attempt];
+        if (body || !(error instanceof NotConnectedError) || delay === undefined || signal?.aborted)
+          throw error;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  private sendOnce(
+    method: string,
+    path: string,
+    headers: IncomingHttpHeaders,
+    body?: NodeJS.ReadableStream,
     signal?: AbortSignal,
   ): Promise<IncomingMessage> {
     // Only origin-form targets ("/v2/..."): "//host/..." or an absolute URL would leave the registry.
@@ -102,7 +138,22 @@ export class Upstream {
         { method, headers: outgoing, agent: this.agent, ...(signal ? { signal } : {}) },
         resolve,
       );
-      request.on('error', reject);
+      request.on('socket', (socket) => {
+        if (!socket.connecting) return; // a pooled connection, connected already
+        const timer = setTimeout(
+          () => request.destroy(new NotConnectedError(`connecting to ${this.url.host} timed out`)),
+          connectTimeoutMillis,
+        );
+        socket.once('connect', () => clearTimeout(timer));
+        socket.once('close', () => clearTimeout(timer));
+      });
+      request.on('error', (error: NodeJS.ErrnoException) =>
+        reject(
+          notConnectedCodes.has(error.code ?? '')
+            ? new NotConnectedError(error.message, { cause: error })
+            : error,
+        ),
+      );
       // No answer, or no bytes of one, for a minute: the registry is treated as unreachable.
       request.setTimeout(60_000, () => request.destroy(new Error(`${method} ${path} timed out`)));
       if (body) {

@@ -83,6 +83,18 @@ describe('the node proxy and its upstream', () => {
     await registry.restart();
   });
 
+  it('holds a request while the registry is being replaced, instead of failing it', async () => {
+    const started = await proxy('replacement', 'localhost');
+    await waitFor(async () => (await readyz(started)).status === 200, 10_000, 'readiness');
+    await registry.stop();
+    // A pull that arrives while no registry listens (a pod being replaced): refused at first,
+    // answered once the registry is back, without the client seeing an error.
+    const pending = requestText(`${started.url}/v2/`, {});
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await registry.restart();
+    expect((await pending).status).toBe(401);
+  });
+
   it('verifies the server name, not the address, and sends it as Host', async () => {
     // The certificate names localhost and 127.0.0.1: the address alone would verify.
     const wrong = await proxy('wrong-name', 'berth-main.berth-system.svc');
