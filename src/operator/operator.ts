@@ -22,6 +22,7 @@ import { EventRecorder } from './events.ts';
 import { GrantTracker } from './grant-tracker.ts';
 import { fieldManager, registryObjectNames } from './render/labels.ts';
 import { isPullSecretName } from './render/pull-secret.ts';
+import { OperatorReadiness } from './readiness.ts';
 import { registryAccessBinding, renderRegistryAccessBinding } from './render/registry-access.ts';
 import type { KubeObject } from '../kube/client.ts';
 import type { QueueResult } from '../kube/queue.ts';
@@ -266,9 +267,6 @@ export async function startOperator(
   daemonSets.onChange(enqueueOwner);
   for (const informer of owned) informer.onChange(enqueueOwner);
 
-  const server = options.metrics
-    ? await serveMetrics(options.metrics, metrics, () => true)
-    : undefined;
   const informers = [
     registries,
     repositories,
@@ -279,6 +277,11 @@ export async function startOperator(
     daemonSets,
     ...owned,
   ];
+  const readiness = new OperatorReadiness(client, informers, logger);
+  readiness.start();
+  const server = options.metrics
+    ? await serveMetrics(options.metrics, metrics, readiness)
+    : undefined;
   const elector = options.leaderElection
     ? new LeaderElector(
         client,
@@ -331,6 +334,7 @@ export async function startOperator(
       address && typeof address === 'object' ? `${address.address}:${address.port}` : undefined,
     stop: async () => {
       elector?.stop();
+      readiness.stop();
       grants.stop();
       stopSignal.abort();
       for (const informer of informers) informer.stop();
@@ -345,13 +349,19 @@ export async function startOperator(
 async function serveMetrics(
   listen: { host: string; port: number },
   metrics: MetricsRegistry,
-  healthy: () => boolean,
+  readiness: OperatorReadiness,
 ): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url === '/metrics') {
       res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics.render());
-    } else if (req.url === '/healthz' || req.url === '/readyz') {
-      res.writeHead(healthy() ? 200 : 503).end(healthy() ? 'ok\n' : 'not ready\n');
+    } else if (req.url === '/healthz') {
+      // Liveness: the process serves. Readiness says whether it can do its work.
+      res.writeHead(200).end('ok\n');
+    } else if (req.url === '/readyz') {
+      const state = readiness.current();
+      res
+        .writeHead(state.ready ? 200 : 503, { 'Content-Type': 'application/json' })
+        .end(JSON.stringify(state));
     } else {
       res.writeHead(404).end();
     }
