@@ -13,8 +13,7 @@
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startContainerd } from '../support/containerd.ts';
-import { criEndpoints } from '../support/kubelet-pull.ts';
+import { criEndpoints, startContainerd } from '../support/containerd.ts';
 import { adminPassword } from '../support/auth.ts';
 import { randomLayerTar } from '../support/images.ts';
 import {

@@ -13,7 +13,6 @@ import {
   type ControlPlane,
 } from '../support/control-plane.ts';
 import { installBerth, startOperatorProcess } from '../support/operator.ts';
-import { markDeploymentReady } from '../support/kubelet.ts';
 import { waitFor } from '../support/processes.ts';
 import { processUsage as usage } from '../support/process-usage.ts';
 
@@ -111,3 +110,34 @@ async function main(): Promise<void> {
 }
 
 await main();
+
+/**
+ * Reports a Deployment rolled out and ready, as the deployment controller would after its pods
+ * passed their probes: no kubelet runs in this benchmark, which measures the operator alone.
+ */
+async function markDeploymentReady(
+  cluster: ControlPlane,
+  namespace: string,
+  name: string,
+  generation: number,
+  replicas: number,
+): Promise<void> {
+  const status = {
+    observedGeneration: generation,
+    replicas,
+    readyReplicas: replicas,
+    updatedReplicas: replicas,
+    availableReplicas: replicas,
+  };
+  await cluster.kubectl([
+    'patch',
+    'deployment',
+    name,
+    '-n',
+    namespace,
+    '--subresource=status',
+    '--type=merge',
+    '-p',
+    JSON.stringify({ status }),
+  ]);
+}

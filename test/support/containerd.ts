@@ -50,3 +50,8 @@ export async function startContainerd(
     },
   };
 }
+
+/** crictl's flags to talk to the containerd listening on `socket`, for images and runtime. */
+export function criEndpoints(socket: string): string[] {
+  return ['--runtime-endpoint', `unix://${socket}`, '--image-endpoint', `unix://${socket}`];
+}
