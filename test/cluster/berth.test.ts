@@ -213,6 +213,9 @@ describeWithTools([...clusterToolNames, 'crane'], 'Berth on a real single-node c
 
   beforeAll(async () => {
     cluster = await startCluster();
+    process.stdout.write(
+      `cluster: node Ready ${cluster.startup.nodeReadyMillis} ms, CoreDNS and storage ready ${cluster.startup.readyMillis} ms after start\n`,
+    );
     work = join(cluster.root, 'test');
     await mkdir(work, { recursive: true });
     // The image as users build it without Docker, loaded as a preloaded image under the name
@@ -338,6 +341,42 @@ describeWithTools([...clusterToolNames, 'crane'], 'Berth on a real single-node c
     );
     expect(registryPods.filter(ready)).toHaveLength(1);
     expect(registryPods[0]?.spec.containers[0]?.image).toBe(overriddenImage);
+    // The container as the node runs it: uid 65532, read-only root filesystem, and how long
+    // from the runtime starting it to the registry listening.
+    const containerId = (
+      await cluster.crictl([
+        'ps',
+        '-q',
+        '--name',
+        '^registry$',
+        '--pod',
+        (
+          await cluster.crictl(['pods', '-q', '--name', registryPods[0]?.metadata.name ?? ''])
+        ).stdout.trim(),
+      ])
+    ).stdout.trim();
+    const inspected = JSON.parse((await cluster.crictl(['inspect', containerId])).stdout) as {
+      status: { startedAt: string };
+      info: { pid: number };
+    };
+    const processStatus = await readFile(`/proc/${inspected.info.pid}/status`, 'utf8');
+    expect(processStatus).toMatch(/^Uid:\s+65532\s+65532/m);
+    const rootMount = (await readFile(`/proc/${inspected.info.pid}/mountinfo`, 'utf8'))
+      .split('\n')
+      .find((line) => line.split(' ')[4] === '/');
+    expect(rootMount?.split(' ')[5]?.split(',')).toContain('ro');
+    const listening = (
+      await kubectl('-n', 'berth-system', 'logs', registryPods[0]?.metadata.name ?? '')
+    ).stdout
+      .split('\n')
+      .map((line) =>
+        line.startsWith('{') ? (JSON.parse(line) as { msg?: string; time?: number }) : {},
+      )
+      .find((entry) => entry.msg === 'registry listening');
+    const startMillis = (listening?.time ?? 0) - Date.parse(inspected.status.startedAt);
+    process.stdout.write(`registry container: started to listening in ${startMillis} ms\n`);
+    expect(startMillis).toBeGreaterThan(0);
+    expect(startMillis).toBeLessThan(2000);
     const proxies = await pods(
       'berth-system',
       'app.kubernetes.io/instance=main,app.kubernetes.io/component=node-proxy',

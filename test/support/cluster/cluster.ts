@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { repositoryRoot } from '../cli.ts';
@@ -65,6 +65,8 @@ export interface Cluster extends ControlPlane {
   importImage(archive: string): Promise<void>;
   /** Restarts the kubelet with other settings (pods keep running). */
   restartKubelet(options: KubeletOptions): Promise<void>;
+  /** From the start of `startCluster`: the node Ready, and everything (CoreDNS, storage) ready. */
+  readonly startup: { readonly nodeReadyMillis: number; readonly readyMillis: number };
   /** The last lines a component printed, for failure messages. */
   logs(component: string): string;
   /** Kills every component at once and cleans nothing: what a test run that dies leaves. */
@@ -130,6 +132,7 @@ export function clusterLayout(name: string): NodeLayout {
  */
 export async function startCluster(): Promise<Cluster> {
   await removeStaleClusters();
+  const started = Date.now();
   const name = `${namespacePrefix}${randomBytes(3).toString('hex')}`;
   const layout = clusterLayout(name);
   const root = layout.root;
@@ -145,6 +148,7 @@ export async function startCluster(): Promise<Cluster> {
     'images',
   ])
     await mkdir(join(root, sub), { recursive: true });
+  await writeFile(join(root, 'owner.pid'), String(process.pid));
   const network = await NetworkNamespace.create(name);
   const daemons = new Map<string, Daemon>();
   const startDaemon = (name: string, command: string, args: readonly string[]): Daemon => {
@@ -322,6 +326,7 @@ export async function startCluster(): Promise<Cluster> {
       120_000,
       'the node to be Ready',
     );
+    const nodeReadyMillis = Date.now() - started;
 
     const provisioner = startDaemon('provisioner', process.execPath, [
       join(repositoryRoot, 'test', 'support', 'cluster', 'provisioner.ts'),
@@ -346,6 +351,7 @@ export async function startCluster(): Promise<Cluster> {
       'deployment/coredns',
       '--timeout=120s',
     ]);
+    const startup = { nodeReadyMillis, readyMillis: Date.now() - started };
 
     const cluster: Cluster = {
       kubeconfig: pki('admin.kubeconfig'),
@@ -359,6 +365,7 @@ export async function startCluster(): Promise<Cluster> {
           allowFailure: options.allowFailure ?? false,
         }),
       importImage,
+      startup,
       restartKubelet: async (options) => {
         await daemons.get('kubelet')?.stop();
         await startKubelet(options);
@@ -385,9 +392,22 @@ export async function startCluster(): Promise<Cluster> {
   }
 }
 
+/** Whether the process that started a cluster still runs (its pid is in `owner.pid`). */
+async function ownerAlive(layout: NodeLayout): Promise<boolean> {
+  const pid = Number(await readFile(join(layout.root, 'owner.pid'), 'utf8').catch(() => ''));
+  if (!pid || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Removes what a run that died left: its processes, mounts, cgroups, namespace and files. */
 export async function removeStaleClusters(): Promise<void> {
   for (const name of await NetworkNamespace.existing()) {
+    if (await ownerAlive(clusterLayout(name))) continue; // another test's live cluster
     await removeNodeState({
       layout: clusterLayout(name),
       network: NetworkNamespace.attach(name),
