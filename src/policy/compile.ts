@@ -1,3 +1,4 @@
+import { ByteLru } from '../util/byte-lru.ts';
 import type { RepositoryDocument } from './schema.ts';
 import { matchesSelector } from './selector.ts';
 
@@ -53,6 +54,9 @@ const everything: ReadonlySet<Action> = new Set(['pull', 'push', 'delete']);
 const pullPush: ReadonlySet<Action> = new Set(['pull', 'push']);
 const pullOnly: ReadonlySet<Action> = new Set(['pull']);
 
+/** Memory for remembered decisions, per compiled policy; their values are the shared sets above. */
+const decisionCacheBytes = 8 * 1024 * 1024;
+
 /**
  * A compiled, immutable policy. Paths are exact names or `prefix/*` subtrees; the most specific
  * rule wins (an exact name, else the longest subtree). A path no Repository declares belongs to
@@ -66,7 +70,11 @@ export class Policy {
   private readonly anonymousPull: boolean;
   /** Namespaces that exist: a namespace that is gone (or never was) may do nothing. */
   private readonly namespaces: ReadonlySet<string>;
-  private readonly decisions = new Map<string, ReadonlySet<Action>>();
+  /** A policy never changes, so decisions never go stale: they leave only to make room. */
+  private readonly decisions = new ByteLru<ReadonlySet<Action>>({
+    maxBytes: decisionCacheBytes,
+    ttlMillis: Number.POSITIVE_INFINITY,
+  });
 
   constructor(
     exact: Map<string, Rule>,
@@ -89,8 +97,7 @@ export class Policy {
     let decision = this.decisions.get(key);
     if (decision === undefined) {
       decision = this.decide(identity, this.ruleFor(repository));
-      if (this.decisions.size > 50_000) this.decisions.clear();
-      this.decisions.set(key, decision);
+      this.decisions.set(key, decision, 0);
     }
     return decision;
   }
