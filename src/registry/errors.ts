@@ -1,4 +1,4 @@
-import { StorageUnavailableError } from './storage/driver.ts';
+import { StorageUnavailableError, type StorageUnavailableReason } from './storage/driver.ts';
 
 /**
  * The catalogue of OCI distribution error codes. Every protocol error Berth sends is built from
@@ -74,18 +74,37 @@ export function isOciError(error: unknown, ...codes: OciErrorCode[]): error is O
 }
 
 /**
+ * How each storage failure is answered. Full storage is 507 Insufficient Storage (RFC 4918):
+ * the request was fine and a retry will not help until an operator makes room, which a 503
+ * would not say. Storage that refuses writes by its setup is 503, as while it is not ready.
+ */
+const storageAnswers: Record<StorageUnavailableReason, { status: number; message: string }> = {
+  StorageFull: { status: 507, message: 'registry storage is full' },
+  StorageNotWritable: {
+    status: 503,
+    message: 'registry storage is unavailable: StorageNotWritable',
+  },
+  StorageProbeFailed: {
+    status: 503,
+    message: 'registry storage is unavailable: StorageProbeFailed',
+  },
+};
+
+/**
  * Maps any thrown value to an OciError. Storage that refuses the registry becomes UNAVAILABLE
- * (503) with its reason; anything else becomes UNKNOWN (500). Both are the server's
- * fault and are flagged so that the HTTP layer logs them once; their message, which may name
- * server paths, never reaches the client.
+ * with its reason (see storageAnswers); anything else becomes UNKNOWN (500). Both are the
+ * server's fault and are flagged so that the HTTP layer logs them once; their message, which may
+ * name server paths, never reaches the client.
  */
 export function toOciError(error: unknown): { error: OciError; unexpected: boolean } {
   if (error instanceof OciError) return { error, unexpected: false };
   if (error instanceof StorageUnavailableError) {
+    const answer = storageAnswers[error.reason];
     return {
-      error: new OciError('UNAVAILABLE', `registry storage is unavailable: ${error.reason}`, {
+      error: new OciError('UNAVAILABLE', answer.message, {
         detail: { reason: error.reason },
         cause: error,
+        status: answer.status,
       }),
       unexpected: true,
     };

@@ -18,15 +18,24 @@ export type ReadinessState =
 const probeIntervalMillis = 5_000;
 
 /**
+ * Storage failures that leave the registry ready. Full storage still serves every pull and any
+ * push that fits; taking the registry out of its Service would stop the pulls too. Pushes that
+ * do not fit get 507, and the condition is logged when it starts and ends.
+ */
+const readyDespite: ReadonlySet<StorageUnavailableReason> = new Set(['StorageFull']);
+
+/**
  * The registry's one source of readiness: not ready once shutdown has begun, nor while storage
- * fails its probe. The probe runs at start and then every few seconds, never per request, so a
- * volume the registry cannot write is reported before the first push, and a repaired one is
- * taken back without a restart.
+ * fails its probe (unless it is only full). The probe runs at start and then every few seconds,
+ * never per request, so a volume the registry cannot write is reported before the first push,
+ * and a repaired one is taken back without a restart.
  */
 export class Readiness {
   private readonly driver: StorageDriver;
   private readonly logger: Logger;
   private storage: ReadinessState = { ready: true };
+  /** What the last probe found wrong, if anything. */
+  private problem: StorageUnavailableError | undefined;
   private stopping = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -65,24 +74,33 @@ export class Readiness {
 
   /** Updates the storage state; logs only when it changes, not every period. */
   private async probe(): Promise<void> {
-    const previous = this.storage;
+    const previous = this.problem;
     try {
       await this.driver.probe();
-      this.storage = { ready: true };
-      if (!previous.ready) this.logger.info({ storage: this.driver.name }, 'storage ready again');
+      this.problem = undefined;
     } catch (error) {
       // The driver contract promises StorageUnavailableError; anything else is still a failure.
-      const failure =
+      this.problem =
         error instanceof StorageUnavailableError
           ? error
           : new StorageUnavailableError('StorageProbeFailed', String(error), { cause: error });
-      this.storage = { ready: false, reason: failure.reason, message: failure.message };
-      if (previous.ready || previous.reason !== failure.reason) {
-        this.logger.error(
-          { storage: this.driver.name, reason: failure.reason, message: failure.message },
-          'storage not ready',
-        );
-      }
+    }
+    const problem = this.problem;
+    this.storage =
+      problem && !readyDespite.has(problem.reason)
+        ? { ready: false, reason: problem.reason, message: problem.message }
+        : { ready: true };
+    if (problem?.reason === previous?.reason) return;
+    if (problem) {
+      this.logger.error(
+        { storage: this.driver.name, reason: problem.reason, message: problem.message },
+        readyDespite.has(problem.reason) ? 'storage refuses writes' : 'storage not ready',
+      );
+    } else if (previous) {
+      this.logger.info(
+        { storage: this.driver.name, reason: previous.reason },
+        readyDespite.has(previous.reason) ? 'storage takes writes again' : 'storage ready again',
+      );
     }
   }
 }

@@ -2,6 +2,7 @@ import type { RegistryConfig } from '../config/registry.ts';
 import { BlobService } from './service/blobs.ts';
 import { CatalogService } from './service/catalog.ts';
 import { ManifestService } from './service/manifests.ts';
+import { TagService } from './service/tags.ts';
 import { UploadService } from './service/uploads.ts';
 import type { StorageDriver } from './storage/driver.ts';
 
@@ -20,7 +21,8 @@ export function createRegistryServices(
 ): RegistryServices {
   const blobs = new BlobService(driver);
   const uploads = new UploadService(driver, blobs);
-  const manifests = new ManifestService(driver, blobs, {
+  const tags = new TagService(driver, { ttlMillis: config.cache.ttl });
+  const manifests = new ManifestService(driver, blobs, tags, {
     maxBytes: config.cache.manifestBytes,
     ttlMillis: config.cache.ttl,
   });

@@ -1,24 +1,30 @@
 import { OciError } from '../errors.ts';
 import { assertRepositoryName, parseDigest } from '../reference.ts';
 import type { HandlerContext } from './context.ts';
-import { parseByteRange, parseChunkRange, queryString } from './headers.ts';
+import { parseByteRange, parseChunkRange, queryString, rangeApplies } from './headers.ts';
 import { declaredLength, hasBody } from './body.ts';
 
 type BlobRoute = { name: string; digest: string };
 type UploadsRoute = { name: string };
 type UploadRoute = { name: string; id: string };
 
-/** GET and HEAD /v2/<name>/blobs/<digest>, with single `Range: bytes=` requests answered 206. */
+/**
+ * GET and HEAD /v2/<name>/blobs/<digest>. A GET with a single satisfiable `Range: bytes=` is
+ * answered 206, one with no satisfiable range 416 (see parseByteRange).
+ */
 export async function getBlob(ctx: HandlerContext, route: BlobRoute): Promise<void> {
   const { req, res, services } = ctx;
   const name = assertRepositoryName(route.name);
   const digest = parseDigest(route.digest);
   const size = await services.blobs.stat(name, digest);
-  const range = parseByteRange(req.headers.range, size);
+  const etag = `"${digest.value}"`;
+  const range = rangeApplies(req.method, req.get('If-Range'), etag)
+    ? parseByteRange(req.headers.range, size)
+    : undefined;
   res.setHeader('Docker-Content-Digest', digest.value);
   res.setHeader('Content-Type', 'application/octet-stream');
   res.setHeader('Accept-Ranges', 'bytes');
-  res.setHeader('ETag', `"${digest.value}"`);
+  res.setHeader('ETag', etag);
   res.setHeader('Cache-Control', 'max-age=31536000');
   if (range) {
     res.status(206);
@@ -40,7 +46,7 @@ export async function getBlob(ctx: HandlerContext, route: BlobRoute): Promise<vo
 export async function deleteBlob(ctx: HandlerContext, route: BlobRoute): Promise<void> {
   const name = assertRepositoryName(route.name);
   const digest = parseDigest(route.digest);
-  await ctx.services.blobs.delete(name, digest);
+  await ctx.services.manifests.deleteBlob(name, digest);
   ctx.res.status(202).setHeader('Content-Length', 0).end();
 }
 

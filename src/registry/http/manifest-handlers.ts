@@ -9,7 +9,6 @@ import {
 import { maxManifestBytes } from '../service/manifests.ts';
 import { listReferrers } from '../service/referrers.ts';
 import { paginate } from '../service/pagination.ts';
-import { listTags } from '../service/tags.ts';
 import { readBody } from './body.ts';
 import type { HandlerContext } from './context.ts';
 import { bareMediaType, parsePageSize, queryString } from './headers.ts';
@@ -101,7 +100,7 @@ export async function getTags(ctx: HandlerContext, route: { name: string }): Pro
   const name = assertRepositoryName(route.name);
   const n = parsePageSize(req.query.n, Number.MAX_SAFE_INTEGER);
   const last = queryString(req.query.last, 'last');
-  const page = paginate(await listTags(services.driver, name), { n, last });
+  const page = paginate(await services.manifests.tags.list(name), { n, last });
   if (page.next !== undefined && n !== undefined) {
     res.setHeader(
       'Link',

@@ -68,11 +68,10 @@ export class BlobService {
   }
 
   /**
-   * Removes a blob from a repository. The content itself stays until garbage collection finds
-   * nothing linking it, as in distribution.
+   * Unlinks a blob from a repository; ManifestService.deleteBlob decides whether it may go.
+   * The content itself stays until garbage collection finds nothing linking it.
    */
-  async delete(repository: string, digest: Digest): Promise<void> {
-    await this.stat(repository, digest);
+  async unlink(repository: string, digest: Digest): Promise<void> {
     await this.driver.delete(paths.layerDirectory(repository, digest));
   }
 }

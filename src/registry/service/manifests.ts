@@ -1,12 +1,15 @@
 import { createHash } from 'node:crypto';
-import { OciError } from '../errors.ts';
+import { isOciError, OciError } from '../errors.ts';
+import { ByteLru } from '../../util/byte-lru.ts';
 import { parseDigest, type Digest, type ManifestReference } from '../reference.ts';
 import { PathNotFoundError, type StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import { blobUnknown, type BlobService } from './blobs.ts';
-import { LruCache } from './cache.ts';
+import { findDependent } from './dependents.ts';
 import { listOrEmpty, readLink, writeLink } from './links.ts';
+import { KeyedLock } from './locks.ts';
 import { inferMediaType, parseManifest, type ParsedManifest } from './manifest-schema.ts';
+import type { TagService } from './tags.ts';
 
 /** distribution's cap, which every client already respects. */
 export const maxManifestBytes = 4 * 1024 * 1024;
@@ -25,69 +28,66 @@ export interface ManifestCacheOptions {
 }
 
 /**
- * Manifests and tags. Content is stored as a blob (so distribution can read it); a revision link
- * makes it part of a repository, and Berth records the pushed Content-Type beside the link so
- * the exact type comes back on pull. Reads are cached: manifests are small and hot.
+ * Manifests, and the rule that ties a repository together: every manifest's blobs and children
+ * are in its repository, from a push (which checks them) until the manifest is deleted (nothing
+ * it needs may leave before). Content is stored as a blob (so distribution can read it); a
+ * revision link makes it part of a repository, and Berth records the pushed Content-Type beside
+ * the link so the exact type comes back on pull. Reads are cached: manifests are small and hot.
+ *
+ * Each repository has a lock: pushes hold it shared, and what removes content a manifest may
+ * need (a manifest or blob deleted by digest) holds it alone, so a push never checks a blob that
+ * a delete then takes away. A read that fills the cache holds its revision's lock shared, which
+ * a delete holds alone, so the cache keeps nothing a delete removed.
  */
 export class ManifestService {
   private readonly driver: StorageDriver;
   private readonly blobs: BlobService;
-  private readonly manifests: LruCache<string, StoredManifest>;
-  private readonly tags: LruCache<string, Digest>;
+  readonly tags: TagService;
+  private readonly manifests: ByteLru<StoredManifest>;
+  private readonly repositories = new KeyedLock();
+  private readonly revisions = new KeyedLock();
   /** Called after any change to a repository's manifests or tags. */
   onChange: (repository: string) => void = () => undefined;
 
-  constructor(driver: StorageDriver, blobs: BlobService, cache: ManifestCacheOptions) {
+  constructor(
+    driver: StorageDriver,
+    blobs: BlobService,
+    tags: TagService,
+    cache: ManifestCacheOptions,
+  ) {
     this.driver = driver;
     this.blobs = blobs;
-    this.manifests = new LruCache({ maxWeight: cache.maxBytes, ttlMillis: cache.ttlMillis });
-    this.tags = new LruCache({ maxWeight: 100_000, ttlMillis: cache.ttlMillis });
+    this.tags = tags;
+    this.manifests = new ByteLru({ maxBytes: cache.maxBytes, ttlMillis: cache.ttlMillis });
   }
 
   async get(repository: string, reference: ManifestReference): Promise<StoredManifest> {
     const digest =
       reference.kind === 'digest'
         ? reference.digest
-        : await this.resolveTag(repository, reference.tag);
+        : await this.tags.resolve(repository, reference.tag);
     return this.getByDigest(repository, digest);
   }
 
-  async resolveTag(repository: string, tag: string): Promise<Digest> {
-    const key = `${repository}:${tag}`;
-    const cached = this.tags.get(key);
-    if (cached) return cached;
-    const digest = await readLink(this.driver, paths.tagCurrentLink(repository, tag));
-    if (!digest) throw manifestUnknown({ tag });
-    this.tags.set(key, digest);
-    return digest;
-  }
-
   async getByDigest(repository: string, digest: Digest): Promise<StoredManifest> {
-    const key = `${repository}@${digest.value}`;
-    const cached = this.manifests.get(key);
-    if (cached) return cached;
-    const linked = await readLink(this.driver, paths.revisionLink(repository, digest));
-    if (!linked) throw manifestUnknown({ digest: digest.value });
-    let bytes: Buffer;
-    try {
-      bytes = await this.driver.getContent(paths.blobData(digest));
-    } catch (error) {
-      if (error instanceof PathNotFoundError) throw manifestUnknown({ digest: digest.value });
-      throw error;
-    }
-    const manifest = {
-      digest,
-      bytes,
-      mediaType: await this.storedMediaType(repository, digest, bytes),
-    };
-    this.manifests.set(key, manifest, bytes.length + key.length);
-    return manifest;
+    const key = revisionKey(repository, digest);
+    return (
+      this.manifests.get(key) ??
+      this.revisions.shared(key, async () => {
+        const manifest = await this.read(repository, digest);
+        this.manifests.set(key, manifest, manifest.bytes.length);
+        return manifest;
+      })
+    );
   }
 
   /**
    * Stores a manifest after checking that it is valid and that everything it references is in
-   * the repository, and points the reference's tag and `extraTags` at it. Writes go content first, links last, so a crash leaves no link to anything
-   * missing.
+   * the repository, and points the reference's tag and `extraTags` at it, holding their locks
+   * throughout: of concurrent pushes to an immutable tag in this process, the first sets it and
+   * the others are refused before they write anything (pushes in other processes are refused by
+   * storage when they point the tag). Writes go content first, links last, so a crash leaves no
+   * link to anything missing.
    */
   async put(
     repository: string,
@@ -104,44 +104,35 @@ export class ManifestService {
       });
     }
     const manifest = parseManifest(bytes, contentType);
-    await this.assertReferencesPresent(repository, manifest);
     const extraTags = options.extraTags ?? [];
     const tags = reference.kind === 'tag' ? [reference.tag, ...extraTags] : extraTags;
-    for (const tag of tags) {
-      if (!options.isImmutableTag?.(tag)) continue;
-      const current = await readLink(this.driver, paths.tagCurrentLink(repository, tag));
-      if (current && current.value !== digest.value) {
-        throw new OciError(
-          'DENIED',
-          `tag ${tag} is immutable and already points at ${current.value}`,
-          {
-            detail: { tag, digest: current.value },
-          },
-        );
-      }
-    }
+    const immutable = options.isImmutableTag ?? (() => false);
 
-    if (!(await this.blobs.exists(digest)))
-      await this.driver.putContent(paths.blobData(digest), bytes);
-    await this.driver.putContent(paths.revisionMediaType(repository, digest), manifest.mediaType);
-    await writeLink(this.driver, paths.revisionLink(repository, digest), digest);
-    if (manifest.subject) {
-      await writeLink(
-        this.driver,
-        paths.referrerLink(repository, manifest.subject, digest),
-        digest,
-      );
-    }
-    for (const tag of tags) {
-      await writeLink(this.driver, paths.tagCurrentLink(repository, tag), digest);
-      await writeLink(this.driver, paths.tagIndexLink(repository, tag, digest), digest);
-      this.tags.set(`${repository}:${tag}`, digest);
-    }
-    const key = `${repository}@${digest.value}`;
-    this.manifests.set(
-      key,
-      { digest, bytes, mediaType: manifest.mediaType },
-      bytes.length + key.length,
+    await this.repositories.shared(repository, () =>
+      this.tags.locked(repository, tags, async () => {
+        await this.assertReferencesPresent(repository, manifest);
+        for (const tag of tags) {
+          await this.tags.assertMayPoint(repository, tag, digest, immutable(tag));
+        }
+        if (!(await this.blobs.exists(digest)))
+          await this.driver.putContent(paths.blobData(digest), bytes);
+        await this.driver.putContent(
+          paths.revisionMediaType(repository, digest),
+          manifest.mediaType,
+        );
+        await writeLink(this.driver, paths.revisionLink(repository, digest), digest);
+        if (manifest.subject) {
+          await writeLink(
+            this.driver,
+            paths.referrerLink(repository, manifest.subject, digest),
+            digest,
+          );
+        }
+        for (const tag of tags) await this.tags.point(repository, tag, digest, immutable(tag));
+        // Under the repository's lock: a delete of this digest cannot have run in between.
+        const key = revisionKey(repository, digest);
+        this.manifests.set(key, { digest, bytes, mediaType: manifest.mediaType }, bytes.length);
+      }),
     );
     this.onChange(repository);
     return { digest, subject: manifest.subject };
@@ -149,7 +140,8 @@ export class ManifestService {
 
   /**
    * Deletes by tag (only the tag goes) or by digest (the manifest leaves the repository, with
-   * every tag that points at it and its entry in the referrers of its subject).
+   * every tag that points at it and its entry in the referrers of its subject). A manifest that
+   * an index of the repository lists is not deleted by digest: UNSUPPORTED until the index goes.
    */
   async delete(
     repository: string,
@@ -158,35 +150,96 @@ export class ManifestService {
   ): Promise<void> {
     const immutable = options.isImmutableTag ?? (() => false);
     if (reference.kind === 'tag') {
-      await this.resolveTag(repository, reference.tag);
-      // Deleting and pushing again would move it all the same.
-      if (immutable(reference.tag)) throw immutableTag(reference.tag);
-      await this.driver.delete(paths.tagDirectory(repository, reference.tag));
-      this.tags.delete(`${repository}:${reference.tag}`);
+      const { tag } = reference;
+      await this.repositories.shared(repository, () =>
+        this.tags.locked(repository, [tag], async () => {
+          if (!(await this.tags.current(repository, tag))) throw manifestUnknown({ tag });
+          // Deleting and pushing again would move it all the same.
+          if (immutable(tag)) throw immutableTag(tag);
+          await this.tags.remove(repository, tag);
+        }),
+      );
       this.onChange(repository);
       return;
     }
     const { digest } = reference;
-    const manifest = await this.getByDigest(repository, digest);
-    const tags = await listOrEmpty(this.driver, paths.tagsRoot(repository));
-    for (const tag of tags.filter(immutable)) {
-      const current = await readLink(this.driver, paths.tagCurrentLink(repository, tag));
-      if (current?.value === digest.value) throw immutableTag(tag);
-    }
-    // The revision goes first: a push that tags this digest meanwhile then fails its reference
-    // check or recreates the revision, and no tag is left pointing at nothing.
-    await this.driver.delete(paths.revisionDirectory(repository, digest));
-    for (const tag of tags) {
-      const current = await readLink(this.driver, paths.tagCurrentLink(repository, tag));
-      if (current?.value === digest.value) {
-        await this.driver.delete(paths.tagDirectory(repository, tag));
-        this.tags.delete(`${repository}:${tag}`);
+    await this.repositories.exclusive(repository, async () => {
+      const manifest = await this.getByDigest(repository, digest);
+      const tags = await listOrEmpty(this.driver, paths.tagsRoot(repository));
+      for (const tag of tags.filter(immutable)) {
+        const current = await this.tags.current(repository, tag);
+        if (current?.value === digest.value) throw immutableTag(tag);
       }
-    }
-    const subject = this.parseStored(manifest)?.subject;
-    if (subject) await this.driver.delete(paths.referrerEntry(repository, subject, digest));
-    this.manifests.delete(`${repository}@${digest.value}`);
+      const index = await this.findDependent(repository, digest, 'manifest');
+      if (index) throw stillNeeded('manifest', digest, index, 'GET, HEAD, PUT');
+      // Tags go before the revision: a crash part way leaves a manifest without tags, never a
+      // tag pointing at nothing.
+      for (const tag of tags) {
+        await this.tags.locked(repository, [tag], async () => {
+          const current = await this.tags.current(repository, tag);
+          if (current?.value === digest.value) await this.tags.remove(repository, tag);
+        });
+      }
+      const key = revisionKey(repository, digest);
+      await this.revisions.exclusive(key, async () => {
+        await this.driver.delete(paths.revisionDirectory(repository, digest));
+        this.manifests.delete(key);
+      });
+      const subject = this.parseStored(manifest)?.subject;
+      if (subject) await this.driver.delete(paths.referrerEntry(repository, subject, digest));
+    });
     this.onChange(repository);
+  }
+
+  /**
+   * Removes a blob from a repository unless a manifest there still needs it (UNSUPPORTED,
+   * naming the manifest): the other half of the reference check of a push. Its content stays
+   * until garbage collection finds nothing linking it, as in distribution.
+   */
+  async deleteBlob(repository: string, digest: Digest): Promise<void> {
+    await this.repositories.exclusive(repository, async () => {
+      await this.blobs.stat(repository, digest);
+      const manifest = await this.findDependent(repository, digest, 'blob');
+      if (manifest) throw stillNeeded('blob', digest, manifest, 'GET, HEAD');
+      await this.blobs.unlink(repository, digest);
+    });
+  }
+
+  /**
+   * A manifest of the repository that needs `digest`. Reads the cache or storage, and fills no
+   * cache: a search reads every manifest once and must not evict the hot ones.
+   */
+  private findDependent(
+    repository: string,
+    digest: Digest,
+    as: 'blob' | 'manifest',
+  ): Promise<Digest | undefined> {
+    const read = async (candidate: Digest): Promise<ParsedManifest | undefined> => {
+      try {
+        const manifest =
+          this.manifests.get(revisionKey(repository, candidate)) ??
+          (await this.read(repository, candidate));
+        return this.parseStored(manifest);
+      } catch (error) {
+        if (isOciError(error, 'MANIFEST_UNKNOWN')) return undefined;
+        throw error;
+      }
+    };
+    return findDependent(this.driver, read, repository, digest, as);
+  }
+
+  /** A manifest of the repository from storage. Throws MANIFEST_UNKNOWN. */
+  private async read(repository: string, digest: Digest): Promise<StoredManifest> {
+    const linked = await readLink(this.driver, paths.revisionLink(repository, digest));
+    if (!linked) throw manifestUnknown({ digest: digest.value });
+    let bytes: Buffer;
+    try {
+      bytes = await this.driver.getContent(paths.blobData(digest));
+    } catch (error) {
+      if (error instanceof PathNotFoundError) throw manifestUnknown({ digest: digest.value });
+      throw error;
+    }
+    return { digest, bytes, mediaType: await this.storedMediaType(repository, digest, bytes) };
   }
 
   /** A stored manifest parsed for its references; undefined for content Berth would not accept today. */
@@ -236,6 +289,27 @@ export class ManifestService {
       return 'application/octet-stream';
     }
   }
+}
+
+function revisionKey(repository: string, digest: Digest): string {
+  return `${repository}@${digest.value}`;
+}
+
+/**
+ * Deleting what a manifest needs is refused as a DELETE this resource does not support now
+ * (405, with the methods it does support in Allow), naming the manifest that needs it.
+ */
+function stillNeeded(
+  what: 'blob' | 'manifest',
+  digest: Digest,
+  dependent: Digest,
+  allow: string,
+): OciError {
+  return new OciError(
+    'UNSUPPORTED',
+    `${what} ${digest.value} is referenced by manifest ${dependent.value}; delete that manifest first`,
+    { detail: { digest: digest.value, manifest: dependent.value }, headers: { Allow: allow } },
+  );
 }
 
 function immutableTag(tag: string): OciError {

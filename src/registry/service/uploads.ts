@@ -99,7 +99,9 @@ export class UploadService {
 
   /**
    * Finishes an upload with an optional last chunk, verifies the digest over everything received
-   * and moves the content into place. A wrong digest cancels the upload.
+   * and moves the content into place. A wrong digest cancels the upload, and so does a failure
+   * after the digest was verified (storage refusing the move or the link): the client starts
+   * again, and the upload's bytes do not wait for the purge.
    */
   async complete(
     repository: string,
@@ -123,11 +125,17 @@ export class UploadService {
       }
       // The session stays in the map, busy, until the upload directory is gone: a concurrent
       // PATCH must not reopen the data file while it is being renamed into a shared blob.
-      await session.writer.close();
-      if (!(await this.blobs.exists(digest))) {
-        await this.driver.move(paths.uploadData(repository, id), paths.blobData(digest));
+      try {
+        await session.writer.close();
+        if (!(await this.blobs.exists(digest))) {
+          await this.driver.move(paths.uploadData(repository, id), paths.blobData(digest));
+        }
+        await this.blobs.link(repository, digest);
+      } catch (error) {
+        // What failed is the answer; storage that also refuses this leaves it for the purge.
+        await this.driver.delete(paths.uploadDirectory(repository, id)).catch(() => undefined);
+        throw error;
       }
-      await this.blobs.link(repository, digest);
       await this.driver.delete(paths.uploadDirectory(repository, id));
     } finally {
       if (finished) {
@@ -157,10 +165,7 @@ export class UploadService {
         const startedAt = await this.startedAt(repository, id);
         if (startedAt !== undefined && startedAt >= startedBefore) continue;
         const session = this.sessions.get(sessionKey(repository, id));
-        if (session) {
-          this.sessions.delete(session.key);
-          await session.writer.close();
-        }
+        if (session) await this.drop(session);
         await this.driver.delete(paths.uploadDirectory(repository, id));
         removed += 1;
       }
@@ -222,7 +227,14 @@ export class UploadService {
     } catch (error) {
       // The running hash has seen bytes that are now cut off: drop it and hash from storage later.
       session.hash = undefined;
-      await session.writer.truncate(before);
+      try {
+        await session.writer.truncate(before);
+      } catch {
+        // Storage refused the cut too (it went read-only): this writer's state is lost, so the
+        // next request reopens the upload from storage, where the unacknowledged tail fails its
+        // range or digest check.
+        await this.drop(session);
+      }
       throw error;
     }
   }
@@ -299,6 +311,12 @@ export class UploadService {
     return session;
   }
 
+  /** Forgets a session and closes its writer, keeping the upload's files. */
+  private async drop(session: Session): Promise<void> {
+    this.sessions.delete(session.key);
+    await session.writer.close().catch(() => undefined);
+  }
+
   private release(session: Session): void {
     session.busy = false;
     session.lastUsed = Date.now();
@@ -322,8 +340,7 @@ export class UploadService {
     const cutoff = Date.now() - idleSessionMillis;
     for (const session of [...this.sessions.values()]) {
       if (session.busy || session.lastUsed > cutoff) continue;
-      this.sessions.delete(session.key);
-      await session.writer.close().catch(() => undefined);
+      await this.drop(session);
     }
   }
 
@@ -334,8 +351,7 @@ export class UploadService {
       .filter((session) => !session.busy)
       .sort((a, b) => a.lastUsed - b.lastUsed);
     for (const session of idle.slice(0, this.sessions.size - maxOpenSessions)) {
-      this.sessions.delete(session.key);
-      await session.writer.close().catch(() => undefined);
+      await this.drop(session);
     }
   }
 }

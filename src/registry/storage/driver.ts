@@ -3,7 +3,8 @@ import type { Readable, Writable } from 'node:stream';
 /**
  * The seam between the registry's services and where bytes live. Paths are absolute,
  * slash-separated and driver-relative (`/docker/registry/v2/...`); a driver maps them onto its
- * medium. Every driver must pass the shared suite in `testsuite.ts`.
+ * medium. Every driver must pass the shared suite in `testsuite.ts`. A write that fails, for
+ * whatever reason, leaves no temporary file or object of its own behind.
  */
 export interface StorageDriver {
   readonly name: string;
@@ -14,6 +15,17 @@ export interface StorageDriver {
   /** Replaces a small file atomically and durably: a reader sees the old or the new content. */
   putContent(path: string, content: Buffer | string): Promise<void>;
   /**
+   * Creates a small file atomically and durably unless something is already at `path`: true
+   * when this call created it, false (nothing written) when it existed. The one conditional
+   * write, and what decides races between writers that may run in different processes or
+   * replicas: of any number of concurrent calls on one path exactly one returns true, and every
+   * reader sees either nothing or that call's whole content, never a partial file. Every other
+   * write is a blind replace, last writer wins. The filesystem driver links a synced temporary
+   * file into place (`link(2)` fails with EEXIST); an object store would use a conditional put
+   * (`If-None-Match: *`).
+   */
+  createContent(path: string, content: Buffer | string): Promise<boolean>;
+  /**
    * A stream of the file from `offset` to `end` (inclusive) or to its end. Throws
    * PathNotFoundError before the stream is returned, never through it.
    */
@@ -22,7 +34,8 @@ export interface StorageDriver {
    * Writes the file, or the range `offset`..`end` (inclusive), into `destination`, honouring its
    * backpressure. Resolves once every byte was accepted by the destination. Throws
    * PathNotFoundError before writing anything. This is the serving path for blob GETs, so a
-   * driver should make it as cheap as it can (the filesystem driver reuses a ring of buffers).
+   * driver should make it as cheap as it can (the filesystem driver reads into buffers shared by
+   * every GET, and reuses a chunk's memory once the destination has called back its write).
    */
   pipeTo(
     path: string,
@@ -84,13 +97,16 @@ export class PathNotFoundError extends Error {
 
 /**
  * Why storage cannot serve the registry: `StorageNotWritable` when it refuses writes by
- * permission or a read-only medium, `StorageProbeFailed` when a probe failed for another reason.
+ * permission or a read-only medium, `StorageFull` when it has no room (space, inodes or quota)
+ * left, `StorageProbeFailed` when a probe failed for another reason.
  */
-export type StorageUnavailableReason = 'StorageNotWritable' | 'StorageProbeFailed';
+export type StorageUnavailableReason = 'StorageNotWritable' | 'StorageFull' | 'StorageProbeFailed';
 
 /**
  * Storage, not the request, is at fault, and no retry fixes it until the medium is set up
- * again. The message is for operators: it names the storage and the identity it refused.
+ * again or has room. The message is for operators: it names the storage and, when it refused
+ * by permission, the identity it refused. Drivers throw it for writes refused this way, also
+ * from a FileWriter, so that every write path reports the same reasons.
  */
 export class StorageUnavailableError extends Error {
   readonly reason: StorageUnavailableReason;

@@ -41,6 +41,20 @@ export function runDriverSuite(
       expect((await driver.stat('/a/b'))?.isDirectory).toBe(true);
     });
 
+    it('creates content only where nothing is, one winner among concurrent creates', async () => {
+      expect(await driver.createContent('/tags/t/current/link', 'first')).toBe(true);
+      expect(await driver.createContent('/tags/t/current/link', 'second')).toBe(false);
+      expect((await driver.getContent('/tags/t/current/link')).toString()).toBe('first');
+
+      const contenders = Array.from({ length: 16 }, (_, index) => `contender ${index}`);
+      const created = await Promise.all(
+        contenders.map((content) => driver.createContent('/race/link', content)),
+      );
+      expect(created.filter(Boolean)).toHaveLength(1);
+      const winner = contenders[created.indexOf(true)];
+      expect((await driver.getContent('/race/link')).toString()).toBe(winner);
+    });
+
     it('reports missing paths as PathNotFoundError or undefined', async () => {
       await expect(driver.getContent('/missing')).rejects.toBeInstanceOf(PathNotFoundError);
       await expect(driver.reader('/missing')).rejects.toBeInstanceOf(PathNotFoundError);

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StorageUnavailableError } from '../driver.ts';
@@ -13,7 +13,29 @@ runDriverSuite('filesystem', async () => {
   };
 });
 
-// Refused permissions need a process that is not root: test/integration/operations.test.ts.
+describe('filesystem writes', () => {
+  let root: string;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'berth-writes-'));
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('leaves no temporary file, whether a write succeeds, loses a create or fails', async () => {
+    const driver = new FilesystemDriver(root);
+    await driver.putContent('/a/link', 'one');
+    await driver.createContent('/b/link', 'two');
+    await driver.createContent('/b/link', 'three');
+    // A directory where the file should go: the rename fails after the temporary file is written.
+    await mkdir(join(root, 'c', 'link', 'inside'), { recursive: true });
+    await expect(driver.putContent('/c/link', 'four')).rejects.toThrow(/EISDIR|ENOTEMPTY|EEXIST/);
+    expect(await readdir(join(root, temporaryDirectory))).toEqual([]);
+  });
+});
+
+// Refused permissions need a process that is not root: test/integration/operations.test.ts;
+// full and read-only storage need a mount: test/integration/storage-failures.test.ts.
 describe('filesystem storage probe', () => {
   let parent: string;
   beforeEach(async () => {
