@@ -7,6 +7,11 @@ describe('registry configuration', () => {
     expect(config.storage.filesystem.rootDirectory).toBe('./data');
     expect(config.uploads.purgeAfter).toBe(24 * 3_600_000);
     expect(config.auth).toBeUndefined();
+    expect(config.limits).toEqual({
+      maxConnections: 1024,
+      clientTimeout: 60_000,
+      minClientRate: 1024,
+    });
     expect(Object.isFrozen(config.uploads)).toBe(true);
   });
 

@@ -45,6 +45,26 @@ export const registryConfigSchema = z
       })
       .strict()
       .prefault({}),
+    limits: z
+      .object({
+        maxConnections: z
+          .number()
+          .int()
+          .positive()
+          .prefault(1024)
+          .describe('Connections served at once; more are closed as soon as they open.'),
+        clientTimeout: positiveDuration
+          .prefault('60s')
+          .describe(
+            'A client sending its request body, or taking its response, slower than minClientRate for this long is disconnected.',
+          ),
+        minClientRate: sizeSchema
+          .prefault('1Ki')
+          .describe('Bytes per second a client must at least move while the registry waits on it.'),
+      })
+      .strict()
+      .prefault({})
+      .describe('What one client may hold: connections and time.'),
     log: z
       .object({
         level: z

@@ -11,6 +11,7 @@ import { FilesystemDriver, temporaryDirectory } from './storage/filesystem/drive
 import { listOrEmpty } from './service/links.ts';
 import { setUpAuth } from './auth/setup.ts';
 import { Readiness } from './readiness.ts';
+import { limitConnections } from './connection-limits.ts';
 
 export interface RunningRegistry {
   readonly server: Server;
@@ -79,6 +80,7 @@ export async function startRegistry(
     : createServer(serverOptions, app);
   // An idle socket (no bytes either way) is dropped after this long.
   server.setTimeout(10 * 60_000);
+  const stopLimits = limitConnections(server, config.limits, metrics, logger);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -99,6 +101,7 @@ export async function startRegistry(
     stopping ??= (async () => {
       readiness.shutDown();
       clearInterval(purgeTimer);
+      stopLimits();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Keep-alive connections become idle as their requests finish; close each as soon as it is.
       const reaper = setInterval(() => server.closeIdleConnections(), 100);

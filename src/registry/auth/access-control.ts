@@ -15,7 +15,8 @@ const remove: readonly Action[] = ['delete'];
 
 /**
  * The access each endpoint needs, as in distribution: reads need pull, writes pull and push,
- * deletes delete. `_catalog` needs nothing here because it is filtered per caller.
+ * deletes delete, and `_catalog` a token granting `registry:catalog:*` (its listing is then
+ * filtered per caller).
  */
 export function requirementOf(route: Route, method: string): Requirement {
   switch (route.kind) {
@@ -113,9 +114,13 @@ export function enforce(
   challenge: () => Challenge,
 ): void {
   if (requirement.kind === 'catalog') {
-    // Filtered per caller by the handler; a token must have been issued for the catalog.
-    if (access.hasToken && !access.permitsCatalog) {
-      throw unauthorized(challenge(), 'registry:catalog:*', 'insufficient_scope');
+    // As for a repository: without a token the client is told which scope to get one for.
+    if (!access.permitsCatalog) {
+      throw unauthorized(
+        challenge(),
+        'registry:catalog:*',
+        access.hasToken ? 'insufficient_scope' : undefined,
+      );
     }
     return;
   }

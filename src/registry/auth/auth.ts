@@ -1,6 +1,6 @@
 import type { PolicySource } from '../../policy/source.ts';
 import type { Authenticator } from './authenticator.ts';
-import type { FailureLimiter } from './limiter.ts';
+import type { LoginLimiter } from './limiter.ts';
 import type { TokenService } from './tokens.ts';
 
 /** Everything authentication needs, built once per process; absent when auth is off. */
@@ -8,8 +8,8 @@ export interface RegistryAuth {
   readonly tokens: TokenService;
   readonly authenticator: Authenticator;
   readonly policy: PolicySource;
-  /** Failed logins per client address and user, and per user from anywhere. */
-  readonly limiter: { readonly client: FailureLimiter; readonly user: FailureLimiter };
+  /** Failed logins per client address and user, per user and per address. */
+  readonly limiter: LoginLimiter;
   /** Token endpoint URL; when undefined it is derived from each request's Host, so it is always the registry's own host:port. */
   readonly realm: string | undefined;
 }

@@ -9,7 +9,7 @@ import { KubeClient } from '../../kube/client.ts';
 import type { RegistryAuth } from './auth.ts';
 import { Authenticator } from './authenticator.ts';
 import { KeyRing } from './keys.ts';
-import { FailureLimiter } from './limiter.ts';
+import { LoginLimiter } from './limiter.ts';
 import { TokenService } from './tokens.ts';
 
 type AuthConfig = NonNullable<RegistryConfig['auth']>;
@@ -94,10 +94,7 @@ export async function setUpAuth(
         password: password || undefined,
       }),
       policy,
-      limiter: {
-        client: new FailureLimiter({ maxFailures: 10, windowMillis: 60_000, blockMillis: 60_000 }),
-        user: new FailureLimiter({ maxFailures: 100, windowMillis: 60_000, blockMillis: 60_000 }),
-      },
+      limiter: new LoginLimiter(),
       realm: settings.realm,
     },
     close: () => {

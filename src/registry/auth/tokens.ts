@@ -7,7 +7,7 @@ import {
   type JWTPayload,
 } from 'jose';
 import type { Identity } from '../../policy/compile.ts';
-import { LruCache } from '../service/cache.ts';
+import { ByteLru, stringBytes } from '../../util/byte-lru.ts';
 import type { KeyRing } from './keys.ts';
 import { indexGrants, type TokenGrants } from './access-control.ts';
 import type { AccessEntry } from './scope.ts';
@@ -31,6 +31,13 @@ export interface VerifiedAccess {
   readonly expiresAt: number;
 }
 
+export interface VerifiedRefresh {
+  readonly identity: Identity;
+  /** What the token was bound to when issued (see `issueRefreshToken`). */
+  readonly binding: string | undefined;
+  readonly expiresAt: number;
+}
+
 export class InvalidTokenError extends Error {
   constructor(message: string) {
     super(message);
@@ -41,6 +48,9 @@ export class InvalidTokenError extends Error {
 /** JWT clocks may disagree by this much (distribution allows the same). */
 const clockToleranceSeconds = 60;
 
+/** Memory for verified access tokens; a token verified again costs one ES256 verification. */
+const verifiedCacheBytes = 16 * 1024 * 1024;
+
 /**
  * Signs and verifies every JWT the registry uses: access tokens (short-lived, ES256, `access`
  * claim), refresh tokens and namespace credentials (long-lived, carrying only an identity). Only
@@ -50,8 +60,8 @@ const clockToleranceSeconds = 60;
 export class TokenService {
   private readonly keys: KeyRing;
   private readonly settings: TokenSettings;
-  private readonly verified = new LruCache<string, VerifiedAccess>({
-    maxWeight: 20_000,
+  private readonly verified = new ByteLru<VerifiedAccess>({
+    maxBytes: verifiedCacheBytes,
     ttlMillis: 60 * 60_000,
   });
 
@@ -69,34 +79,33 @@ export class TokenService {
     return this.settings.service;
   }
 
-  get tokenTtlSeconds(): number {
-    return Math.round(this.settings.tokenTtlMillis / 1000);
-  }
-
+  /** An access token; it never outlives `notAfter` (epoch milliseconds), when given. */
   async issueAccessToken(
     identity: Identity,
     access: readonly AccessEntry[],
-  ): Promise<{ token: string; issuedAt: Date }> {
+    options: { notAfter?: number | undefined } = {},
+  ): Promise<{ token: string; issuedAt: Date; expiresIn: number }> {
     const issuedAt = new Date();
-    const token = await this.sign(
-      'access',
-      identity,
-      this.settings.service,
-      this.settings.tokenTtlMillis,
-      { access },
-    );
-    return { token, issuedAt };
+    const lifetime = lifetimeUntil(this.settings.tokenTtlMillis, options.notAfter);
+    const token = await this.sign('access', identity, this.settings.service, lifetime, {
+      access,
+    });
+    return { token, issuedAt, expiresIn: secondsOf(lifetime) };
   }
 
-  /** A refresh token (the OAuth2 `refresh_token`, docker's identity token). */
-  issueRefreshToken(identity: Identity): Promise<string> {
-    return this.sign(
-      'refresh',
-      identity,
-      `${this.settings.service}/refresh`,
-      this.settings.credentialLifetimeMillis,
-      {},
-    );
+  /**
+   * A refresh token (the OAuth2 `refresh_token`, docker's identity token). It never outlives
+   * `notAfter` (epoch milliseconds: the expiry of the credential it is issued for), and carries
+   * `binding`, an opaque value the refresh grant compares with the current one.
+   */
+  issueRefreshToken(
+    identity: Identity,
+    options: { notAfter?: number | undefined; binding?: string | undefined } = {},
+  ): Promise<string> {
+    const lifetime = lifetimeUntil(this.settings.credentialLifetimeMillis, options.notAfter);
+    return this.sign('refresh', identity, `${this.settings.service}/refresh`, lifetime, {
+      ...(options.binding === undefined ? {} : { binding: options.binding }),
+    });
   }
 
   /** A namespace credential: the password of a pull secret, verified without any lookup. */
@@ -126,21 +135,30 @@ export class TokenService {
       grants: indexGrants(access),
       expiresAt: (payload.exp as number) * 1000,
     };
-    this.verified.set(token, result);
+    this.verified.set(token, result, accessBytes(access));
     return result;
   }
 
-  async verifyRefreshToken(token: string): Promise<Identity> {
-    return identityOf(await this.verify(token, 'refresh', `${this.settings.service}/refresh`));
+  async verifyRefreshToken(token: string): Promise<VerifiedRefresh> {
+    const payload = await this.verify(token, 'refresh', `${this.settings.service}/refresh`);
+    return {
+      identity: identityOf(payload),
+      binding: typeof payload.binding === 'string' ? payload.binding : undefined,
+      expiresAt: (payload.exp as number) * 1000,
+    };
   }
 
   /** The namespace a credential names. */
   async verifyCredential(token: string): Promise<string> {
-    const identity = identityOf(
-      await this.verify(token, 'credential', `${this.settings.service}/credential`),
-    );
+    return (await this.inspectCredential(token)).namespace;
+  }
+
+  /** The namespace a credential names and when it expires (epoch milliseconds). */
+  async inspectCredential(token: string): Promise<{ namespace: string; expiresAt: number }> {
+    const payload = await this.verify(token, 'credential', `${this.settings.service}/credential`);
+    const identity = identityOf(payload);
     if (identity.kind !== 'namespace') throw new InvalidTokenError('credential names no namespace');
-    return identity.namespace;
+    return { namespace: identity.namespace, expiresAt: (payload.exp as number) * 1000 };
   }
 
   private async sign(
@@ -159,7 +177,7 @@ export class TokenService {
       .setAudience(audience)
       .setIssuedAt(now)
       .setNotBefore(now)
-      .setExpirationTime(now + Math.max(1, Math.round(lifetimeMillis / 1000)))
+      .setExpirationTime(now + secondsOf(lifetimeMillis))
       .setJti(randomUUID())
       .sign(key.privateKey);
   }
@@ -191,6 +209,16 @@ export class TokenService {
   }
 }
 
+/** `lifetimeMillis` from now, cut short so that it ends by `notAfter` (epoch milliseconds). */
+function lifetimeUntil(lifetimeMillis: number, notAfter: number | undefined): number {
+  return notAfter === undefined ? lifetimeMillis : Math.min(lifetimeMillis, notAfter - Date.now());
+}
+
+/** Whole seconds of a lifetime, at least one; rounded down, so that it never ends later. */
+function secondsOf(lifetimeMillis: number): number {
+  return Math.max(1, Math.floor(lifetimeMillis / 1000));
+}
+
 export function subjectOf(identity: Identity): string {
   switch (identity.kind) {
     case 'admin':
@@ -210,6 +238,19 @@ function identityOf(payload: JWTPayload): Identity {
     return { kind: 'namespace', namespace: subject.slice('namespace:'.length) };
   }
   throw new InvalidTokenError('unknown subject');
+}
+
+/**
+ * Heap bytes a verified token's `access` holds, twice over: the claim itself and its index by
+ * repository name. The token string, the cache key, is charged by the cache.
+ */
+function accessBytes(access: readonly AccessEntry[]): number {
+  let bytes = 256;
+  for (const entry of access) {
+    bytes += 2 * (96 + stringBytes(entry.type) + stringBytes(entry.name));
+    for (const action of entry.actions) bytes += 2 * (32 + stringBytes(action));
+  }
+  return bytes;
 }
 
 function isAccessEntry(value: unknown): value is AccessEntry {

@@ -8,6 +8,7 @@ import { InvalidTokenError } from '../auth/tokens.ts';
 import { OciError, toOciError } from '../errors.ts';
 import type { ReadinessState } from '../readiness.ts';
 import type { RegistryServices } from '../services.ts';
+import { StorageUnavailableError } from '../storage/driver.ts';
 import {
   cancelUpload,
   completeUpload,
@@ -83,6 +84,13 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
       'route',
     ]),
   );
+  const storageErrors = metrics.register(
+    new Counter(
+      'berth_registry_storage_errors_total',
+      'Requests refused because storage refused a write, by reason (StorageFull, StorageNotWritable).',
+      ['reason'],
+    ),
+  );
 
   const app = express();
   app.disable('x-powered-by');
@@ -121,10 +129,11 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
   app.use(async (req: Request, res: Response) => {
     const started = process.hrtime.bigint();
     res.set(apiVersionHeader);
-    const route = matchRoute(req.path);
     const traffic = { received: 0, sent: 0 };
-    const routeKind = route?.kind ?? 'none';
+    // Set once the path matched a route with a valid name; the log names nothing else.
+    let route: Route | undefined;
     res.on('close', () => {
+      const routeKind = route?.kind ?? 'none';
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       requests.inc({ route: routeKind, method: req.method, status: String(res.statusCode) });
       durations.observe({ route: routeKind, method: req.method }, seconds);
@@ -147,9 +156,11 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
       }
     });
     try {
+      route = matchRoute(req.path);
       const access = auth && route ? await authorize(auth, req, route) : undefined;
       await dispatch({ req, res, services, traffic, access }, route, req.method);
     } catch (error) {
+      if (error instanceof StorageUnavailableError) storageErrors.inc({ reason: error.reason });
       sendError(req, res, error, logger);
     }
   });

@@ -24,9 +24,16 @@ describe('matchRoute', () => {
     ['/v2/x/y/blobs/uploads/abc', { kind: 'upload', name: 'x/y', id: 'abc' }],
     [`/v2/x/blobs/${digest}`, { kind: 'blob', name: 'x', digest }],
     [`/v2/x/referrers/${digest}`, { kind: 'referrers', name: 'x', digest }],
-    ['/v2/%2e%2e/tags/list', { kind: 'tags', name: '%2e%2e' }],
   ])('%s', (path, route) => {
     expect(matchRoute(path)).toEqual(route);
+  });
+
+  it.each([
+    ['an escaped ..', '/v2/%2e%2e/tags/list'],
+    ['a 15 KB name', `/v2/${'a'.repeat(15_000)}/tags/list`],
+    ['an upper-case name', '/v2/A/blobs/uploads/'],
+  ])('refuses %s with NAME_INVALID', (_what, path) => {
+    expect(() => matchRoute(path)).toThrow(expect.objectContaining({ code: 'NAME_INVALID' }));
   });
 
   it.each(['/v1/', '/v2/x', '/v2/x/manifests/', '/v2/x/tags', '/healthz'])(

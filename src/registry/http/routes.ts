@@ -1,7 +1,9 @@
+import { assertRepositoryName } from '../reference.ts';
+
 /**
  * Matches `/v2/...` paths. Repository names contain slashes, so the name is everything before
- * the last endpoint keyword; the name is validated by the handler, not here, so that a bad name
- * is answered with NAME_INVALID rather than a 404.
+ * the last endpoint keyword. A route's name is always a valid repository name: nothing else
+ * may reach a lookup or a cache keyed by names.
  */
 export type Route =
   | { kind: 'base' }
@@ -38,10 +40,14 @@ const patterns: [RegExp, (match: RegExpExecArray) => Route][] = [
   ],
 ];
 
+/** The route of a path, or undefined; throws NAME_INVALID for a route with an invalid name. */
 export function matchRoute(path: string): Route | undefined {
   for (const [pattern, build] of patterns) {
     const match = pattern.exec(path);
-    if (match) return build(match);
+    if (!match) continue;
+    const route = build(match);
+    if ('name' in route) assertRepositoryName(route.name);
+    return route;
   }
   return undefined;
 }

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { Request, Response } from 'express';
 import type { Identity } from '../../policy/compile.ts';
 import { parseBasic } from '../auth/authenticator.ts';
@@ -14,72 +13,90 @@ import { OciError } from '../errors.ts';
  * asked for, cut down to what the policy allows: asking for too much yields less, not an error.
  */
 export async function getToken(auth: RegistryAuth, req: Request, res: Response): Promise<void> {
-  const credentials = parseBasic(req.headers.authorization);
-  const identity = credentials
-    ? await login(auth, req, credentials.username, credentials.password)
-    : anonymous;
   const scopes = parseScopes(listOf(req.query.scope));
-  const offline = req.query.offline_token === 'true' && identity.kind !== 'anonymous';
-  await respond(auth, res, identity, scopes, offline, false);
+  const credentials = parseBasic(req.headers.authorization);
+  // Credentials that cannot be read are refused, never taken for none.
+  if (credentials === 'malformed')
+    throw new OciError('UNAUTHORIZED', 'Authorization must be Basic base64(username:password)');
+  const login = credentials
+    ? await logIn(auth, req, credentials.username, credentials.password)
+    : { identity: anonymous };
+  const offline = req.query.offline_token === 'true' && login.identity.kind !== 'anonymous';
+  await respond(auth, res, login, scopes, offline, false);
 }
 
 export async function postToken(auth: RegistryAuth, req: Request, res: Response): Promise<void> {
   const form = (req.body ?? {}) as Record<string, unknown>;
   const grant = stringOf(form.grant_type);
-  let identity: Identity;
+  const scopes = parseScopes(listOf(form.scope));
+  let login: Login;
   if (grant === 'password') {
-    identity = await login(auth, req, stringOf(form.username) ?? '', stringOf(form.password) ?? '');
+    login = await logIn(auth, req, stringOf(form.username) ?? '', stringOf(form.password) ?? '');
   } else if (grant === 'refresh_token') {
-    try {
-      identity = await auth.tokens.verifyRefreshToken(stringOf(form.refresh_token) ?? '');
-    } catch (error) {
-      if (error instanceof InvalidTokenError)
-        throw new OciError('UNAUTHORIZED', 'invalid refresh token');
-      throw error;
-    }
+    login = await refreshedLogin(auth, stringOf(form.refresh_token) ?? '');
   } else {
     throw new OciError('UNSUPPORTED', 'grant_type must be password or refresh_token', {
       status: 400,
     });
   }
-  const scopes = parseScopes(listOf(form.scope));
   // A refresh token is issued on a password login only: renewing it on the refresh grant would
   // let one leaked token live forever.
   const offline = grant === 'password' && stringOf(form.access_type) === 'offline';
-  await respond(auth, res, identity, scopes, offline, true);
+  await respond(auth, res, login, scopes, offline, true);
+}
+
+/** Who logged in and, with a credential or refresh token, when that expires. */
+interface Login {
+  readonly identity: Identity;
+  /** Epoch milliseconds; nothing issued for this login outlives it. */
+  readonly expiresAt?: number | undefined;
 }
 
 const anonymous: Identity = { kind: 'anonymous' };
 /** Namespace names are at most 63 characters; anything far longer is not a user. */
 const maxUsernameLength = 256;
 
-async function login(
+/**
+ * A password login. A valid namespace credential is accepted before the limiter is asked: it
+ * is a signature nobody can guess, and the failures of others (from anywhere, or from behind
+ * the same node proxy address) must never lock its owner out. Everything else, the admin
+ * password included, is refused while its client, username or address is blocked, and counted
+ * when it fails.
+ */
+async function logIn(
   auth: RegistryAuth,
   req: Request,
   username: string,
   password: string,
-): Promise<Identity> {
+): Promise<Login> {
   if (username.length > maxUsernameLength)
     throw new OciError('UNAUTHORIZED', 'invalid username or password');
-  // Counted per client and user, and per user across all clients at a higher threshold, so
-  // that many addresses cannot guess one password without limit.
-  const user = createHash('sha256').update(username).digest('base64url').slice(0, 22);
-  const clientKey = `${req.socket.remoteAddress ?? ''} ${user}`;
-  const retryAfter =
-    auth.limiter.client.retryAfter(clientKey) ?? auth.limiter.user.retryAfter(user);
+  const credential = await auth.authenticator.credential(username, password);
+  if (credential) return credential;
+  const address = req.socket.remoteAddress ?? '';
+  const retryAfter = auth.limiter.retryAfter(address, username);
   if (retryAfter !== undefined) {
     throw new OciError('TOOMANYREQUESTS', 'too many failed logins; try again later', {
       headers: { 'Retry-After': String(retryAfter) },
     });
   }
-  const identity = await auth.authenticator.authenticate(username, password);
-  if (!identity) {
-    auth.limiter.client.fail(clientKey);
-    auth.limiter.user.fail(user);
+  if (!auth.authenticator.isAdmin(username, password)) {
+    auth.limiter.fail(address, username);
     throw new OciError('UNAUTHORIZED', 'invalid username or password');
   }
-  auth.limiter.client.succeed(clientKey);
-  return identity;
+  auth.limiter.succeed(address, username);
+  return { identity: { kind: 'admin' } };
+}
+
+/** A refresh token that still stands (see Authenticator.acceptsRefresh). */
+async function refreshedLogin(auth: RegistryAuth, token: string): Promise<Login> {
+  try {
+    const { identity, binding, expiresAt } = await auth.tokens.verifyRefreshToken(token);
+    if (auth.authenticator.acceptsRefresh(identity, binding)) return { identity, expiresAt };
+  } catch (error) {
+    if (!(error instanceof InvalidTokenError)) throw error;
+  }
+  throw new OciError('UNAUTHORIZED', 'invalid refresh token');
 }
 
 /** The requested access, cut down to what the live policy allows this identity. */
@@ -105,21 +122,28 @@ function grant(auth: RegistryAuth, identity: Identity, requested: AccessEntry[])
 async function respond(
   auth: RegistryAuth,
   res: Response,
-  identity: Identity,
+  { identity, expiresAt }: Login,
   requested: AccessEntry[],
   offline: boolean,
   oauth: boolean,
 ): Promise<void> {
   const access = grant(auth, identity, requested);
-  const { token, issuedAt } = await auth.tokens.issueAccessToken(identity, access);
+  const { token, issuedAt, expiresIn } = await auth.tokens.issueAccessToken(identity, access, {
+    notAfter: expiresAt,
+  });
   const body: Record<string, unknown> = {
     token,
     access_token: token,
-    expires_in: auth.tokens.tokenTtlSeconds,
+    expires_in: expiresIn,
     issued_at: issuedAt.toISOString(),
   };
   if (oauth) body.scope = access.map(formatScope).join(' ');
-  if (offline) body.refresh_token = await auth.tokens.issueRefreshToken(identity);
+  if (offline) {
+    body.refresh_token = await auth.tokens.issueRefreshToken(identity, {
+      notAfter: expiresAt,
+      binding: auth.authenticator.refreshBinding(identity),
+    });
+  }
   res.status(200).setHeader('Cache-Control', 'no-store').json(body);
 }
 
