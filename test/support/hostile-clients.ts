@@ -1,4 +1,4 @@
-import { readdir, readlink } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { processUsage } from './process-usage.ts';
@@ -127,27 +127,15 @@ export function exchange(
 export interface Footprint {
   readonly rssMiB: number;
   readonly peakMiB: number;
-  /** Open descriptors, but for the upload files the upload service keeps open on purpose. */
+  /** Open descriptors, every kind. */
   readonly fds: number;
-  /** Open upload data files (`_uploads/<id>/data`), which the upload service caches. */
-  readonly uploadFiles: number;
 }
 
 /** Resident memory, its peak and open descriptors of a process, from /proc. */
 export async function footprint(pid: number): Promise<Footprint> {
   const usage = await processUsage(pid);
-  const targets = await Promise.all(
-    (await readdir(`/proc/${pid}/fd`)).map((fd) =>
-      readlink(`/proc/${pid}/fd/${fd}`).catch(() => ''),
-    ),
-  );
-  const uploadFiles = targets.filter((target) => target.includes('/_uploads/')).length;
-  return {
-    rssMiB: usage.rssMB,
-    peakMiB: usage.peakMB,
-    fds: targets.length - uploadFiles,
-    uploadFiles,
-  };
+  const fds = (await readdir(`/proc/${pid}/fd`)).length;
+  return { rssMiB: usage.rssMB, peakMiB: usage.peakMB, fds };
 }
 
 /** The value of a counter sample in a Prometheus text exposition, 0 when absent. */

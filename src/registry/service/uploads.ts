@@ -225,16 +225,12 @@ export class UploadService {
       }
       return received;
     } catch (error) {
-      // The running hash has seen bytes that are now cut off: drop it and hash from storage later.
-      session.hash = undefined;
-      try {
-        await session.writer.truncate(before);
-      } catch {
-        // Storage refused the cut too (it went read-only): this writer's state is lost, so the
-        // next request reopens the upload from storage, where the unacknowledged tail fails its
-        // range or digest check.
-        await this.drop(session);
-      }
+      // The running hash has seen bytes that are now cut off, so a resumed upload is hashed from
+      // storage anyway: close the session, so a client that failed its chunk (a slow body cut
+      // off, say) holds no file open. If storage refused the cut too (it went read-only), the
+      // unacknowledged tail fails the next request's range or digest check.
+      await session.writer.truncate(before).catch(() => undefined);
+      await this.drop(session);
       throw error;
     }
   }
