@@ -15,17 +15,17 @@ import { startNodeProxy } from './node-proxy/server.ts';
 import { checkConsistency } from './registry/service/consistency.ts';
 import { FilesystemDriver } from './registry/storage/filesystem/driver.ts';
 
-const usage = `usage: berth <command> [flags]
+const usage = `usage: berth <command> [flags]     (berth <command> --help prints this)
 
 commands:
   registry     serve the OCI registry (standalone: filesystem storage, 127.0.0.1:5000)
   operator     run the controller for Registry resources: [--image IMAGE] [--kubeconfig FILE]
                [--namespace berth-system] [--metrics-listen 127.0.0.1:8080] [--no-leader-elect]
-               [--lease-duration 15s]; without --image or $BERTH_IMAGE, registry pods run the
-               image of the operator's own Pod ($POD_NAMESPACE/$POD_NAME)
+               [--lease-duration 15s] [--log-level info]; without --image or $BERTH_IMAGE,
+               registry pods run the image of the operator's own Pod ($POD_NAMESPACE/$POD_NAME)
   node-proxy   serve the registry on this node's loopback with a blob cache: --listen HOST:PORT
                --upstream URL [--tls-server-name NAME] [--ca-file FILE] [--cache-dir DIR]
-               [--cache-size 10Gi]
+               [--cache-size 10Gi] [--log-level info]
   credential   print a namespace credential (the password of a pull secret), signed with the
                registry's key: --namespace NAME [--lifetime 720h] [--config FILE | --storage-dir DIR]
   check        verify a registry's storage: every link names existing content, every
@@ -43,19 +43,61 @@ registry flags:
 
 class UsageError extends Error {}
 
-/** Flags only, strictly: an unknown or malformed flag is a usage error with parseArgs' message. */
+/** `--help` or `-h` among a command's flags: the usage goes to stdout and berth exits 0. */
+class HelpRequested extends Error {}
+
+/**
+ * Flags only, strictly: an unknown or malformed flag is a usage error with parseArgs' message.
+ * Every command also takes `--help`.
+ */
 function parseFlags<const T extends ParseArgsConfig['options']>(
   args: string[],
   options: T,
 ): ReturnType<
   typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: false }>
 >['values'] {
+  let values: Record<string, unknown>;
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+    values = parseArgs({
+      args,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+      allowPositionals: false,
+    }).values;
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+  if (values.help) throw new HelpRequested();
+  delete values.help;
+  return values as ReturnType<
+    typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: false }>
+  >['values'];
 }
+
+/** The first line of an error's message: a YAML error goes on with a code frame. */
+function firstLine(error: unknown): string {
+  return ((error as Error).message ?? String(error)).split('\n')[0]?.replace(/:$/, '') ?? '';
+}
+
+/** The cluster the operator talks to; an unusable kubeconfig is one line, not a stack trace. */
+function kubeClient(kubeconfig: string | undefined): KubeClient {
+  try {
+    return kubeconfig ? KubeClient.fromFile(kubeconfig) : KubeClient.fromDefault();
+  } catch (error) {
+    throw new ConfigError(
+      kubeconfig
+        ? `cannot use --kubeconfig ${kubeconfig}: ${firstLine(error)}`
+        : `cannot find the cluster: ${firstLine(error)}; name a kubeconfig with --kubeconfig FILE`,
+    );
+  }
+}
+
+/** The flag that sets the address each server command listens on. */
+const listenFlags: Record<string, string> = {
+  registry: '--listen',
+  'node-proxy': '--listen',
+  operator: '--metrics-listen',
+};
 
 async function runRegistry(args: string[]): Promise<void> {
   const values = parseFlags(args, {
@@ -140,9 +182,7 @@ async function runOperator(args: string[]): Promise<void> {
   if (lease === undefined)
     throw new UsageError(`--lease-duration ${values['lease-duration']} is not a duration`);
   const logger = createLogger(values['log-level'], 'berth-operator');
-  const client = values.kubeconfig
-    ? KubeClient.fromFile(values.kubeconfig)
-    : KubeClient.fromDefault();
+  const client = kubeClient(values.kubeconfig);
   const image =
     typeof imageSource === 'string' ? imageSource : await imageOfOwnPod(client, imageSource);
   logger.info({ image, fromOwnPod: typeof imageSource !== 'string' }, 'registry image chosen');
@@ -241,7 +281,12 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-main(process.argv.slice(2)).catch((error: unknown) => {
+const argv = process.argv.slice(2);
+main(argv).catch((error: unknown) => {
+  if (error instanceof HelpRequested) {
+    process.stdout.write(usage);
+    process.exit(0);
+  }
   if (error instanceof UsageError) {
     process.stderr.write(`berth: ${error.message}\n\n${usage}`);
     process.exit(2);
@@ -250,10 +295,11 @@ main(process.argv.slice(2)).catch((error: unknown) => {
     process.stderr.write(`berth: ${error.message}\n`);
     process.exit(2);
   }
-  const code = (error as NodeJS.ErrnoException).code;
-  if (code === 'EADDRINUSE' || code === 'EACCES') {
+  // Only a server's own listen fails this way; a storage path it cannot open is another error.
+  if ((error as NodeJS.ErrnoException).syscall === 'listen') {
+    const flag = listenFlags[argv[0] ?? ''] ?? '--listen';
     process.stderr.write(
-      `berth: cannot listen: ${(error as Error).message}; choose another address with --listen\n`,
+      `berth: cannot listen: ${(error as Error).message}; choose another address with ${flag}\n`,
     );
     process.exit(1);
   }

@@ -126,7 +126,9 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
 
   it('teaches the API through kubectl explain', async () => {
     const explained = (await cluster.kubectl(['explain', 'registry.spec.storage'])).stdout;
-    expect(explained).toContain('exactly one of filesystem and s3');
+    expect(explained).toContain(
+      'Not supported yet: Berth stores images on storage.filesystem only.',
+    );
     expect(
       (await cluster.kubectl(['explain', 'repository.spec.pull.namespaceSelector'])).stdout,
     ).toContain('labels');
@@ -134,14 +136,28 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
 
   it.each([
     [
-      'two storage kinds',
+      'S3 storage, which is not supported yet',
+      { storage: { s3: { bucket: 'images', credentialsSecret: 'missing' } } },
+      'storage.s3 is not supported yet: use storage.filesystem',
+    ],
+    [
+      'S3 storage beside a volume',
       {
         storage: { filesystem: { size: '1Gi' }, s3: { bucket: 'images', credentialsSecret: 's3' } },
       },
-      'set exactly one of storage.filesystem and storage.s3',
+      'storage.s3 is not supported yet: use storage.filesystem',
     ],
-    ['no storage kind', { storage: {} }, 'set exactly one of storage.filesystem and storage.s3'],
-    ['replicas on a volume', { replicas: 3 }, 'more than one replica requires storage.s3'],
+    ['no storage kind', { storage: {} }, 'set storage.filesystem'],
+    [
+      'replicas on a volume',
+      { replicas: 3 },
+      'replicas above 1 need S3 storage, which is not supported yet',
+    ],
+    [
+      'replicas on S3',
+      { replicas: 2, storage: { s3: { bucket: 'images', credentialsSecret: 's3' } } },
+      'replicas above 1 need S3 storage, which is not supported yet',
+    ],
     ['a privileged node port', { nodeAccess: { port: 80 } }, 'spec.nodeAccess.port'],
     [
       'an unknown node access mode',
@@ -151,9 +167,53 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
     [
       'a size that is not a quantity',
       { storage: { filesystem: { size: 'lots' } } },
-      'spec.storage.filesystem.size',
+      'storage.filesystem.size "lots" is not a size; write e.g. 512Mi or 20Gi',
     ],
-    ['a duration that is not one', { auth: { tokenTTL: '5 minutes' } }, 'spec.auth.tokenTTL'],
+    [
+      'an empty volume',
+      { storage: { filesystem: { size: '0Gi' } } },
+      'storage.filesystem.size must be more than 0',
+    ],
+    [
+      'a duration that is not one',
+      { auth: { tokenTTL: '5 minutes' } },
+      'tokenTTL "5 minutes" is not a duration; write e.g. 30s, 5m or 24h',
+    ],
+    [
+      'a credential that expires at once',
+      { auth: { credentialLifetime: '0s', tokenTTL: '30s' } },
+      'credentialLifetime 0s is out of range: write from 60s to 8760h',
+    ],
+    [
+      'a credential that lives for centuries',
+      { auth: { credentialLifetime: '1000000h' } },
+      'credentialLifetime 1000000h is out of range: write from 60s to 8760h',
+    ],
+    [
+      'a token that lives for centuries',
+      { auth: { tokenTTL: '1000000h', credentialLifetime: '8760h' } },
+      'tokenTTL 1000000h is out of range: write from 30s to 24h',
+    ],
+    [
+      'a token shorter than a pull',
+      { auth: { tokenTTL: '500ms' } },
+      'tokenTTL 500ms is out of range: write from 30s to 24h',
+    ],
+    [
+      'a token that outlives its credential',
+      { auth: { tokenTTL: '2h', credentialLifetime: '1h' } },
+      'tokenTTL 2h must be shorter than credentialLifetime 1h',
+    ],
+    [
+      'a credential shorter than the default token',
+      { auth: { credentialLifetime: '2m' } },
+      'tokenTTL 5m must be shorter than credentialLifetime 2m',
+    ],
+    [
+      'an externalURL with a path',
+      { externalURL: 'https://registry.example.com/berth' },
+      'externalURL is a scheme and a host',
+    ],
     [
       'an unknown service account mode',
       { pullSecrets: { serviceAccounts: 'Some' } },
@@ -166,6 +226,39 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
     });
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain(message);
+  });
+
+  it.each([
+    ['the shortest lifetimes', { auth: { tokenTTL: '30s', credentialLifetime: '60s' } }],
+    ['the longest lifetimes', { auth: { tokenTTL: '24h', credentialLifetime: '8760h' } }],
+    ['lifetimes in other units', { auth: { tokenTTL: '0.5m', credentialLifetime: '1h30m' } }],
+    ['an externalURL with a port', { externalURL: 'https://registry.example.com:8443/' }],
+    ['a stopped registry', { replicas: 0 }],
+  ])('admits %s (server-side dry run)', async (_label, spec) => {
+    await cluster.kubectl(['apply', '--dry-run=server', '-f', '-'], { input: registry(spec) });
+  });
+
+  it('lets a volume grow but not shrink or change its StorageClass', async () => {
+    const apply = (filesystem: Record<string, unknown>) =>
+      cluster.kubectl(['apply', '-f', '-'], {
+        input: stringify({
+          apiVersion: 'berth.dev/v1alpha1',
+          kind: 'Registry',
+          metadata: { name: 'volume', namespace: 'default' },
+          spec: { storage: { filesystem } },
+        }),
+        allowFailure: true,
+      });
+    expect((await apply({ size: '10Gi', storageClassName: 'fast' })).code).toBe(0);
+    const shrunk = await apply({ size: '5Gi', storageClassName: 'fast' });
+    expect(shrunk.code).not.toBe(0);
+    expect(shrunk.stderr).toContain('storage.filesystem.size cannot shrink');
+    expect((await apply({ size: '30Gi', storageClassName: 'fast' })).code).toBe(0);
+    for (const filesystem of [{ size: '30Gi', storageClassName: 'slow' }, { size: '30Gi' }]) {
+      const moved = await apply(filesystem);
+      expect(moved.code).not.toBe(0);
+      expect(moved.stderr).toContain('storage.filesystem.storageClassName cannot change');
+    }
   });
 
   it('refuses a repository path that is not a repository name', async () => {
@@ -188,9 +281,9 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
       spec: { versions: { schema: unknown }[] };
     };
     const file = await readFile(`${root}/crds/registries.berth.dev.yaml`, 'utf8');
-    expect(file).toContain('has(self.filesystem) != has(self.s3)');
+    expect(file).toContain('storage.s3 is not supported yet');
     expect(JSON.stringify(served.spec.versions[0]?.schema)).toContain(
-      'has(self.filesystem) != has(self.s3)',
+      'storage.s3 is not supported yet',
     );
   });
 });

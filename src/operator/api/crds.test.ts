@@ -60,9 +60,16 @@ describe('CRDs generated from the zod schemas', () => {
     }
   });
 
-  it('carry the CEL rules: exactly one storage kind, and replicas above one only with s3', () => {
+  it('carry the CEL rules: no S3 yet, one replica, bounded durations, tokens shorter than credentials', () => {
     const text = JSON.stringify(renderCrds());
-    expect(text).toContain('has(self.filesystem) != has(self.s3)');
-    expect(text).toContain('self.replicas <= 1 || has(self.storage.s3)');
+    expect(text).toContain('"rule":"!has(self.s3)"');
+    expect(text).toContain('"rule":"self <= 1"');
+    expect(text).toContain(
+      "duration(self) >= duration('60s') && duration(self) <= duration('8760h')",
+    );
+    expect(text).toContain(
+      "duration(self) >= duration('30s') && duration(self) <= duration('24h')",
+    );
+    expect(text).toContain('duration(self.tokenTTL) < duration(self.credentialLifetime)');
   });
 });

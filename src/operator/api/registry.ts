@@ -1,45 +1,52 @@
 import { z } from 'zod';
 import { labelSelectorSchema } from '../../policy/schema.ts';
 import {
+  boundedDuration,
+  celRules,
+  celString,
   conditionSchema,
+  isDuration,
   observedGenerationSchema,
-  durationPattern,
-  quantityPattern,
+  sizeField,
 } from './common.ts';
 
 const filesystemStorageSchema = z
   .object({
-    size: z
-      .string()
-      .regex(quantityPattern, 'a quantity such as 20Gi')
+    size: sizeField(
+      'storage.filesystem.size',
+      {
+        rule: "!isQuantity(self) || quantity(self).isGreaterThan(quantity('0'))",
+        message: 'storage.filesystem.size must be more than 0, e.g. 20Gi',
+      },
+      {
+        rule: '!isQuantity(self) || !isQuantity(oldSelf) || quantity(self).compareTo(quantity(oldSelf)) >= 0',
+        message:
+          'storage.filesystem.size cannot shrink: a PersistentVolumeClaim only grows, where its StorageClass allows expansion',
+      },
+    )
       .default('20Gi')
-      .describe('Size of the PersistentVolumeClaim.'),
+      .describe(
+        'Size of the PersistentVolumeClaim. It may grow, where the StorageClass allows expansion, but never shrink.',
+      ),
     storageClassName: z
       .string()
       .optional()
-      .describe('StorageClass of the claim; the cluster default when unset.'),
+      .describe(
+        'StorageClass of the claim; the cluster default when unset. Fixed once the Registry exists.',
+      ),
     reclaimPolicy: z
       .enum(['Retain', 'Delete'])
       .default('Retain')
       .describe('Retain keeps the claim, and every image in it, when the Registry is deleted.'),
   })
-  .strict();
-
-const s3StorageSchema = z
-  .object({
-    bucket: z.string().min(3).max(63).describe('Bucket that holds the registry data.'),
-    endpoint: z.url().optional().describe('S3-compatible endpoint URL; AWS when unset.'),
-    region: z.string().default('us-east-1').describe('Region of the bucket.'),
-    forcePathStyle: z
-      .boolean()
-      .default(false)
-      .describe('Address the bucket in the path (MinIO and most S3-compatible stores).'),
-    credentialsSecret: z
-      .string()
-      .min(1)
-      .describe('Secret in the Registry namespace with accessKeyId and secretAccessKey.'),
-  })
-  .strict();
+  .strict()
+  .meta(
+    celRules({
+      rule: 'has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)',
+      message:
+        'storage.filesystem.storageClassName cannot change: a PersistentVolumeClaim keeps its StorageClass; make a new Registry to move the images',
+    }),
+  );
 
 export const registrySpecSchema = z
   .object({
@@ -47,29 +54,44 @@ export const registrySpecSchema = z
       .number()
       .int()
       .min(0)
-      .max(20)
       .default(1)
-      .describe('Registry pods. More than one requires s3 storage.'),
+      .meta(
+        celRules({
+          rule: 'self <= 1',
+          message: 'replicas above 1 need S3 storage, which is not supported yet',
+        }),
+      )
+      .describe(
+        'Registry pods: 1, or 0 to stop the registry. More need S3 storage, which is not supported yet.',
+      ),
     storage: z
       .object({
         filesystem: filesystemStorageSchema
           .optional()
           .describe('A PersistentVolumeClaim (ReadWriteOnce).'),
-        s3: s3StorageSchema
+        // Known, so that it is refused with a reason instead of pruned without one.
+        s3: z
+          .object({})
+          .strict()
+          .meta({ 'x-kubernetes-preserve-unknown-fields': true })
           .optional()
-          .describe('An S3-compatible bucket, shared by every replica.'),
+          .describe('Not supported yet: Berth stores images on storage.filesystem only.'),
       })
       .strict()
       .default({ filesystem: { size: '20Gi', reclaimPolicy: 'Retain' } })
-      .meta({
-        'x-kubernetes-validations': [
+      .meta(
+        celRules(
           {
-            rule: 'has(self.filesystem) != has(self.s3)',
-            message: 'set exactly one of storage.filesystem and storage.s3',
+            rule: '!has(self.s3)',
+            message: 'storage.s3 is not supported yet: use storage.filesystem',
           },
-        ],
-      })
-      .describe('Where images are stored: exactly one of filesystem and s3.'),
+          {
+            rule: 'has(self.filesystem) || has(self.s3)',
+            message: 'set storage.filesystem, the volume the registry keeps its images on',
+          },
+        ),
+      )
+      .describe('Where images are stored: storage.filesystem, a volume (S3 is not supported yet).'),
     nodeAccess: z
       .object({
         mode: z
@@ -85,9 +107,7 @@ export const registrySpecSchema = z
           .max(65535)
           .default(5000)
           .describe('Loopback port of the node proxy.'),
-        cacheSize: z
-          .string()
-          .regex(quantityPattern, 'a quantity such as 10Gi')
+        cacheSize: sizeField('nodeAccess.cacheSize')
           .default('10Gi')
           .describe(
             'Most bytes of blobs each node proxy keeps, least recently used evicted first; its emptyDir is a quarter larger, for blobs being fetched.',
@@ -103,7 +123,7 @@ export const registrySpecSchema = z
           .min(1)
           .optional()
           .describe(
-            'A kubernetes.io/tls Secret (e.g. from cert-manager) the registry serves; else Berth makes a CA and a certificate.',
+            'A kubernetes.io/tls Secret (e.g. from cert-manager) the registry serves, valid for berth-<name>.<namespace>.svc and, in NodeProxy mode, holding ca.crt, which the node proxies verify it with; else Berth makes a CA and a certificate.',
           ),
       })
       .strict()
@@ -111,9 +131,16 @@ export const registrySpecSchema = z
       .describe('The registry serves HTTPS inside the cluster.'),
     externalURL: z
       .url()
+      .meta(
+        celRules({
+          rule: `self.matches(${celString('^https?://[^/?#@]+/?$')})`,
+          message:
+            'externalURL is a scheme and a host, e.g. https://registry.example.com: a registry is served from the root of its host, so a path, query or user would be ignored',
+        }),
+      )
       .optional()
       .describe(
-        'URL where the registry is reachable from outside the cluster; added to pull secrets.',
+        'Where the registry is reachable from outside the cluster, http(s)://host[:port] with no path; its host is added to pull secrets.',
       ),
     tenants: z
       .object({
@@ -138,16 +165,26 @@ export const registrySpecSchema = z
       .describe('How pull secrets are wired into namespaces.'),
     auth: z
       .object({
-        tokenTTL: z
-          .string()
-          .regex(durationPattern, 'a duration such as 5m')
+        tokenTTL: boundedDuration(
+          'tokenTTL',
+          '30s',
+          '24h',
+          'shorter sends clients back for a token in the middle of a pull, longer keeps a leaked token usable for days',
+        )
           .default('5m')
-          .describe('Lifetime of access tokens.'),
-        credentialLifetime: z
-          .string()
-          .regex(durationPattern, 'a duration such as 720h')
+          .describe(
+            'Lifetime of access tokens, from 30s to 24h and shorter than credentialLifetime.',
+          ),
+        credentialLifetime: boundedDuration(
+          'credentialLifetime',
+          '60s',
+          '8760h',
+          'shorter rewrites every pull secret more often than every 40s, longer keeps a leaked credential usable for years',
+        )
           .default('720h')
-          .describe('Lifetime of namespace credentials; they rotate at two thirds of it.'),
+          .describe(
+            'Lifetime of namespace credentials, from 60s to 8760h (a year); they rotate at two thirds of it.',
+          ),
         anonymousPull: z
           .boolean()
           .default(true)
@@ -155,17 +192,17 @@ export const registrySpecSchema = z
       })
       .strict()
       .default({ tokenTTL: '5m', credentialLifetime: '720h', anonymousPull: true })
+      .meta(
+        celRules({
+          rule: `!${isDuration('self.tokenTTL')} || !${isDuration('self.credentialLifetime')} || duration(self.tokenTTL) < duration(self.credentialLifetime)`,
+          message: 'tokenTTL must be shorter than credentialLifetime',
+          messageExpression:
+            "'tokenTTL ' + self.tokenTTL + ' must be shorter than credentialLifetime ' + self.credentialLifetime + ': a token never outlives the credential it was issued for'",
+        }),
+      )
       .describe('Token and credential settings.'),
   })
-  .strict()
-  .meta({
-    'x-kubernetes-validations': [
-      {
-        rule: 'self.replicas <= 1 || has(self.storage.s3)',
-        message: 'more than one replica requires storage.s3',
-      },
-    ],
-  });
+  .strict();
 
 export const registryStatusSchema = z
   .object({

@@ -152,7 +152,12 @@ export class PullSecretController {
       fieldManager,
     );
     this.logger.info(
-      { namespace, secret: name, expiresAt: issued.expiresAt.toISOString(), rotated: !!existing },
+      {
+        namespace,
+        secret: name,
+        expiresAt: issued.expiresAt.toISOString(),
+        rotated: !!existing,
+      },
       'pull secret issued',
     );
     return rotationTime(issued.issuedAt, issued.expiresAt).getTime();
@@ -204,8 +209,13 @@ function parseTime(text: string | undefined): Date | undefined {
   return Number.isNaN(time.getTime()) ? undefined : time;
 }
 
-/** Whether a pull Secret already holds an entry for exactly these hosts. */
-function sameHosts(secret: SecretObject, hosts: readonly string[]): boolean {
+/**
+ * Whether a pull Secret already holds an entry for exactly these hosts. Two endpoints may be one
+ * host (an externalURL of localhost:<port>), which the Secret holds once: counted twice, the
+ * Secret would never match and every write of it would trigger the next.
+ */
+function sameHosts(secret: SecretObject, wanted: readonly string[]): boolean {
+  const hosts = [...new Set(wanted)];
   const encoded = secret.data?.['.dockerconfigjson'];
   if (!encoded) return false;
   try {

@@ -2,6 +2,7 @@ import {
   dueForRotation,
   pullSecretName,
   renderPullSecret,
+  rotationTime,
   servedServiceAccount,
   withPullSecrets,
 } from './pull-secret.ts';
@@ -51,6 +52,14 @@ describe('pull secrets', () => {
   it('rotate at two thirds of the lifetime', () => {
     expect(dueForRotation(issuedAt, expiresAt, new Date('2026-11-20T00:00:00Z'))).toBe(false);
     expect(dueForRotation(issuedAt, expiresAt, new Date('2026-11-21T00:00:01Z'))).toBe(true);
+  });
+
+  it('never rotate sooner than 10 s after issue, whatever the lifetime, so no Secret is rewritten in a loop', () => {
+    for (const lifetime of [0, 1, 6_000]) {
+      const expires = new Date(issuedAt.getTime() + lifetime);
+      expect(rotationTime(issuedAt, expires).getTime() - issuedAt.getTime()).toBe(10_000);
+      expect(dueForRotation(issuedAt, expires, new Date(issuedAt.getTime() + 9_999))).toBe(false);
+    }
   });
 
   it('add and remove only Berth’s ServiceAccount entries, keeping the rest in order', () => {

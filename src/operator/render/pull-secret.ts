@@ -78,9 +78,17 @@ export function dueForRotation(issuedAt: Date, expiresAt: Date, now: Date): bool
   return now.getTime() >= rotationTime(issuedAt, expiresAt).getTime();
 }
 
-/** When a credential is due for rotation: two thirds into its lifetime. */
+/**
+ * No credential is replaced sooner than this after it was issued, whatever its lifetime: the CRD
+ * admits no lifetime below 60s (rotation at 40s), but a Registry stored before that bound, with
+ * e.g. `0s`, must not make every write of its Secrets trigger the next.
+ */
+const minimumRotationMillis = 10_000;
+
+/** When a credential is due for rotation: two thirds into its lifetime, and not before the floor. */
 export function rotationTime(issuedAt: Date, expiresAt: Date): Date {
-  return new Date(issuedAt.getTime() + ((expiresAt.getTime() - issuedAt.getTime()) * 2) / 3);
+  const lifetime = expiresAt.getTime() - issuedAt.getTime();
+  return new Date(issuedAt.getTime() + Math.max((lifetime * 2) / 3, minimumRotationMillis));
 }
 
 /** Berth owns every imagePullSecrets entry and Secret whose name starts with this. */
