@@ -717,7 +717,12 @@ describeWithTools([...clusterToolNames, 'crane'], 'Berth on a real single-node c
       60_000,
       'the Service to be put back',
     );
-    expect((await registryCondition('Ready'))?.status).toBe('True');
+    // The new Service has a new ClusterIP, so the node proxies roll to it; Ready comes back.
+    await waitFor(
+      async () => (await registryCondition('Ready'))?.status === 'True',
+      60_000,
+      'the Registry to be Ready again',
+    );
   });
 
   it('node isolation (KEP-2535): a namespace with no pull right and an image already on the node', async () => {
