@@ -25,7 +25,7 @@ export interface AuthRegistry {
 export async function startAuthRegistry(
   policy: unknown,
   extraArgs: string[] = [],
-  options: { built?: boolean } = {},
+  options: { built?: boolean; env?: NodeJS.ProcessEnv } = {},
 ): Promise<AuthRegistry> {
   const directory = await temporaryDirectory('auth');
   const storage = join(directory.path, 'data');
@@ -44,6 +44,7 @@ export async function startAuthRegistry(
       ...extraArgs,
     ],
     built: options.built ?? false,
+    env: options.env,
   });
   return {
     registry,
