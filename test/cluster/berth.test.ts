@@ -370,10 +370,10 @@ describeWithTools([...clusterToolNames, 'crane'], 'Berth on a real single-node c
     ).stdout
       .split('\n')
       .map((line) =>
-        line.startsWith('{') ? (JSON.parse(line) as { msg?: string; time?: number }) : {},
+        line.startsWith('{') ? (JSON.parse(line) as { msg?: string; time?: string }) : {},
       )
       .find((entry) => entry.msg === 'registry listening');
-    const startMillis = (listening?.time ?? 0) - Date.parse(inspected.status.startedAt);
+    const startMillis = Date.parse(listening?.time ?? '') - Date.parse(inspected.status.startedAt);
     process.stdout.write(`registry container: started to listening in ${startMillis} ms\n`);
     expect(startMillis).toBeGreaterThan(0);
     expect(startMillis).toBeLessThan(2000);

@@ -33,6 +33,8 @@ describe('operations', () => {
         method: 'GET',
         repository: 'ops/app',
         status: 404,
+        // RFC 3339 in UTC, as Kubernetes components and log collectors read it.
+        time: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
       });
       expect(registry.daemon.output).not.toContain('super-secret-token-value');
     } finally {
