@@ -45,6 +45,8 @@ export class LeaderElector {
   private releaseOnStop = true;
   /** Holder seen at the last read of the Lease. */
   private lastHolder: string | undefined;
+  /** The holder this replica last reported standing by for, so that it says so once. */
+  private standingBy: string | undefined;
   private wake: (() => void) | undefined;
 
   constructor(client: KubeClient, options: LeaderElectionOptions, logger: Logger) {
@@ -133,7 +135,13 @@ export class LeaderElector {
     if (this.observed?.record !== record) this.observed = { record, at: Date.now() };
     const duration = (lease.spec?.leaseDurationSeconds ?? this.options.leaseDurationSeconds) * 1000;
     const held = holder !== '' && holder !== this.options.identity;
-    if (held && this.observed.at + duration > Date.now()) return false;
+    if (held && this.observed.at + duration > Date.now()) {
+      if (this.standingBy !== holder)
+        this.logger.info({ holder }, 'standing by: the Lease is held');
+      this.standingBy = holder;
+      return false;
+    }
+    this.standingBy = undefined;
 
     const spec = {
       holderIdentity: this.options.identity,

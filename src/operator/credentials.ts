@@ -1,6 +1,7 @@
 import { parseDuration } from '../config/units.ts';
 import { KeyRing } from '../registry/auth/keys.ts';
-import { TokenService } from '../registry/auth/tokens.ts';
+import { InvalidTokenError, TokenService } from '../registry/auth/tokens.ts';
+import type { CredentialVerdict } from './pull-secret-check.ts';
 import { registryTokenIdentity } from './render/endpoints.ts';
 import type { RegistryResource } from './render/registry.ts';
 
@@ -50,6 +51,20 @@ export class CredentialSigner {
   async activeKeyId(registry: RegistryResource): Promise<string | undefined> {
     if (!this.readKeys(registry)) return undefined;
     return (await this.tokensFor(registry, credentialLifetime(registry))).signingKeyId;
+  }
+
+  /**
+   * What the Registry's keys say of a credential read back from a pull Secret, as the registry
+   * would judge it: its signature, audience and issuer. Throws only while the keys are missing.
+   */
+  async verify(registry: RegistryResource, credential: string): Promise<CredentialVerdict> {
+    const tokens = await this.tokensFor(registry, credentialLifetime(registry));
+    try {
+      return { valid: true, ...(await tokens.inspectCredential(credential)) };
+    } catch (error) {
+      if (error instanceof InvalidTokenError) return { valid: false, reason: error.message };
+      throw error;
+    }
   }
 
   private async tokensFor(registry: RegistryResource, lifetime: number): Promise<TokenService> {

@@ -109,4 +109,34 @@ describe('grants', () => {
     expect(table.secrets.has('gone')).toBe(false);
     expect(table.repositories.get('team-a/web')?.pullNamespaces).toBe(1);
   });
+
+  it('name every Registry that serves a Repository naming none, and count them all', () => {
+    const many = Array.from({ length: 12 }, (_, index) =>
+      registry(`r${String(index).padStart(2, '0')}`, { nodeAccess: { mode: 'None' } }),
+    );
+    const table = computeGrants({
+      registries: [
+        ...many,
+        registry('picky', { tenants: { namespaceSelector: { matchLabels: { env: 'prod' } } } }),
+      ],
+      repositories: [repository('team-a', 'web', { pull: { namespaces: ['team-b'] } })],
+      namespaces,
+    });
+    const state = table.repositories.get('team-a/web');
+    expect(state).toMatchObject({
+      ready: true,
+      reason: 'PullSecretsIssued',
+      message: '2 namespaces may pull from 12 Registries',
+      url: 'berth-r00.berth-system.svc:5000/team-a/web',
+    });
+    // Bounded: the first ten by namespace/name; the one that refuses it is not listed.
+    expect(state?.registries).toHaveLength(10);
+    expect(state?.registries[1]).toEqual({
+      namespace: 'berth-system',
+      name: 'r01',
+      url: 'berth-r01.berth-system.svc:5000/team-a/web',
+    });
+    expect(state?.registries.some((served) => served.name === 'picky')).toBe(false);
+    expect(table.secrets.get('team-b')?.size).toBe(12);
+  });
 });

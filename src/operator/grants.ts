@@ -1,3 +1,4 @@
+import { maxStatusRegistries } from './api/repository.ts';
 import { compilePolicy, type RejectedRepository } from '../policy/compile.ts';
 import { scopeRepositories } from '../policy/registry-scope.ts';
 import type { RepositoryDocument } from '../policy/schema.ts';
@@ -10,9 +11,21 @@ export interface RepositoryState {
   readonly reason:
     'PullSecretsIssued' | 'PublicRepository' | RejectedRepository['reason'] | 'RegistryNotFound';
   readonly message: string;
-  /** What pods write in `image:`; absent when the Repository is refused. */
+  /** What pods write in `image:`, at the first Registry that serves it; absent when refused. */
   readonly url?: string;
   readonly pullNamespaces: number;
+  /**
+   * Every Registry that serves it, by namespace/name (a Repository naming none is served by
+   * each that accepts it), at most `maxStatusRegistries`; `message` gives the whole count.
+   */
+  readonly registries: readonly ServingRegistry[];
+}
+
+/** A Registry serving a Repository, and what pods write in `image:` to pull it from there. */
+export interface ServingRegistry {
+  readonly namespace: string;
+  readonly name: string;
+  readonly url: string;
 }
 
 export interface GrantTable {
@@ -40,6 +53,8 @@ export interface GrantInput {
 export function computeGrants(input: GrantInput): GrantTable {
   const secrets = new Map<string, Set<string>>();
   const repositories = new Map<string, RepositoryState>();
+  /** Repository key → each Registry that serves it, in Registry order. */
+  const accepted = new Map<string, Acceptance[]>();
   const registries = [...input.registries].sort((a, b) =>
     registryKey(a).localeCompare(registryKey(b)),
   );
@@ -73,25 +88,33 @@ export function computeGrants(input: GrantInput): GrantTable {
         if (!registriesOfNamespace) secrets.set(namespace, (registriesOfNamespace = new Set()));
         registriesOfNamespace.add(key);
       }
-      setOnce(repositories, grant.source, {
-        ready: true,
-        reason: needsCredential ? 'PullSecretsIssued' : 'PublicRepository',
-        message: needsCredential
-          ? `${count} namespaces may pull from ${key}`
-          : `anyone may pull from ${key} without a credential`,
-        url: `${host}/${grant.path}`,
+      let acceptances = accepted.get(grant.source);
+      if (!acceptances) accepted.set(grant.source, (acceptances = []));
+      acceptances.push({
+        registry: {
+          namespace: registry.metadata.namespace,
+          name: registry.metadata.name,
+          url: `${host}/${grant.path}`,
+        },
+        needsCredential,
         pullNamespaces: count,
       });
     }
     for (const refused of [...notTenants, ...policy.rejected]) {
-      setOnce(repositories, `${refused.namespace}/${refused.name}`, {
-        ready: false,
-        reason: refused.reason,
-        message: refused.message,
-        pullNamespaces: 0,
-      });
+      const repository = `${refused.namespace}/${refused.name}`;
+      // The first refusal is reported, and only when no Registry serves the Repository.
+      if (!repositories.has(repository))
+        repositories.set(repository, {
+          ready: false,
+          reason: refused.reason,
+          message: refused.message,
+          pullNamespaces: 0,
+          registries: [],
+        });
     }
   }
+  for (const [repository, acceptances] of accepted)
+    repositories.set(repository, servedState(acceptances));
   for (const document of input.repositories) {
     const key = `${document.metadata.namespace}/${document.metadata.name}`;
     if (repositories.has(key)) continue;
@@ -103,6 +126,7 @@ export function computeGrants(input: GrantInput): GrantTable {
         ? `Registry ${target.namespace}/${target.name} does not exist`
         : 'no Registry exists in the cluster',
       pullNamespaces: 0,
+      registries: [],
     });
   }
   return { secrets, repositories };
@@ -112,11 +136,31 @@ export function registryKey(registry: RegistryResource): string {
   return `${registry.metadata.namespace}/${registry.metadata.name}`;
 }
 
+/** One Registry serving a Repository. */
+interface Acceptance {
+  readonly registry: ServingRegistry;
+  readonly needsCredential: boolean;
+  readonly pullNamespaces: number;
+}
+
 /**
- * A Repository without `spec.registry` is served by every Registry; its status reports the first
- * one (by namespace/name) that accepts it, and a refusal only when none does.
+ * The state of a Repository that at least one Registry serves: its reason, url and count from
+ * the first (by namespace/name), and every one named in the message's count and the list.
  */
-function setOnce(states: Map<string, RepositoryState>, key: string, state: RepositoryState): void {
-  const current = states.get(key);
-  if (!current || (!current.ready && state.ready)) states.set(key, state);
+function servedState(acceptances: readonly Acceptance[]): RepositoryState {
+  const first = acceptances[0] as Acceptance;
+  const where =
+    acceptances.length === 1
+      ? `${first.registry.namespace}/${first.registry.name}`
+      : `${acceptances.length} Registries`;
+  return {
+    ready: true,
+    reason: first.needsCredential ? 'PullSecretsIssued' : 'PublicRepository',
+    message: first.needsCredential
+      ? `${first.pullNamespaces} namespaces may pull from ${where}`
+      : `anyone may pull from ${where} without a credential`,
+    url: first.registry.url,
+    pullNamespaces: first.pullNamespaces,
+    registries: acceptances.slice(0, maxStatusRegistries).map((acceptance) => acceptance.registry),
+  };
 }

@@ -17,14 +17,14 @@ import {
   type ServiceAccountObject,
 } from './controllers/pull-secrets.ts';
 import { RepositoryController, type RepositoryObject } from './controllers/repository.ts';
-import { CredentialSigner } from './credentials.ts';
+import { CredentialSigner, SigningKeysMissingError } from './credentials.ts';
 import { EventRecorder } from './events.ts';
 import { GrantTracker } from './grant-tracker.ts';
 import { fieldManager, registryObjectNames } from './render/labels.ts';
 import { isPullSecretName } from './render/pull-secret.ts';
 import { OperatorReadiness } from './readiness.ts';
 import { registryAccessBinding, renderRegistryAccessBinding } from './render/registry-access.ts';
-import type { KubeObject } from '../kube/client.ts';
+import { isConflict, type KubeObject } from '../kube/client.ts';
 import type { QueueResult } from '../kube/queue.ts';
 
 /** What the work queue holds: one key per object to reconcile, prefixed with its kind. */
@@ -201,7 +201,7 @@ export async function startOperator(
         reconciles.inc({ kind, result: 'success' });
         return result;
       } catch (error) {
-        reconciles.inc({ kind, result: 'error' });
+        reconciles.inc({ kind, result: isRace(error) ? 'conflict' : 'error' });
         throw error;
       } finally {
         durations.observe({ kind }, Number(process.hrtime.bigint() - started) / 1e9);
@@ -209,8 +209,15 @@ export async function startOperator(
     },
     {
       concurrency: options.concurrency ?? 8,
-      onError: (item, error, retryInMillis) =>
-        logger.warn({ err: error, key: item, retryInMillis }, 'reconcile failed'),
+      onError: (item, error, retryInMillis) => {
+        const { kind, name } = parseWorkKey(item);
+        if (isRace(error))
+          logger.debug(
+            { err: error, kind, object: name, retryInMillis },
+            'reconcile raced; retrying',
+          );
+        else logger.error({ err: error, kind, object: name, retryInMillis }, 'reconcile failed');
+      },
     },
   );
   metrics.register(
@@ -344,6 +351,17 @@ export async function startOperator(
       logger.info('operator stopped');
     },
   };
+}
+
+/**
+ * Whether a reconcile failed only because it raced another writer (409: the object changed since
+ * it was read) or ran before the Registry's keys existed: normal, retried with backoff, and not
+ * an error.
+ */
+function isRace(error: unknown): boolean {
+  if (error instanceof AggregateError) return error.errors.length > 0 && error.errors.every(isRace);
+  if (isConflict(error) || error instanceof SigningKeysMissingError) return true;
+  return error instanceof Error && error.cause !== undefined && isRace(error.cause);
 }
 
 async function serveMetrics(

@@ -5,6 +5,9 @@ import { conditionSchema, observedGenerationSchema } from './common.ts';
 /** The Repository spec is the policy's own schema: one source for the CRD and the registry. */
 export { repositorySpecSchema };
 
+/** How many serving Registries a Repository's status lists, so that it stays small. */
+export const maxStatusRegistries = 10;
+
 export const repositoryStatusSchema = z
   .object({
     observedGeneration: observedGenerationSchema,
@@ -12,7 +15,25 @@ export const repositoryStatusSchema = z
       .array(conditionSchema)
       .optional()
       .describe('Ready, with PullSecretsIssued or PathNotOwned as reasons.'),
-    url: z.string().optional().describe('What pods put in image: to pull from this repository.'),
+    url: z
+      .string()
+      .optional()
+      .describe('What pods put in image: to pull from this repository (its first Registry).'),
+    registries: z
+      .array(
+        z
+          .object({
+            namespace: z.string().describe('Namespace of the Registry.'),
+            name: z.string().describe('Name of the Registry.'),
+            url: z.string().describe('What pods put in image: to pull from it there.'),
+          })
+          .strict(),
+      )
+      .max(maxStatusRegistries)
+      .optional()
+      .describe(
+        'Every Registry that serves this repository (one naming no Registry is served by each that accepts it), by namespace/name; the Ready message counts them all.',
+      ),
     pullNamespaces: z.number().int().optional().describe('Namespaces that may pull.'),
   })
   .strict();

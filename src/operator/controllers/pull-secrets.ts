@@ -4,6 +4,7 @@ import type { Informer } from '../../kube/informer.ts';
 import type { QueueResult } from '../../kube/queue.ts';
 import { credentialLifetime, type CredentialSigner } from '../credentials.ts';
 import type { GrantTable } from '../grants.ts';
+import { checkPullSecret } from '../pull-secret-check.ts';
 import { pullSecretHosts } from '../render/endpoints.ts';
 import { fieldManager } from '../render/labels.ts';
 import {
@@ -127,8 +128,24 @@ export class PullSecretController {
       existing?.metadata.annotations?.['berth.dev/credential-expires-at'],
     );
     const activeKey = await this.signer.activeKeyId(registry);
+    // What the Secret holds, not only what its annotations say: a hand edit is repaired.
+    const problem =
+      existing && activeKey
+        ? await checkPullSecret(
+            existing,
+            {
+              registry: registry.metadata,
+              namespace,
+              endpoints: hosts,
+              activeKeyId: activeKey,
+              now,
+            },
+            (credential) => this.signer.verify(registry, credential),
+          )
+        : undefined;
     const current =
       existing &&
+      problem === undefined &&
       issuedAt &&
       expiresAt &&
       existing.type === 'kubernetes.io/dockerconfigjson' &&
@@ -157,6 +174,7 @@ export class PullSecretController {
         secret: name,
         expiresAt: issued.expiresAt.toISOString(),
         rotated: !!existing,
+        ...(problem ? { problem } : {}),
       },
       'pull secret issued',
     );

@@ -8,6 +8,7 @@ import { collectionPath, objectPath } from '../../kube/resources.ts';
 import { generateKeyFile } from '../../registry/auth/keys.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../tls/certificates.ts';
 import { registrySpecSchema, type RegistryStatus } from '../api/registry.ts';
+import { about, ApplyError, type ObjectReference } from '../apply-error.ts';
 import type { EventRecorder } from '../events.ts';
 import { fieldManager, registryObjectNames } from '../render/labels.ts';
 import {
@@ -18,6 +19,7 @@ import {
   type RegistrySecrets,
 } from '../render/registry.ts';
 import {
+  condition,
   renderRegistryStatus,
   type Condition,
   type DaemonSetState,
@@ -100,22 +102,23 @@ export class RegistryController {
     const object = cached && { ...cached, apiVersion: 'berth.dev/v1alpha1', kind: 'Registry' };
     // Deleted: the garbage collector removes what it owned (a retained volume stays).
     if (!object || object.metadata.deletionTimestamp) return {};
+    const previous = object.status?.conditions as Condition[] | undefined;
     const parsed = registrySpecSchema.safeParse(object.spec ?? {});
     if (!parsed.success) {
       // The CRD schema should have refused it; report instead of retrying forever.
       const message = parsed.error.issues
         .map((issue) => `${issue.path.join('.')}: ${issue.message}`)
         .join('; ');
+      const generation = object.metadata.generation;
+      const observed = generation === undefined ? {} : { observedGeneration: generation };
       await this.writeStatus(object, {
-        observedGeneration: object.metadata.generation,
+        ...observed,
         conditions: [
-          {
-            type: 'Ready',
-            status: 'False',
-            reason: 'InvalidSpec',
-            message,
-            lastTransitionTime: new Date().toISOString(),
-          },
+          condition(
+            previous,
+            { type: 'Ready', status: 'False', reason: 'InvalidSpec', message, ...observed },
+            new Date(),
+          ),
         ],
       });
       return {};
@@ -133,49 +136,78 @@ export class RegistryController {
     };
     const holder = this.options.nodePortHolder?.(key);
     const effective = holder ? withoutNodeProxy(registry) : registry;
-    const secrets = await this.secretsFor(registry);
     const names = registryObjectNames(registry.metadata.name);
-    let service: ServiceObject | undefined;
-    for (const desired of renderRegistry(effective, secrets, this.options)) {
-      const applied = await this.client.apply<ServiceObject>(
-        objectPath(desired),
-        desired,
-        fieldManager,
-      );
-      if (desired.kind === 'Service') service = applied;
-    }
-    // The node proxy connects to the ClusterIP the API server gave the Service (nodes need no
-    // cluster DNS), so it waits for one; the API server assigns it when it creates the Service,
-    // and a later change reaches this reconcile through the Service watch.
-    const wantsNodeProxy = effective.spec.nodeAccess.mode === 'NodeProxy';
-    const clusterIP = wantsNodeProxy ? assignedClusterIP(service) : undefined;
-    if (clusterIP) {
-      const nodeProxy = renderNodeProxy(effective, this.options, clusterIP);
-      await this.client.apply(objectPath(nodeProxy), nodeProxy, fieldManager);
-    } else if (wantsNodeProxy) {
-      this.logger.warn({ registry: key }, 'registry Service has no ClusterIP yet');
-    }
-    for (const absent of registryObjectsAbsent(effective)) {
-      if (this.managed(absent.kind, absent.namespace, absent.name))
-        await this.client.delete(
-          objectPath({
-            apiVersion: absent.apiVersion,
-            kind: absent.kind,
-            metadata: { name: absent.name, namespace: absent.namespace },
-          }),
+    const self: ObjectReference = {
+      kind: 'Registry',
+      namespace: registry.metadata.namespace,
+      name: registry.metadata.name,
+    };
+    // Every object is tried even when another is refused: a claim that cannot grow must not hold
+    // back a new image. What failed is reported in status and retried with backoff.
+    const failures: ApplyError[] = [];
+    const attempt = async <T>(request: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await request();
+      } catch (error) {
+        failures.push(
+          error instanceof ApplyError ? error : new ApplyError('reconcile', self, error),
         );
+        return undefined;
+      }
+    };
+    const secrets = await attempt(() => this.secretsFor(registry));
+    if (secrets) {
+      let service: ServiceObject | undefined;
+      for (const desired of renderRegistry(effective, secrets, this.options)) {
+        const applied = await attempt(() =>
+          about('apply', referenceTo(desired), () =>
+            this.client.apply<ServiceObject>(objectPath(desired), desired, fieldManager),
+          ),
+        );
+        if (desired.kind === 'Service') service = applied;
+      }
+      // The node proxy connects to the ClusterIP the API server gave the Service (nodes need no
+      // cluster DNS), so it waits for one; the API server assigns it when it creates the Service,
+      // and a later change reaches this reconcile through the Service watch.
+      const wantsNodeProxy = effective.spec.nodeAccess.mode === 'NodeProxy';
+      const clusterIP = wantsNodeProxy ? assignedClusterIP(service) : undefined;
+      if (clusterIP) {
+        const nodeProxy = renderNodeProxy(effective, this.options, clusterIP);
+        await attempt(() =>
+          about('apply', referenceTo(nodeProxy), () =>
+            this.client.apply(objectPath(nodeProxy), nodeProxy, fieldManager),
+          ),
+        );
+      } else if (wantsNodeProxy && service) {
+        this.logger.warn({ registry: key }, 'registry Service has no ClusterIP yet');
+      }
+      for (const absent of registryObjectsAbsent(effective)) {
+        if (this.managed(absent.kind, absent.namespace, absent.name))
+          await attempt(() =>
+            about('delete', absent, () =>
+              this.client.delete(
+                objectPath({
+                  apiVersion: absent.apiVersion,
+                  kind: absent.kind,
+                  metadata: { name: absent.name, namespace: absent.namespace },
+                }),
+              ),
+            ),
+          );
+      }
     }
-    const problem = holder
+    const conflict = holder
       ? {
           reason: 'NodePortConflict',
           message: `nodeAccess.port ${registry.spec.nodeAccess.port} is held on every node by Registry ${holder}; choose another port (no node proxy runs until then)`,
         }
       : undefined;
+    const failed =
+      failures.length > 0 ? { reason: 'ApplyFailed', message: summarize(failures) } : undefined;
 
     const namespace = registry.metadata.namespace;
     const deployment = this.deployments.get(`${namespace}/${names.deployment}`);
     const daemonSet = this.daemonSets.get(`${namespace}/${names.nodeProxy}`);
-    const previous = object.status?.conditions as Condition[] | undefined;
     const status = renderRegistryStatus(
       effective,
       {
@@ -184,41 +216,53 @@ export class RegistryController {
       },
       previous,
       new Date(),
-      problem,
+      // What the API refused is the more urgent fix, and the one this reconcile could not do.
+      failed ?? conflict,
     );
     const wasConflicted = previous?.some((c) => c.reason === 'NodePortConflict');
-    if (problem && !wasConflicted)
-      await this.events.record(object, 'Warning', problem.reason, problem.message);
+    if (conflict && !wasConflicted)
+      await this.events.record(object, 'Warning', conflict.reason, conflict.message);
+    // Every failed attempt: the recorder counts repeats on one Event.
+    if (failed) await this.events.record(object, 'Warning', failed.reason, failed.message);
     const wasReady = previous?.find((c) => c.type === 'Ready')?.status === 'True';
     const ready = status.conditions?.find((c) => c.type === 'Ready');
     const isReady = ready?.status === 'True';
-    await this.writeStatus(object, status);
-    if (isReady && !wasReady)
+    const written = await attempt(() =>
+      about('write the status of', self, async () => {
+        await this.writeStatus(object, status);
+        return true;
+      }),
+    );
+    // A transition is announced once its status is stored, so a retry does not announce it twice.
+    if (written && isReady && !wasReady)
       await this.events.record(object, 'Normal', 'Available', 'the registry is serving');
-    if (!isReady && wasReady)
+    if (written && !isReady && wasReady)
       await this.events.record(object, 'Warning', 'Unavailable', ready?.message ?? 'not ready');
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1) throw new AggregateError(failures, summarize(failures));
     return {};
   }
 
   /** The Secrets' generated values: kept once they exist, made once when they do not. */
   private async secretsFor(registry: RegistryResource): Promise<RegistrySecrets> {
     const names = registryObjectNames(registry.metadata.name);
-    const read = async (name: string): Promise<Record<string, string> | undefined> => {
-      try {
-        const secret = await this.client.get<SecretObject>(
-          `/api/v1/namespaces/${registry.metadata.namespace}/secrets/${name}`,
-        );
-        return Object.fromEntries(
-          Object.entries(secret.data ?? {}).map(([key, value]) => [
-            key,
-            Buffer.from(value, 'base64').toString('utf8'),
-          ]),
-        );
-      } catch (error) {
-        if (isNotFound(error)) return undefined;
-        throw error;
-      }
-    };
+    const read = (name: string): Promise<Record<string, string> | undefined> =>
+      about('read', { kind: 'Secret', namespace: registry.metadata.namespace, name }, async () => {
+        try {
+          const secret = await this.client.get<SecretObject>(
+            `/api/v1/namespaces/${registry.metadata.namespace}/secrets/${name}`,
+          );
+          return Object.fromEntries(
+            Object.entries(secret.data ?? {}).map(([key, value]) => [
+              key,
+              Buffer.from(value, 'base64').toString('utf8'),
+            ]),
+          );
+        } catch (error) {
+          if (isNotFound(error)) return undefined;
+          throw error;
+        }
+      });
     const keys = await read(names.keys);
     const admin = await read(names.admin);
     return {
@@ -283,6 +327,22 @@ export class RegistryController {
       'status written',
     );
   }
+}
+
+/** An object Berth renders, as failures name it. */
+function referenceTo(object: KubeObject): ObjectReference {
+  return {
+    kind: object.kind ?? 'object',
+    namespace: object.metadata.namespace,
+    name: object.metadata.name,
+  };
+}
+
+/** The failures of one reconcile in one message, bounded: the first three and how many more. */
+function summarize(failures: readonly ApplyError[]): string {
+  const shown = failures.slice(0, 3).map((failure) => failure.message);
+  const more = failures.length - shown.length;
+  return more > 0 ? `${shown.join('; ')}; and ${more} more` : shown.join('; ');
 }
 
 /** The Service's ClusterIP once the API server has assigned one (not headless `None`). */

@@ -3,6 +3,7 @@ import type { KubeClient, KubeObject } from '../../kube/client.ts';
 import type { Informer } from '../../kube/informer.ts';
 import type { QueueResult } from '../../kube/queue.ts';
 import type { RepositoryStatus } from '../api/repository.ts';
+import { about } from '../apply-error.ts';
 import type { EventRecorder } from '../events.ts';
 import type { GrantTable, RepositoryState } from '../grants.ts';
 import { fieldManager } from '../render/labels.ts';
@@ -50,16 +51,27 @@ export class RepositoryController {
     const status = renderRepositoryStatus(state, object.metadata.generation, previous, now);
     if (JSON.stringify(object.status ?? {}) === JSON.stringify(status)) return {};
     const namespace = object.metadata.namespace as string;
-    await this.client.apply(
-      `/apis/berth.dev/v1alpha1/namespaces/${namespace}/repositories/${object.metadata.name}/status`,
-      {
-        apiVersion: 'berth.dev/v1alpha1',
-        kind: 'Repository',
-        metadata: { name: object.metadata.name, namespace },
-        status,
-      },
-      fieldManager,
-    );
+    try {
+      await about(
+        'write the status of',
+        { kind: 'Repository', namespace, name: object.metadata.name },
+        () =>
+          this.client.apply(
+            `/apis/berth.dev/v1alpha1/namespaces/${namespace}/repositories/${object.metadata.name}/status`,
+            {
+              apiVersion: 'berth.dev/v1alpha1',
+              kind: 'Repository',
+              metadata: { name: object.metadata.name, namespace },
+              status,
+            },
+            fieldManager,
+          ),
+      );
+    } catch (error) {
+      // Its status is what failed, so only an Event can say so; the key is retried with backoff.
+      await this.events.record(object, 'Warning', 'ApplyFailed', (error as Error).message);
+      throw error;
+    }
     const before = previous?.find((c) => c.type === 'Ready');
     if (before?.reason !== state.reason) {
       await this.events.record(
@@ -97,6 +109,7 @@ export function renderRepositoryStatus(
       ),
     ],
     ...(state.url ? { url: state.url } : {}),
+    ...(state.registries.length > 0 ? { registries: [...state.registries] } : {}),
     pullNamespaces: state.pullNamespaces,
   };
 }

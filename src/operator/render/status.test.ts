@@ -1,6 +1,11 @@
 import { registrySpecSchema } from '../api/registry.ts';
 import type { RegistryResource } from './registry.ts';
-import { renderRegistryStatus, type DaemonSetState, type DeploymentState } from './status.ts';
+import {
+  condition,
+  renderRegistryStatus,
+  type DaemonSetState,
+  type DeploymentState,
+} from './status.ts';
 
 function registry(spec: Record<string, unknown> = {}): RegistryResource & {
   metadata: { generation: number };
@@ -95,7 +100,50 @@ describe('renderRegistryStatus', () => {
     );
     const readyOf = (status: typeof first) =>
       status.conditions?.find((condition) => condition.type === 'Ready');
-    expect(readyOf(later)?.lastTransitionTime).toBe(now.toISOString());
+    expect(readyOf(later)?.lastTransitionTime).toBe('2030-01-01T00:00:00Z');
     expect(readyOf(later)?.message).toContain('3 of 3 node proxies ready');
+  });
+
+  it('reports what the API refused as Degraded, at the generation it observed', () => {
+    const status = renderRegistryStatus(
+      registry(),
+      { deployment: rolledOut, nodeProxy: proxies(1, 1) },
+      undefined,
+      now,
+      { reason: 'ApplyFailed', message: 'cannot apply PersistentVolumeClaim x/y: immutable' },
+    );
+    expect(status.conditions?.find((c) => c.type === 'Degraded')).toEqual({
+      type: 'Degraded',
+      status: 'True',
+      reason: 'ApplyFailed',
+      message: 'cannot apply PersistentVolumeClaim x/y: immutable',
+      observedGeneration: 3,
+      lastTransitionTime: '2030-01-01T00:00:00Z',
+    });
+    expect(status.observedGeneration).toBe(3);
+  });
+});
+
+describe('condition', () => {
+  const ready = { type: 'Ready', status: 'True', reason: 'Available', message: 'ok' } as const;
+
+  it('writes a new transition time in whole seconds, as the API serializes it', () => {
+    expect(condition(undefined, ready, new Date('2030-01-01T10:20:30.456Z'))).toMatchObject({
+      lastTransitionTime: '2030-01-01T10:20:30Z',
+    });
+  });
+
+  it('keeps the time while the status holds, whatever the reason or message', () => {
+    const first = condition(undefined, ready, now);
+    const later = condition(
+      [first],
+      { ...ready, reason: 'Other', message: 'changed' },
+      new Date('2031-01-01T00:00:00Z'),
+    );
+    expect(later.lastTransitionTime).toBe(first.lastTransitionTime);
+    expect(
+      condition([first], { ...ready, status: 'False' }, new Date('2031-01-01T00:00:00Z'))
+        .lastTransitionTime,
+    ).toBe('2031-01-01T00:00:00Z');
   });
 });

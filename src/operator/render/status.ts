@@ -13,7 +13,8 @@ export interface Condition {
 
 /**
  * A condition that keeps its lastTransitionTime while its status stays the same, as the API
- * conventions ask, so that a reconcile that changes nothing writes nothing.
+ * conventions ask, so that a reconcile that changes nothing writes nothing. A new time is whole
+ * seconds, as metav1.Time is serialized (RFC 3339, no fraction).
  */
 export function condition(
   previous: readonly Condition[] | undefined,
@@ -22,7 +23,9 @@ export function condition(
 ): Condition {
   const before = previous?.find((candidate) => candidate.type === next.type);
   const lastTransitionTime =
-    before && before.status === next.status ? before.lastTransitionTime : now.toISOString();
+    before && before.status === next.status
+      ? before.lastTransitionTime
+      : now.toISOString().replace(/\.\d+Z$/, 'Z');
   return { ...next, lastTransitionTime };
 }
 
