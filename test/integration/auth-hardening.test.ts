@@ -1,5 +1,4 @@
 import { writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import {
   adminPassword,
@@ -7,6 +6,7 @@ import {
   startAuthRegistry,
   type AuthRegistry,
 } from '../support/auth.ts';
+import { rawRequest } from '../support/http.ts';
 import { startBerth, type RegistryProcess } from '../support/registries.ts';
 
 /**
@@ -29,39 +29,18 @@ interface Answer {
 }
 
 /** GET /token from a chosen loopback address, with Basic credentials or a raw header. */
-function tokenFrom(
+async function tokenFrom(
   host: string,
   localAddress: string,
   authorization: string | undefined,
   query = 'service=berth-registry',
 ): Promise<Answer> {
-  const [hostname, port] = host.split(':');
   const headers: Record<string, string> = authorization ? { Authorization: authorization } : {};
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        hostname,
-        port: Number(port),
-        path: `/token?${query}`,
-        localAddress,
-        headers,
-        agent: false,
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body: JSON.parse(Buffer.concat(chunks).toString() || '{}') as Record<string, unknown>,
-          }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
+  const answer = await rawRequest(host, 'GET', `/token?${query}`, { headers, localAddress });
+  return {
+    ...answer,
+    body: JSON.parse(answer.body.toString() || '{}') as Record<string, unknown>,
+  };
 }
 
 const basic = (username: string, password: string) =>

@@ -15,12 +15,24 @@ export async function rawRequest(
   host: string,
   method: string,
   path: string,
-  options: { headers?: Record<string, string | number>; body?: Buffer | string } = {},
+  options: {
+    headers?: Record<string, string | number>;
+    body?: Buffer | string;
+    /** The loopback address to send from, for limits kept per client address. */
+    localAddress?: string;
+  } = {},
 ): Promise<RawResponse> {
   const [hostname, port] = host.split(':');
   return new Promise((resolve, reject) => {
     const req = request(
-      { hostname, port: Number(port), method, path, headers: options.headers },
+      {
+        hostname,
+        port: Number(port),
+        method,
+        path,
+        headers: options.headers,
+        localAddress: options.localAddress,
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
