@@ -1,6 +1,9 @@
 // Unit tests sit beside the code; integration tests (real clients, real servers) live in test/.
 const transform = {
-  '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2024', parser: { syntax: 'typescript' } }, module: { type: 'es6' } }],
+  '^.+\\.ts$': [
+    '@swc/jest',
+    { jsc: { target: 'es2024', parser: { syntax: 'typescript' } }, module: { type: 'es6' } },
+  ],
 };
 const common = {
   transform,

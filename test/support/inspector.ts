@@ -43,8 +43,7 @@ export class Inspector {
   /** Attaches to the inspector listening on loopback `port`. */
   static async attach(port: number): Promise<Inspector> {
     const targets = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as
-      | DevToolsTarget[]
-      | undefined;
+      DevToolsTarget[] | undefined;
     const url = targets?.[0]?.webSocketDebuggerUrl;
     if (!url) throw new Error(`no inspector target on 127.0.0.1:${port}`);
     const socket = new WebSocket(url);
