@@ -60,6 +60,12 @@ type Query = Record<string, string | number | boolean | undefined>;
  */
 export class KubeClient {
   private readonly connection: ClusterConnection;
+  /**
+   * Failed requests and watches so far, by HTTP status (`network` when no answer came): read by
+   * the operator's metrics. Expected answers (a 404 that is handled, a 409 that is retried)
+   * count too; the status tells them apart.
+   */
+  readonly errors = new Map<string, number>();
 
   constructor(connection: ClusterConnection) {
     this.connection = connection;
@@ -79,7 +85,7 @@ export class KubeClient {
     path: string,
     options: { query?: Query; body?: unknown; contentType?: string; timeoutMs?: number } = {},
   ): Promise<T> {
-    const response = await this.send(method, path, options);
+    const response = await this.counted(this.send(method, path, options));
     const text = await readText(response);
     const body = text ? (JSON.parse(text) as unknown) : undefined;
     if ((response.statusCode ?? 500) >= 400) throw apiError(response.statusCode ?? 500, body, text);
@@ -138,7 +144,9 @@ export class KubeClient {
 
   /** Opens a watch stream; the caller reads newline-delimited JSON events from it. */
   async openWatch(path: string, query: Query, signal: AbortSignal): Promise<IncomingMessage> {
-    const response = await this.send('GET', path, { query: { ...query, watch: true } }, signal);
+    const response = await this.counted(
+      this.send('GET', path, { query: { ...query, watch: true } }, signal),
+    );
     if ((response.statusCode ?? 500) >= 400) {
       const text = await readText(response);
       let body: unknown;
@@ -150,6 +158,19 @@ export class KubeClient {
       throw apiError(response.statusCode ?? 500, body, text);
     }
     return response;
+  }
+
+  /** The response, its error status counted; a request that got no answer counted as `network`. */
+  private async counted(sending: Promise<IncomingMessage>): Promise<IncomingMessage> {
+    const count = (code: string) => this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
+    try {
+      const response = await sending;
+      if ((response.statusCode ?? 500) >= 400) count(String(response.statusCode ?? 500));
+      return response;
+    } catch (error) {
+      count('network');
+      throw error;
+    }
   }
 
   private async send(

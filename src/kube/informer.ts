@@ -47,6 +47,11 @@ export class Informer<T extends KubeObject> {
   /** Counts for metrics and tests. */
   readonly stats = { lists: 0, watches: 0, events: 0, errors: 0, expired: 0 };
 
+  /** The collection it lists and watches. */
+  get path(): string {
+    return this.options.path;
+  }
+
   constructor(client: KubeClient, options: InformerOptions, logger: Logger) {
     this.client = client;
     this.options = { inactivityTimeoutMillis: 90_000, maxBackoffMillis: 30_000, ...options };

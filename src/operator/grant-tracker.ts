@@ -11,7 +11,7 @@ import type { RegistryResource } from './render/registry.ts';
 
 /** What changed between two grant tables: the keys whose reconcile may now write something. */
 export interface GrantChange {
-  /** Registries that gained or lost their node port. */
+  /** Registries that gained or lost their node port, or a contender for it. */
   readonly registries: ReadonlySet<string>;
   readonly namespaces: ReadonlySet<string>;
   readonly repositories: ReadonlySet<string>;
@@ -150,8 +150,12 @@ export class GrantTracker {
     const registryAccess =
       [...registries.keys()].sort().join() !== [...this.registries.keys()].sort().join();
     const changedRegistries = new Set<string>();
-    for (const key of new Set([...conflicts.keys(), ...this.nodePortConflicts.keys()]))
-      if (conflicts.get(key) !== this.nodePortConflicts.get(key)) changedRegistries.add(key);
+    // Both sides: the Registry kept out and the one holding the port, whose status names it.
+    for (const key of new Set([...conflicts.keys(), ...this.nodePortConflicts.keys()])) {
+      const [before, after] = [this.nodePortConflicts.get(key), conflicts.get(key)];
+      if (before === after) continue;
+      for (const changed of [key, before, after]) if (changed) changedRegistries.add(changed);
+    }
 
     this.registries = registries;
     this.nodePortConflicts = conflicts;

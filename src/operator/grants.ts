@@ -1,9 +1,10 @@
-import { maxStatusRegistries } from './api/repository.ts';
+import { maxStatusNamespaces, maxStatusRegistries } from './api/repository.ts';
 import { compilePolicy, type RejectedRepository } from '../policy/compile.ts';
 import { scopeRepositories } from '../policy/registry-scope.ts';
 import type { RepositoryDocument } from '../policy/schema.ts';
 import { registryEndpoints } from './render/endpoints.ts';
 import type { RegistryResource } from './render/registry.ts';
+import { namespaceCount, selectorNotes } from './selector-notes.ts';
 
 /** What the operator knows of one Repository after compiling every Registry's policy. */
 export interface RepositoryState {
@@ -14,6 +15,8 @@ export interface RepositoryState {
   /** What pods write in `image:`, at the first Registry that serves it; absent when refused. */
   readonly url?: string;
   readonly pullNamespaces: number;
+  /** The first `maxStatusNamespaces` of them, in name order. */
+  readonly pullNamespaceNames: readonly string[];
   /**
    * Every Registry that serves it, by namespace/name (a Repository naming none is served by
    * each that accepts it), at most `maxStatusRegistries`; `message` gives the whole count.
@@ -80,9 +83,9 @@ export function computeGrants(input: GrantInput): GrantTable {
       // Public without anonymous pulls: every namespace may pull, so every one needs the secret.
       const pullers =
         grant.visibility === 'Public' ? input.namespaces.keys() : grant.pullNamespaces;
-      let count = 0;
+      const names: string[] = [];
       for (const namespace of pullers) {
-        count += 1;
+        names.push(namespace);
         if (!needsCredential) continue;
         let registriesOfNamespace = secrets.get(namespace);
         if (!registriesOfNamespace) secrets.set(namespace, (registriesOfNamespace = new Set()));
@@ -97,7 +100,8 @@ export function computeGrants(input: GrantInput): GrantTable {
           url: `${host}/${grant.path}`,
         },
         needsCredential,
-        pullNamespaces: count,
+        pullNamespaces: names.length,
+        pullNamespaceNames: names.sort().slice(0, maxStatusNamespaces),
       });
     }
     for (const refused of [...notTenants, ...policy.rejected]) {
@@ -109,12 +113,22 @@ export function computeGrants(input: GrantInput): GrantTable {
           reason: refused.reason,
           message: refused.message,
           pullNamespaces: 0,
+          pullNamespaceNames: [],
           registries: [],
         });
     }
   }
-  for (const [repository, acceptances] of accepted)
-    repositories.set(repository, servedState(acceptances));
+  const specs = new Map(
+    input.repositories.map((document) => [
+      `${document.metadata.namespace}/${document.metadata.name}`,
+      document.spec,
+    ]),
+  );
+  for (const [repository, acceptances] of accepted) {
+    const spec = specs.get(repository);
+    const notes = spec ? selectorNotes(spec, input.namespaces) : [];
+    repositories.set(repository, servedState(acceptances, notes));
+  }
   for (const document of input.repositories) {
     const key = `${document.metadata.namespace}/${document.metadata.name}`;
     if (repositories.has(key)) continue;
@@ -126,6 +140,7 @@ export function computeGrants(input: GrantInput): GrantTable {
         ? `Registry ${target.namespace}/${target.name} does not exist`
         : 'no Registry exists in the cluster',
       pullNamespaces: 0,
+      pullNamespaceNames: [],
       registries: [],
     });
   }
@@ -141,13 +156,18 @@ interface Acceptance {
   readonly registry: ServingRegistry;
   readonly needsCredential: boolean;
   readonly pullNamespaces: number;
+  readonly pullNamespaceNames: readonly string[];
 }
 
 /**
  * The state of a Repository that at least one Registry serves: its reason, url and count from
  * the first (by namespace/name), and every one named in the message's count and the list.
  */
-function servedState(acceptances: readonly Acceptance[]): RepositoryState {
+function servedState(
+  acceptances: readonly Acceptance[],
+  /** What the message adds about the Repository's selectors. */
+  notes: readonly string[],
+): RepositoryState {
   const first = acceptances[0] as Acceptance;
   const where =
     acceptances.length === 1
@@ -156,11 +176,15 @@ function servedState(acceptances: readonly Acceptance[]): RepositoryState {
   return {
     ready: true,
     reason: first.needsCredential ? 'PullSecretsIssued' : 'PublicRepository',
-    message: first.needsCredential
-      ? `${first.pullNamespaces} namespaces may pull from ${where}`
-      : `anyone may pull from ${where} without a credential`,
+    message: [
+      first.needsCredential
+        ? `${namespaceCount(first.pullNamespaces)} may pull from ${where}`
+        : `anyone may pull from ${where} without a credential`,
+      ...notes,
+    ].join('; '),
     url: first.registry.url,
     pullNamespaces: first.pullNamespaces,
+    pullNamespaceNames: first.pullNamespaceNames,
     registries: acceptances.slice(0, maxStatusRegistries).map((acceptance) => acceptance.registry),
   };
 }

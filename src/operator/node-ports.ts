@@ -1,4 +1,5 @@
 import type { RegistryResource } from './render/registry.ts';
+import type { Condition } from './render/status.ts';
 
 /** A Registry as far as its node port goes. */
 export interface NodePortClaim {
@@ -35,5 +36,51 @@ export function withoutNodeProxy(registry: RegistryResource): RegistryResource {
   return {
     ...registry,
     spec: { ...registry.spec, nodeAccess: { ...registry.spec.nodeAccess, mode: 'None' } },
+  };
+}
+
+/** The Registries refused the port `holder` holds (in `conflicts`), in key order. */
+export function nodePortContenders(
+  conflicts: ReadonlyMap<string, string>,
+  holder: string,
+): string[] {
+  return [...conflicts]
+    .filter(([, held]) => held === holder)
+    .map(([key]) => key)
+    .sort();
+}
+
+/**
+ * The `NodePort` condition of a `NodeProxy` Registry, so that both sides of a port conflict see
+ * it: True on the one holding the port (naming those it keeps out), False on one kept out
+ * (naming the holder). None for a Registry that runs no node proxy. Pure.
+ */
+export function nodePortCondition(
+  registry: RegistryResource & { metadata: { generation?: number } },
+  holder: string | undefined,
+  contenders: readonly string[],
+): Omit<Condition, 'lastTransitionTime'> | undefined {
+  if (registry.spec.nodeAccess.mode !== 'NodeProxy') return undefined;
+  const port = registry.spec.nodeAccess.port;
+  const generation = registry.metadata.generation;
+  const base = {
+    type: 'NodePort',
+    ...(generation === undefined ? {} : { observedGeneration: generation }),
+  };
+  if (holder)
+    return {
+      ...base,
+      status: 'False',
+      reason: 'NodePortConflict',
+      message: `port ${port} is held on every node by Registry ${holder}`,
+    };
+  return {
+    ...base,
+    status: 'True',
+    reason: 'NodePortHeld',
+    message:
+      contenders.length === 0
+        ? `pods pull localhost:${port} from this Registry on every node`
+        : `pods pull localhost:${port} from this Registry on every node; ${contenders.join(', ')} also ask for port ${port} and run no node proxy`,
   };
 }

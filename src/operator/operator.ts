@@ -25,6 +25,8 @@ import { isPullSecretName } from './render/pull-secret.ts';
 import { OperatorReadiness } from './readiness.ts';
 import { registryAccessBinding, renderRegistryAccessBinding } from './render/registry-access.ts';
 import { isConflict, type KubeObject } from '../kube/client.ts';
+import { registerOperatorMetrics } from './metrics.ts';
+import { nodePortContenders } from './node-ports.ts';
 import type { QueueResult } from '../kube/queue.ts';
 
 /** What the work queue holds: one key per object to reconcile, prefixed with its kind. */
@@ -152,7 +154,11 @@ export async function startOperator(
         ) !== undefined,
     },
     events,
-    { image: options.image, nodePortHolder: (key) => grants.nodePortConflicts.get(key) },
+    {
+      image: options.image,
+      nodePortHolder: (key) => grants.nodePortConflicts.get(key),
+      nodePortContenders: (key) => nodePortContenders(grants.nodePortConflicts, key),
+    },
     logger,
   );
   const pullSecretController = new PullSecretController(
@@ -169,8 +175,20 @@ export async function startOperator(
   );
   const repositoryController = new RepositoryController(
     client,
-    repositories,
-    () => grants.table,
+    {
+      repositories,
+      grants: () => grants.table,
+      // A ready pod is what a pull needs; the Registry's own Ready also waits for node proxies.
+      availability: (key) => {
+        const registry = registries.get(key);
+        if (!registry) return undefined;
+        const ready = registry.status?.conditions?.find((c) => c.type === 'Ready');
+        return {
+          available: (registry.status?.readyReplicas ?? 0) > 0,
+          message: ready?.message ?? 'no status yet',
+        };
+      },
+    },
     events,
     logger,
   );
@@ -199,9 +217,12 @@ export async function startOperator(
       try {
         const result = await reconcilers[kind](name);
         reconciles.inc({ kind, result: 'success' });
+        if (result.requeueAfterMillis !== undefined) requeues.inc({ kind, reason: 'scheduled' });
         return result;
       } catch (error) {
-        reconciles.inc({ kind, result: isRace(error) ? 'conflict' : 'error' });
+        const race = isRace(error);
+        reconciles.inc({ kind, result: race ? 'conflict' : 'error' });
+        requeues.inc({ kind, reason: race ? 'conflict' : 'error' });
         throw error;
       } finally {
         durations.observe({ kind }, Number(process.hrtime.bigint() - started) / 1e9);
@@ -229,8 +250,13 @@ export async function startOperator(
 
   // Caches fill on every replica (a new leader starts warm); only the leader queues work.
   registries.onChange((_type: ChangeType, object) => {
-    enqueue('Registry', `${object.metadata.namespace}/${object.metadata.name}`);
+    const key = `${object.metadata.namespace}/${object.metadata.name}`;
+    enqueue('Registry', key);
     grants.schedule();
+    // Its Repositories' status says whether it has a ready pod.
+    for (const [repository, state] of grants.table.repositories)
+      if (state.registries.some((served) => `${served.namespace}/${served.name}` === key))
+        enqueue('Repository', repository);
   });
   repositories.onChange(() => grants.schedule());
   namespaces.onChange(() => grants.schedule());
@@ -284,6 +310,7 @@ export async function startOperator(
     daemonSets,
     ...owned,
   ];
+  const requeues = registerOperatorMetrics(metrics, { client, informers, registries, secrets });
   const readiness = new OperatorReadiness(client, informers, logger);
   readiness.start();
   const server = options.metrics

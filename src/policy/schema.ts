@@ -12,27 +12,66 @@ const dnsLabel = z
   )
   .max(63);
 
+const valueOperators = ['In', 'NotIn'];
+
+/**
+ * One set-based requirement. As the API server does for a Deployment's selector, `values` is
+ * refused with Exists and DoesNotExist and required with In and NotIn: else the selector would
+ * mean something other than what was written (`In` with no values matches no namespace).
+ */
 const labelSelectorRequirement = z
   .object({
-    key: z.string().min(1).describe('The label key the selector applies to.'),
+    key: z.string().min(1).max(317).describe('The label key the selector applies to.'),
     operator: z
       .enum(['In', 'NotIn', 'Exists', 'DoesNotExist'])
-      .describe('How the key relates to the values.'),
+      .describe(
+        'How the key relates to the values: In (the label has one of them), NotIn (it has none of them, or no such label), Exists (the label is there), DoesNotExist.',
+      ),
     values: z
-      .array(z.string())
+      .array(z.string().max(63))
+      .max(100)
       .optional()
-      .describe('Values for In and NotIn; empty for Exists and DoesNotExist.'),
+      .describe('At least one value with In and NotIn; left out with Exists and DoesNotExist.'),
   })
-  .strict();
+  .strict()
+  .refine(
+    (requirement) =>
+      !valueOperators.includes(requirement.operator) || (requirement.values ?? []).length > 0,
+    'operator In and NotIn need at least one value in values, e.g. values: [prod]',
+  )
+  .refine(
+    (requirement) =>
+      valueOperators.includes(requirement.operator) || (requirement.values ?? []).length === 0,
+    'operator Exists and DoesNotExist take no values: remove values, or use In',
+  )
+  .meta({
+    'x-kubernetes-validations': [
+      {
+        rule: "!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+        message: 'operator In and NotIn need at least one value in values, e.g. values: [prod]',
+        messageExpression:
+          "'matchExpressions key ' + self.key + ': operator ' + self.operator + ' needs at least one value in values, e.g. values: [prod]'",
+      },
+      {
+        rule: "self.operator in ['In', 'NotIn'] || !has(self.values) || size(self.values) == 0",
+        message: 'operator Exists and DoesNotExist take no values: remove values, or use In',
+        messageExpression:
+          "'matchExpressions key ' + self.key + ': operator ' + self.operator + ' takes no values: remove values, or use In'",
+      },
+    ],
+  });
 
 export const labelSelectorSchema = z
   .object({
     matchLabels: z
       .record(z.string(), z.string())
       .optional()
-      .describe('Labels a namespace must carry, all of them.'),
+      .describe(
+        'Labels a namespace must carry, all of them. A selector with neither matchLabels nor matchExpressions matches every namespace.',
+      ),
     matchExpressions: z
       .array(labelSelectorRequirement)
+      .max(20)
       .optional()
       .describe('Set-based requirements, all of which must hold.'),
   })
@@ -64,7 +103,7 @@ export const repositorySpecSchema = z
       .strict()
       .optional()
       .describe(
-        'The Registry that serves this repository. Standalone policy files may leave it out.',
+        'The Registry that serves this repository. Left out, every Registry in the cluster whose tenants.namespaceSelector admits this namespace serves it, and status.registries lists them; a standalone policy file leaves it out.',
       ),
     path: z
       .string()
@@ -81,14 +120,18 @@ export const repositorySpecSchema = z
       .enum(['Private', 'Public'])
       .default('Private')
       .describe(
-        'Public: anyone may pull, anonymously where the Registry allows. Private: only the namespaces named here.',
+        'Private (the default): only the owning namespace and those named in pull and push. Public: anyone may pull, anonymously where the Registry allows.',
       ),
     pull: accessGrantSchema
       .optional()
-      .describe('Namespaces that may pull, besides the owning namespace.'),
+      .describe(
+        'Namespaces that may pull, besides the owning namespace. Left out, only the owning namespace (and those in push) may pull.',
+      ),
     push: accessGrantSchema
       .optional()
-      .describe('Namespaces that may push (and pull), besides the owning namespace.'),
+      .describe(
+        'Namespaces that may push (and pull), besides the owning namespace. Left out, only the owning namespace may push.',
+      ),
     immutableTags: z
       .array(
         z
@@ -96,7 +139,9 @@ export const repositorySpecSchema = z
           .regex(/^[A-Za-z0-9_.*?-]+$/, 'a tag glob: letters, digits, _ . - and the wildcards * ?'),
       )
       .optional()
-      .describe('Tag patterns (globs) that may not be moved once pushed.'),
+      .describe(
+        'Tag patterns (globs) that may not be moved once pushed. Left out, every tag may be pushed again.',
+      ),
   })
   .strict();
 export type RepositorySpec = z.infer<typeof repositorySpecSchema>;

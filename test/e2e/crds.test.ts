@@ -132,6 +132,13 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
     expect(
       (await cluster.kubectl(['explain', 'repository.spec.pull.namespaceSelector'])).stdout,
     ).toContain('labels');
+    // Defaults, and what leaving a field out means in a cluster, are in the text.
+    const registry = (await cluster.kubectl(['explain', 'repository.spec.registry'])).stdout;
+    expect(registry.replace(/\s+/g, ' ')).toContain(
+      'Left out, every Registry in the cluster whose tenants.namespaceSelector admits this namespace serves it',
+    );
+    const port = (await cluster.kubectl(['explain', 'registry.spec.nodeAccess.port'])).stdout;
+    expect(port.replace(/\s+/g, ' ')).toContain('5000 by default');
   });
 
   it.each([

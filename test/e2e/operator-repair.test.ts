@@ -1,37 +1,20 @@
-import { stringify } from 'yaml';
 import { generateKeyFile, KeyRing } from '../../src/registry/auth/keys.ts';
 import { TokenService } from '../../src/registry/auth/tokens.ts';
 import { registryTokenIdentity } from '../../src/operator/render/endpoints.ts';
 import { registrySpecSchema } from '../../src/operator/api/registry.ts';
+import { controlPlaneToolNames, type ControlPlane } from '../support/control-plane.ts';
 import {
-  controlPlaneToolNames,
-  startControlPlane,
-  type ControlPlane,
-} from '../support/control-plane.ts';
-import { installBerth, operatorKubeconfig, startOperatorProcess } from '../support/operator.ts';
-import { Daemon, temporaryDirectory, waitFor } from '../support/processes.ts';
+  startOperatorHarness,
+  type Condition,
+  type EventObject,
+  type OperatorHarness,
+} from '../support/operator-harness.ts';
+import { Daemon, waitFor } from '../support/processes.ts';
 import { describeWithTools } from '../support/tools.ts';
-
-interface Condition {
-  type: string;
-  status: string;
-  reason: string;
-  message: string;
-  observedGeneration?: number;
-}
 
 interface SecretObject {
   metadata: { annotations?: Record<string, string>; resourceVersion: string };
   data: Record<string, string>;
-}
-
-interface EventObject {
-  involvedObject: { kind: string; name: string; namespace: string; uid: string };
-  type: string;
-  reason: string;
-  message: string;
-  count?: number;
-  source?: { component?: string };
 }
 
 type Auths = Record<string, { username: string; password: string; auth: string }>;
@@ -68,18 +51,13 @@ function claims(token: string): Record<string, unknown> {
  * them all.
  */
 describeWithTools(controlPlaneToolNames, 'the operator repairs and reports', () => {
+  let harness: OperatorHarness;
   let cluster: ControlPlane;
-  let work: Awaited<ReturnType<typeof temporaryDirectory>>;
-  let kubeconfig: string;
   let operator: Daemon;
 
-  const getJson = async <T>(args: string[]): Promise<T> =>
-    JSON.parse((await cluster.kubectl([...args, '-o', 'json'])).stdout) as T;
-  const apply = (...objects: unknown[]) =>
-    cluster.kubectl(['apply', '-f', '-'], {
-      input: objects.map((object) => stringify(object)).join('---\n'),
-    });
-  const startOperator = (): Daemon => startOperatorProcess(kubeconfig, ['--lease-duration', '3s']);
+  const getJson = <T>(args: string[]): Promise<T> => harness.getJson<T>(args);
+  const apply = (...objects: unknown[]) => harness.apply(...objects);
+  const startOperator = (): Daemon => harness.startOperator();
   const secret = (namespace: string) =>
     getJson<SecretObject>(['get', 'secret', secretName, '-n', namespace]);
   const auths = async (namespace: string): Promise<Auths> =>
@@ -143,25 +121,12 @@ describeWithTools(controlPlaneToolNames, 'the operator repairs and reports', () 
     }>(['get', 'registry', name, '-n', namespace]);
   const degraded = async (): Promise<Condition | undefined> =>
     (await registryStatus()).status?.conditions?.find((c) => c.type === 'Degraded');
-  const events = async (namespace: string, name: string, reason: string) =>
-    (
-      await getJson<{ items: EventObject[] }>([
-        'get',
-        'events',
-        '-n',
-        namespace,
-        '--field-selector',
-        `involvedObject.name=${name},reason=${reason}`,
-      ])
-    ).items;
+  const events = (namespace: string, name: string, reason: string) =>
+    harness.events(namespace, name, reason);
 
   beforeAll(async () => {
-    cluster = await startControlPlane();
-    work = await temporaryDirectory('operator-repair');
-    await installBerth(cluster);
-    kubeconfig = await operatorKubeconfig(cluster, work.path);
-    for (const namespace of ['team-a', 'team-b', 'other'])
-      await cluster.kubectl(['create', 'namespace', namespace]);
+    harness = await startOperatorHarness('operator-repair', ['team-a', 'team-b', 'other']);
+    cluster = harness.cluster;
     operator = startOperator();
     await apply(mainRegistry, {
       apiVersion: 'berth.dev/v1alpha1',
@@ -178,12 +143,13 @@ describeWithTools(controlPlaneToolNames, 'the operator repairs and reports', () 
         60_000,
         `the pull Secret in ${namespace} (operator: ${operator.output.slice(-3000)})`,
       );
+    // A Repository is Ready only while its Registry has a ready pod.
+    await harness.markRegistryPodsReady('berth-system', 'main');
   });
 
   afterAll(async () => {
     await operator?.stop();
-    await cluster?.stop();
-    await work?.remove();
+    await harness?.stop();
   });
 
   it('reissues a pull Secret whose credential was replaced by hand: garbage, another namespace’s, another key’s, an expired one', async () => {
@@ -369,12 +335,19 @@ describeWithTools(controlPlaneToolNames, 'the operator repairs and reports', () 
       },
     );
     // The policy takes effect within a few seconds; probe it with a write of our own.
-    await apply({
-      apiVersion: 'berth.dev/v1alpha1',
-      kind: 'Repository',
-      metadata: { name: 'probe', namespace: 'other', labels: { frozen: 'status' } },
-      spec: { registry: { name: 'absent', namespace: 'nowhere' } },
-    });
+    /** A Repository whose status writes the policy refuses. */
+    const frozen = (
+      namespace: string,
+      name: string,
+      registry: { name: string; namespace: string },
+    ) =>
+      apply({
+        apiVersion: 'berth.dev/v1alpha1',
+        kind: 'Repository',
+        metadata: { name, namespace, labels: { frozen: 'status' } },
+        spec: { registry },
+      });
+    await frozen('other', 'probe', { name: 'absent', namespace: 'nowhere' });
     await waitFor(
       async () =>
         (
@@ -397,12 +370,7 @@ describeWithTools(controlPlaneToolNames, 'the operator repairs and reports', () 
       'the admission policy to take effect',
     );
 
-    await apply({
-      apiVersion: 'berth.dev/v1alpha1',
-      kind: 'Repository',
-      metadata: { name: 'frozen', namespace: 'team-a', labels: { frozen: 'status' } },
-      spec: { registry: { name: 'main', namespace: 'berth-system' } },
-    });
+    await frozen('team-a', 'frozen', { name: 'main', namespace: 'berth-system' });
     await waitFor(
       async () => (await events('team-a', 'frozen', 'ApplyFailed')).length > 0,
       30_000,

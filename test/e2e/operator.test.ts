@@ -343,7 +343,7 @@ describeWithTools(controlPlaneToolNames, 'the operator on a real API server', ()
     expect(await lease()).toBe('');
   });
 
-  it('deletes what the Registry owned and keeps the retained volume', async () => {
+  it('deletes what the Registry owned and keeps the retained volume and signing keys', async () => {
     await cluster.kubectl(['delete', 'registry', 'main', '-n', 'berth-system']);
     try {
       // The garbage collector learns of a CRD at its next discovery sync (every 30 s), and
@@ -361,12 +361,14 @@ describeWithTools(controlPlaneToolNames, 'the operator on a real API server', ()
     for (const [kind, name] of [
       ['service', 'berth-main'],
       ['configmap', 'berth-main-config'],
-      ['secret', 'berth-main-keys'],
+      ['secret', 'berth-main-admin'],
       ['daemonset', 'berth-main-node-proxy'],
     ] as const) {
       await waitFor(async () => !(await exists(kind, name)), 30_000, `${kind} ${name} to go`);
     }
     expect(await exists('persistentvolumeclaim', 'berth-main-data')).toBe(true);
+    // reclaimPolicy Retain: a Registry made again under this name signs with the same keys.
+    expect(await exists('secret', 'berth-main-keys')).toBe(true);
   });
 
   it('runs registry and node-proxy pods on the image of its own Pod when given no --image', async () => {

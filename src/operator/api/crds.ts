@@ -44,7 +44,16 @@ interface Kind {
   readonly description: string;
   readonly spec: z.ZodType;
   readonly status: z.ZodType;
-  readonly columns: { name: string; type: string; jsonPath: string; description: string }[];
+  readonly columns: Column[];
+}
+
+interface Column {
+  name: string;
+  type: string;
+  jsonPath: string;
+  description: string;
+  /** 1: shown only by `kubectl get -o wide`. */
+  priority?: number;
 }
 
 const readyColumn = {
@@ -52,6 +61,20 @@ const readyColumn = {
   type: 'string',
   jsonPath: '.status.conditions[?(@.type=="Ready")].status',
   description: 'Whether the resource is ready.',
+};
+/** Why it is (not) ready, so that `kubectl get` answers the first question without describe. */
+const reasonColumn = {
+  name: 'Reason',
+  type: 'string',
+  jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+  description: 'The reason of the Ready condition.',
+};
+const messageColumn = {
+  name: 'Message',
+  type: 'string',
+  jsonPath: '.status.conditions[?(@.type=="Ready")].message',
+  description: 'The message of the Ready condition.',
+  priority: 1,
 };
 const ageColumn = {
   name: 'Age',
@@ -72,19 +95,21 @@ const kinds: Kind[] = [
     status: registryStatusSchema,
     columns: [
       readyColumn,
+      reasonColumn,
       {
         name: 'Endpoint',
         type: 'string',
-        jsonPath: '.status.endpoints.node',
-        description: 'Where pods pull from.',
+        jsonPath: '.status.endpoint',
+        description: 'Where pods pull from: the node endpoint, else the cluster endpoint.',
       },
       {
         name: 'Replicas',
-        type: 'integer',
-        jsonPath: '.status.readyReplicas',
-        description: 'Ready registry pods.',
+        type: 'string',
+        jsonPath: '.status.replicas',
+        description: 'Ready registry pods of those wanted (ready/desired).',
       },
       ageColumn,
+      messageColumn,
     ],
   },
   {
@@ -98,6 +123,7 @@ const kinds: Kind[] = [
     status: repositoryStatusSchema,
     columns: [
       readyColumn,
+      reasonColumn,
       {
         name: 'URL',
         type: 'string',
@@ -111,6 +137,7 @@ const kinds: Kind[] = [
         description: 'Namespaces that may pull.',
       },
       ageColumn,
+      messageColumn,
     ],
   },
 ];

@@ -26,7 +26,7 @@ const filesystemStorageSchema = z
     )
       .default('20Gi')
       .describe(
-        'Size of the PersistentVolumeClaim. It may grow, where the StorageClass allows expansion, but never shrink.',
+        'Size of the PersistentVolumeClaim, 20Gi by default. It may grow, where the StorageClass allows expansion, but never shrink.',
       ),
     storageClassName: z
       .string()
@@ -37,7 +37,9 @@ const filesystemStorageSchema = z
     reclaimPolicy: z
       .enum(['Retain', 'Delete'])
       .default('Retain')
-      .describe('Retain keeps the claim, and every image in it, when the Registry is deleted.'),
+      .describe(
+        'Retain (the default) keeps the claim, every image in it, and the signing keys when the Registry is deleted: a Registry made again under the same name finds its images and signs with the same keys, so pull secrets issued before stay valid. Delete removes them with the Registry; one made again starts empty, with new keys.',
+      ),
   })
   .strict()
   .meta(
@@ -62,7 +64,7 @@ export const registrySpecSchema = z
         }),
       )
       .describe(
-        'Registry pods: 1, or 0 to stop the registry. More need S3 storage, which is not supported yet.',
+        'Registry pods: 1 (the default), or 0 to stop the registry. More need S3 storage, which is not supported yet.',
       ),
     storage: z
       .object({
@@ -91,14 +93,16 @@ export const registrySpecSchema = z
           },
         ),
       )
-      .describe('Where images are stored: storage.filesystem, a volume (S3 is not supported yet).'),
+      .describe(
+        'Where images are stored: storage.filesystem, a volume (S3 is not supported yet). Left out, a 20Gi claim of the default StorageClass, retained.',
+      ),
     nodeAccess: z
       .object({
         mode: z
           .enum(['NodeProxy', 'None'])
           .default('NodeProxy')
           .describe(
-            'NodeProxy runs a proxy on every node so that pods pull localhost:<port>/...; None does not.',
+            'NodeProxy (the default) runs a proxy on every node so that pods pull localhost:<port>/...; None does not, and pods pull the cluster endpoint (berth-<name>.<namespace>.svc:5000), which the nodes must resolve and trust.',
           ),
         port: z
           .number()
@@ -106,16 +110,18 @@ export const registrySpecSchema = z
           .min(1024)
           .max(65535)
           .default(5000)
-          .describe('Loopback port of the node proxy.'),
+          .describe(
+            'Loopback port of the node proxy, 5000 by default. One Registry per port: the oldest keeps it, and a later one asking for it runs no node proxy (condition NodePort).',
+          ),
         cacheSize: sizeField('nodeAccess.cacheSize')
           .default('10Gi')
           .describe(
-            'Most bytes of blobs each node proxy keeps, least recently used evicted first; its emptyDir is a quarter larger, for blobs being fetched.',
+            'Most bytes of blobs each node proxy keeps, 10Gi by default, least recently used evicted first; its emptyDir is a quarter larger, for blobs being fetched.',
           ),
       })
       .strict()
       .default({ mode: 'NodeProxy', port: 5000, cacheSize: '10Gi' })
-      .describe('How kubelets reach the registry.'),
+      .describe('How kubelets reach the registry. Left out, a node proxy on port 5000.'),
     tls: z
       .object({
         certificateSecret: z
@@ -128,7 +134,9 @@ export const registrySpecSchema = z
       })
       .strict()
       .default({})
-      .describe('The registry serves HTTPS inside the cluster.'),
+      .describe(
+        'The registry serves HTTPS inside the cluster. Left out, with a CA and certificate Berth makes and keeps.',
+      ),
     externalURL: z
       .url()
       .meta(
@@ -140,7 +148,7 @@ export const registrySpecSchema = z
       )
       .optional()
       .describe(
-        'Where the registry is reachable from outside the cluster, http(s)://host[:port] with no path; its host is added to pull secrets.',
+        'Where the registry is reachable from outside the cluster, http(s)://host[:port] with no path; its host is added to pull secrets. Left out, pull secrets name only the node and cluster endpoints; Berth makes no Ingress either way.',
       ),
     tenants: z
       .object({
@@ -150,14 +158,14 @@ export const registrySpecSchema = z
       })
       .strict()
       .default({})
-      .describe('Who may use this Registry.'),
+      .describe('Who may use this Registry. Left out, every namespace.'),
     pullSecrets: z
       .object({
         serviceAccounts: z
           .enum(['All', 'Default', 'None'])
           .default('All')
           .describe(
-            'ServiceAccounts that get the pull secret: every one, only "default", or none.',
+            'ServiceAccounts that get the pull secret: All (the default), only "default", or None (pods then name the Secret berth-pull.<registry namespace>.<registry name> in imagePullSecrets).',
           ),
       })
       .strict()
@@ -173,7 +181,7 @@ export const registrySpecSchema = z
         )
           .default('5m')
           .describe(
-            'Lifetime of access tokens, from 30s to 24h and shorter than credentialLifetime.',
+            'Lifetime of access tokens, from 30s to 24h and shorter than credentialLifetime; 5m by default.',
           ),
         credentialLifetime: boundedDuration(
           'credentialLifetime',
@@ -183,12 +191,14 @@ export const registrySpecSchema = z
         )
           .default('720h')
           .describe(
-            'Lifetime of namespace credentials, from 60s to 8760h (a year); they rotate at two thirds of it.',
+            'Lifetime of namespace credentials, from 60s to 8760h (a year), 720h (30 days) by default; they rotate at two thirds of it.',
           ),
         anonymousPull: z
           .boolean()
           .default(true)
-          .describe('Whether Public repositories may be pulled without credentials.'),
+          .describe(
+            'Whether Public repositories may be pulled without credentials; true by default. When false, every namespace gets a pull secret for them.',
+          ),
       })
       .strict()
       .default({ tokenTTL: '5m', credentialLifetime: '720h', anonymousPull: true })
@@ -220,7 +230,17 @@ export const registryStatusSchema = z
       .strict()
       .optional()
       .describe('Where the registry can be reached.'),
+    endpoint: z
+      .string()
+      .optional()
+      .describe(
+        'Where pods pull from, as kubectl get shows it: the node endpoint while this Registry runs node proxies, else the cluster endpoint.',
+      ),
     readyReplicas: z.number().int().optional().describe('Registry pods that are ready.'),
+    replicas: z
+      .string()
+      .optional()
+      .describe('Ready registry pods of those wanted, as ready/desired (e.g. 1/1).'),
   })
   .strict();
 

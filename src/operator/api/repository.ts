@@ -7,6 +7,8 @@ export { repositorySpecSchema };
 
 /** How many serving Registries a Repository's status lists, so that it stays small. */
 export const maxStatusRegistries = 10;
+/** How many pulling namespaces a Repository's status names; pullNamespaces counts them all. */
+export const maxStatusNamespaces = 20;
 
 export const repositoryStatusSchema = z
   .object({
@@ -14,7 +16,9 @@ export const repositoryStatusSchema = z
     conditions: z
       .array(conditionSchema)
       .optional()
-      .describe('Ready, with PullSecretsIssued or PathNotOwned as reasons.'),
+      .describe(
+        'Ready (reasons such as PullSecretsIssued, PublicRepository, RegistryUnavailable, PathNotOwned, NotATenant, RegistryNotFound) and RegistryAvailable (whether a Registry serving it has a ready pod).',
+      ),
     url: z
       .string()
       .optional()
@@ -34,7 +38,14 @@ export const repositoryStatusSchema = z
       .describe(
         'Every Registry that serves this repository (one naming no Registry is served by each that accepts it), by namespace/name; the Ready message counts them all.',
       ),
-    pullNamespaces: z.number().int().optional().describe('Namespaces that may pull.'),
+    pullNamespaces: z.number().int().optional().describe('How many namespaces may pull.'),
+    pullNamespaceNames: z
+      .array(z.string())
+      .max(maxStatusNamespaces)
+      .optional()
+      .describe(
+        `The namespaces that may pull, in name order: the first ${maxStatusNamespaces}; pullNamespaces counts them all.`,
+      ),
   })
   .strict();
 

@@ -25,9 +25,11 @@ import {
   type DaemonSetState,
   type DeploymentState,
 } from '../render/status.ts';
-import { withoutNodeProxy } from '../node-ports.ts';
+import { nodePortCondition, withoutNodeProxy } from '../node-ports.ts';
 
 const day = 86_400_000;
+/** How soon a Registry whose named Secret is missing looks again. */
+const namedSecretRecheckMillis = 15_000;
 
 export interface RegistryObject extends KubeObject {
   spec?: unknown;
@@ -55,6 +57,8 @@ export interface RegistryControllerOptions {
   readonly image: string;
   /** The older Registry holding this one's node port, if any (it then runs no node proxy). */
   readonly nodePortHolder?: (key: string) => string | undefined;
+  /** The Registries kept off the node port this one holds. */
+  readonly nodePortContenders?: (key: string) => readonly string[];
 }
 
 /**
@@ -204,26 +208,49 @@ export class RegistryController {
       : undefined;
     const failed =
       failures.length > 0 ? { reason: 'ApplyFailed', message: summarize(failures) } : undefined;
+    const missingSecret = await attempt(() => this.namedSecretProblem(registry));
 
     const namespace = registry.metadata.namespace;
     const deployment = this.deployments.get(`${namespace}/${names.deployment}`);
     const daemonSet = this.daemonSets.get(`${namespace}/${names.nodeProxy}`);
-    const status = renderRegistryStatus(
+    const now = new Date();
+    const rendered = renderRegistryStatus(
       effective,
       {
         deployment: deploymentState(deployment),
         nodeProxy: daemonSetState(daemonSet),
       },
       previous,
-      new Date(),
+      now,
       // What the API refused is the more urgent fix, and the one this reconcile could not do.
-      failed ?? conflict,
+      failed ?? missingSecret ?? conflict,
     );
+    const contenders = this.options.nodePortContenders?.(key) ?? [];
+    const port = nodePortCondition(registry, holder, contenders);
+    const status: RegistryStatus = port
+      ? {
+          ...rendered,
+          conditions: [...(rendered.conditions ?? []), condition(previous, port, now)],
+        }
+      : rendered;
     const wasConflicted = previous?.some((c) => c.reason === 'NodePortConflict');
+    const portBefore = previous?.find((c) => c.type === 'NodePort');
     if (conflict && !wasConflicted)
       await this.events.record(object, 'Warning', conflict.reason, conflict.message);
+    // The port changed hands, or another Registry now asks for it: pods' localhost:<port> pulls
+    // reach whichever holds it, so both sides hear of it.
+    if (port?.status === 'True' && wasConflicted)
+      await this.events.record(object, 'Normal', 'NodePortAcquired', port.message);
+    else if (
+      port?.status === 'True' &&
+      contenders.length > 0 &&
+      portBefore?.message !== port.message
+    )
+      await this.events.record(object, 'Warning', 'NodePortContested', port.message);
     // Every failed attempt: the recorder counts repeats on one Event.
     if (failed) await this.events.record(object, 'Warning', failed.reason, failed.message);
+    if (missingSecret)
+      await this.events.record(object, 'Warning', missingSecret.reason, missingSecret.message);
     const wasReady = previous?.find((c) => c.type === 'Ready')?.status === 'True';
     const ready = status.conditions?.find((c) => c.type === 'Ready');
     const isReady = ready?.status === 'True';
@@ -240,7 +267,48 @@ export class RegistryController {
       await this.events.record(object, 'Warning', 'Unavailable', ready?.message ?? 'not ready');
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) throw new AggregateError(failures, summarize(failures));
-    return {};
+    // The user's Secret is not watched (the Secret cache holds Berth's own): look again soon.
+    return missingSecret ? { requeueAfterMillis: namedSecretRecheckMillis } : {};
+  }
+
+  /**
+   * Why the Secret the spec names (tls.certificateSecret) cannot serve, if it cannot: missing,
+   * or without the keys the registry and its node proxies mount. The pods would wait for it
+   * without a word in the Registry's status.
+   */
+  private async namedSecretProblem(
+    registry: RegistryResource,
+  ): Promise<{ reason: string; message: string } | undefined> {
+    const name = registry.spec.tls.certificateSecret;
+    if (!name) return undefined;
+    const namespace = registry.metadata.namespace;
+    const secret = await about('read', { kind: 'Secret', namespace, name }, async () => {
+      try {
+        return await this.client.get<SecretObject>(
+          `/api/v1/namespaces/${namespace}/secrets/${name}`,
+        );
+      } catch (error) {
+        if (isNotFound(error)) return undefined;
+        throw error;
+      }
+    });
+    const needed = [
+      'tls.crt',
+      'tls.key',
+      ...(registry.spec.nodeAccess.mode === 'NodeProxy' ? ['ca.crt'] : []),
+    ];
+    const missing = needed.filter((key) => !secret?.data?.[key]);
+    if (!secret)
+      return {
+        reason: 'SecretNotFound',
+        message: `tls.certificateSecret ${name} does not exist in namespace ${namespace}: the registry pods cannot start until it does`,
+      };
+    if (missing.length > 0)
+      return {
+        reason: 'SecretIncomplete',
+        message: `tls.certificateSecret ${name} has no ${missing.join(', ')}: the registry pods cannot start until it does`,
+      };
+    return undefined;
   }
 
   /** The Secrets' generated values: kept once they exist, made once when they do not. */

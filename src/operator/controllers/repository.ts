@@ -14,28 +14,41 @@ export interface RepositoryObject extends KubeObject {
   status?: RepositoryStatus;
 }
 
+/** Whether a Registry has a ready pod, and its Ready message; undefined when it is not cached. */
+export type RegistryAvailability = (
+  key: string,
+) => { readonly available: boolean; readonly message: string } | undefined;
+
 /**
  * Reports a Repository's state: Ready with PullSecretsIssued (or PublicRepository), or not Ready
- * with the reason it grants nothing (PathNotOwned, PathConflict, NotATenant, RegistryNotFound).
+ * with the reason it grants nothing (PathNotOwned, PathConflict, NotATenant, RegistryNotFound)
+ * or RegistryUnavailable while no Registry serving it has a ready pod. A change of its URL (its
+ * first Registry changed, or lost its node port) is announced with an Event: pods still pull
+ * the old one.
  * It writes only the status subresource, never spec, so GitOps tools see no drift.
  */
 export class RepositoryController {
   private readonly client: KubeClient;
   private readonly repositories: Informer<RepositoryObject>;
   private readonly grants: () => GrantTable;
+  private readonly availability: RegistryAvailability;
   private readonly events: EventRecorder;
   private readonly logger: Logger;
 
   constructor(
     client: KubeClient,
-    repositories: Informer<RepositoryObject>,
-    grants: () => GrantTable,
+    sources: {
+      repositories: Informer<RepositoryObject>;
+      grants: () => GrantTable;
+      availability: RegistryAvailability;
+    },
     events: EventRecorder,
     logger: Logger,
   ) {
     this.client = client;
-    this.repositories = repositories;
-    this.grants = grants;
+    this.repositories = sources.repositories;
+    this.grants = sources.grants;
+    this.availability = sources.availability;
     this.events = events;
     this.logger = logger;
   }
@@ -48,7 +61,15 @@ export class RepositoryController {
     // Not in the table: its spec did not parse; the API server's schema should have refused it.
     if (!state) return {};
     const previous = object.status?.conditions as Condition[] | undefined;
-    const status = renderRepositoryStatus(state, object.metadata.generation, previous, now);
+    const status = renderRepositoryStatus(
+      state,
+      state.registries.map((registry) =>
+        this.availability(`${registry.namespace}/${registry.name}`),
+      ),
+      object.metadata.generation,
+      previous,
+      now,
+    );
     if (JSON.stringify(object.status ?? {}) === JSON.stringify(status)) return {};
     const namespace = object.metadata.namespace as string;
     try {
@@ -73,43 +94,89 @@ export class RepositoryController {
       throw error;
     }
     const before = previous?.find((c) => c.type === 'Ready');
-    if (before?.reason !== state.reason) {
+    const after = status.conditions?.find((c) => c.type === 'Ready') as Condition;
+    if (before?.reason !== after.reason) {
       await this.events.record(
         object,
-        state.ready ? 'Normal' : 'Warning',
-        state.reason,
-        state.message,
+        after.status === 'True' ? 'Normal' : 'Warning',
+        after.reason,
+        after.message,
       );
     }
-    this.logger.debug({ repository: key, reason: state.reason }, 'repository status written');
+    const formerURL = object.status?.url;
+    if (formerURL && status.url && formerURL !== status.url)
+      await this.events.record(
+        object,
+        'Warning',
+        'URLChanged',
+        `pods now pull this repository as ${status.url}, no longer ${formerURL}: images that name the old one reach another registry or none`,
+      );
+    this.logger.debug({ repository: key, reason: after.reason }, 'repository status written');
     return {};
   }
 }
 
-/** The Repository's status from its state in the grant table. Pure. */
+/**
+ * The Repository's status from its state in the grant table and the availability of each
+ * Registry serving it (in `state.registries` order). It is Ready only while one of them has a
+ * ready pod: a pull secret is no use while nothing answers. Pure.
+ */
 export function renderRepositoryStatus(
   state: RepositoryState,
+  registries: readonly ReturnType<RegistryAvailability>[],
   generation: number | undefined,
   previous: readonly Condition[] | undefined,
   now: Date,
 ): RepositoryStatus {
+  const base = generation !== undefined ? { observedGeneration: generation } : {};
+  const available = registries.some((registry) => registry?.available);
+  const unavailable = state.registries.map((registry, index) => {
+    const message = registries[index]?.message ?? 'not observed yet';
+    return `${registry.namespace}/${registry.name}: ${message}`;
+  });
+  const availability =
+    state.registries.length === 0
+      ? undefined
+      : available
+        ? {
+            type: 'RegistryAvailable',
+            status: 'True' as const,
+            reason: 'RegistryAvailable',
+            message: 'a Registry serving this repository has a ready pod',
+            ...base,
+          }
+        : {
+            type: 'RegistryAvailable',
+            status: 'False' as const,
+            reason: 'RegistryUnavailable',
+            message: `no Registry serving this repository has a ready pod (${unavailable.join('; ')})`,
+            ...base,
+          };
+  const ready =
+    state.ready && availability?.status === 'False'
+      ? { status: 'False' as const, reason: 'RegistryUnavailable', message: availability.message }
+      : { status: state.ready ? ('True' as const) : ('False' as const), ...state };
   return {
-    ...(generation !== undefined ? { observedGeneration: generation } : {}),
+    ...base,
     conditions: [
       condition(
         previous,
         {
           type: 'Ready',
-          status: state.ready ? 'True' : 'False',
-          reason: state.reason,
-          message: state.message,
-          ...(generation !== undefined ? { observedGeneration: generation } : {}),
+          status: ready.status,
+          reason: ready.reason,
+          message: ready.message,
+          ...base,
         },
         now,
       ),
+      ...(availability ? [condition(previous, availability, now)] : []),
     ],
     ...(state.url ? { url: state.url } : {}),
     ...(state.registries.length > 0 ? { registries: [...state.registries] } : {}),
     pullNamespaces: state.pullNamespaces,
+    ...(state.pullNamespaceNames.length > 0
+      ? { pullNamespaceNames: [...state.pullNamespaceNames] }
+      : {}),
   };
 }

@@ -43,13 +43,13 @@ describe('renderRegistry', () => {
     );
   });
 
-  it('owns everything but a retained data volume', () => {
+  it('owns everything but a retained data volume and signing keys', () => {
     const retained = renderRegistry(registry(), secrets, options);
     for (const object of retained) {
       const owned = Boolean(object.metadata.ownerReferences?.length);
-      expect({ kind: object.kind, owned }).toEqual({
-        kind: object.kind,
-        owned: object.kind !== 'PersistentVolumeClaim',
+      expect({ name: object.metadata.name, owned }).toEqual({
+        name: object.metadata.name,
+        owned: !['berth-main-data', 'berth-main-keys'].includes(object.metadata.name),
       });
     }
     const deleted = renderRegistry(
@@ -58,6 +58,10 @@ describe('renderRegistry', () => {
       options,
     );
     expect(byKind(deleted, 'PersistentVolumeClaim')[0]?.metadata.ownerReferences).toHaveLength(1);
+    expect(
+      deleted.find((object) => object.metadata.name === 'berth-main-keys')?.metadata
+        .ownerReferences,
+    ).toHaveLength(1);
   });
 
   it('serves a certificate Berth made, or the Secret the Registry names', () => {

@@ -118,8 +118,10 @@ export function registryObjectsAbsent(registry: RegistryResource): AbsentObject[
 /**
  * Every object a Registry needs, from the Registry alone (plus its generated secrets), but the
  * node proxy (renderNodeProxy), which needs the Service's ClusterIP. Pure: the same input gives
- * the same objects, so applying them again changes nothing. The data volume has no owner
- * reference under `reclaimPolicy: Retain`, so deleting the Registry keeps the images.
+ * the same objects, so applying them again changes nothing. The data volume and the signing
+ * keys have no owner reference under `reclaimPolicy: Retain`, so deleting the Registry keeps the
+ * images, and a Registry made again under the same name signs with the same keys: the pull
+ * secrets and tokens issued before stay valid.
  */
 export function renderRegistry(
   registry: RegistryResource,
@@ -132,6 +134,7 @@ export function renderRegistry(
     'app.kubernetes.io/component': 'registry',
   };
   const filesystem = registry.spec.storage.filesystem;
+  const retained = filesystem?.reclaimPolicy !== 'Delete';
   const objects: KubeObject[] = [
     {
       apiVersion: 'v1',
@@ -148,7 +151,7 @@ export function renderRegistry(
     {
       apiVersion: 'v1',
       kind: 'Secret',
-      metadata: metadata(registry, names.keys, 'registry'),
+      metadata: metadata(registry, names.keys, 'registry', !retained),
       type: 'Opaque',
       stringData: { 'signing-keys.json': secrets.signingKeys },
     },

@@ -91,6 +91,15 @@ export function renderRegistryStatus(
   const pods = `${ready} of ${wanted} registry pods ready`;
   const base = generation === undefined ? {} : { observedGeneration: generation };
   const readyCondition = (): Omit<Condition, 'lastTransitionTime'> => {
+    // What keeps it from becoming ready is the reason kubectl get shows, not only Degraded's.
+    if (!available && problem)
+      return {
+        type: 'Ready',
+        status: 'False',
+        reason: problem.reason,
+        message: `${problem.message}; ${pods}`,
+        ...base,
+      };
     if (!available)
       return { type: 'Ready', status: 'False', reason: 'Progressing', message: pods, ...base };
     if (proxyProblem)
@@ -142,10 +151,13 @@ export function renderRegistryStatus(
       now,
     ),
   ];
+  const endpoints = registryEndpoints(registry);
   return {
     ...base,
     conditions,
+    endpoints,
+    endpoint: endpoints.node ?? endpoints.cluster,
     readyReplicas: ready,
-    endpoints: registryEndpoints(registry),
+    replicas: `${ready}/${wanted}`,
   };
 }
