@@ -21,6 +21,11 @@ export interface ControlPlane {
     args: string[],
     options?: { input?: string; allowFailure?: boolean },
   ): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  /**
+   * The PEM key the API server signs ServiceAccount tokens with, where the provider has one at
+   * hand: tests sign tokens the TokenRequest API will not mint (already expired).
+   */
+  readonly serviceAccountSigningKeyFile?: string;
   /** The tail of kube-controller-manager's output, for failure messages. */
   controllerManagerOutput(): string;
   /** Stops kube-apiserver only (etcd keeps the state), for fault tests. */
@@ -238,6 +243,7 @@ export async function startLocalControlPlane(): Promise<ControlPlane> {
     kubeconfig,
     server,
     kubectl: kubectlFor(kubectl, kubeconfig),
+    serviceAccountSigningKeyFile: join(certs, 'sa.key'),
     controllerManagerOutput: () => controllerManager.output.slice(-4000),
     stopApiServer: async () => {
       await apiserver.stop();

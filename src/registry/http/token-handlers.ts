@@ -21,7 +21,10 @@ export async function getToken(auth: RegistryAuth, req: Request, res: Response):
   const login = credentials
     ? await logIn(auth, req, credentials.username, credentials.password)
     : { identity: anonymous };
-  const offline = req.query.offline_token === 'true' && login.identity.kind !== 'anonymous';
+  const offline =
+    req.query.offline_token === 'true' &&
+    login.identity.kind !== 'anonymous' &&
+    login.refreshable !== false;
   await respond(auth, res, login, scopes, offline, false);
 }
 
@@ -41,7 +44,8 @@ export async function postToken(auth: RegistryAuth, req: Request, res: Response)
   }
   // A refresh token is issued on a password login only: renewing it on the refresh grant would
   // let one leaked token live forever.
-  const offline = grant === 'password' && stringOf(form.access_type) === 'offline';
+  const offline =
+    grant === 'password' && stringOf(form.access_type) === 'offline' && login.refreshable !== false;
   await respond(auth, res, login, scopes, offline, true);
 }
 
@@ -50,6 +54,8 @@ interface Login {
   readonly identity: Identity;
   /** Epoch milliseconds; nothing issued for this login outlives it. */
   readonly expiresAt?: number | undefined;
+  /** False when no refresh token may be issued for this login. */
+  readonly refreshable?: boolean;
 }
 
 const anonymous: Identity = { kind: 'anonymous' };
@@ -73,6 +79,11 @@ async function logIn(
     throw new OciError('UNAUTHORIZED', 'invalid username or password');
   const credential = await auth.authenticator.credential(username, password);
   if (credential) return credential;
+  // Like a credential, a ServiceAccount token is a signature nobody can guess: taken before the
+  // limiter. Any username goes with it; the token alone says who the caller is. No refresh
+  // token is issued for it: one would outlive the deletion of its ServiceAccount or pod.
+  const serviceAccount = await auth.serviceAccounts?.logIn(password);
+  if (serviceAccount) return { ...serviceAccount, refreshable: false };
   const address = req.socket.remoteAddress ?? '';
   const retryAfter = auth.limiter.retryAfter(address, username);
   if (retryAfter !== undefined) {
