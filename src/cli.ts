@@ -1,20 +1,11 @@
 #!/usr/bin/env node
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ConfigError, loadRegistryConfig, registryConfigSchema } from './config/registry.ts';
-import { parseDuration } from './config/units.ts';
-import { openTokenService } from './registry/auth/setup.ts';
-import { hostname } from 'node:os';
-import { randomUUID } from 'node:crypto';
-import { KubeClient } from './kube/client.ts';
-import { startOperator } from './operator/operator.ts';
-import { imageOfOwnPod } from './operator/own-image.ts';
-import { createLogger } from './observability/logger.ts';
-import { startRegistry } from './registry/server.ts';
-import { nodeProxyConfigSchema } from './config/node-proxy.ts';
-import { startNodeProxy } from './node-proxy/server.ts';
-import { checkConsistency } from './registry/service/consistency.ts';
-import { FilesystemDriver } from './registry/storage/filesystem/driver.ts';
+import { ConfigError } from './config/error.ts';
+import type { KubeClient } from './kube/client.ts';
 
+// Each command loads its own modules when it runs: `berth credential-provider` is started by the
+// kubelet for every pull it has no cached answer for, and must not pay for the registry's,
+// the operator's or the kube client's modules (some 300 ms).
 const usage = `usage: berth <command> [flags]     (berth <command> --help prints this)
 
 commands:
@@ -28,8 +19,10 @@ commands:
                [--cache-size 10Gi] [--log-level info]
   credential   print a namespace credential (the password of a pull secret), signed with the
                registry's key: --namespace NAME [--lifetime 720h] [--config FILE | --storage-dir DIR]
+  credential-provider   a kubelet image credential provider: answers a CredentialProviderRequest
+               on stdin with the pod's ServiceAccount token for --host HOST[:PORT] (repeatable)
   check        verify a registry's storage: every link names existing content, every
-               manifest's blobs are present (--storage-dir DIR [--verify-content])
+               manifest's blobs are present (--config FILE | --storage-dir DIR [--verify-content])
 
 registry flags:
   --config FILE        YAML configuration (see README.md)
@@ -80,7 +73,8 @@ function firstLine(error: unknown): string {
 }
 
 /** The cluster the operator talks to; an unusable kubeconfig is one line, not a stack trace. */
-function kubeClient(kubeconfig: string | undefined): KubeClient {
+async function kubeClient(kubeconfig: string | undefined): Promise<KubeClient> {
+  const { KubeClient } = await import('./kube/client.ts');
   try {
     return kubeconfig ? KubeClient.fromFile(kubeconfig) : KubeClient.fromDefault();
   } catch (error) {
@@ -100,6 +94,9 @@ const listenFlags: Record<string, string> = {
 };
 
 async function runRegistry(args: string[]): Promise<void> {
+  const { loadRegistryConfig } = await import('./config/registry.ts');
+  const { createLogger } = await import('./observability/logger.ts');
+  const { startRegistry } = await import('./registry/server.ts');
   const values = parseFlags(args, {
     config: { type: 'string' },
     listen: { type: 'string' },
@@ -131,6 +128,9 @@ async function runRegistry(args: string[]): Promise<void> {
 }
 
 async function runCredential(args: string[]): Promise<void> {
+  const { loadRegistryConfig, registryConfigSchema } = await import('./config/registry.ts');
+  const { parseDuration } = await import('./config/units.ts');
+  const { openTokenService } = await import('./registry/auth/setup.ts');
   const values = parseFlags(args, {
     namespace: { type: 'string' },
     lifetime: { type: 'string' },
@@ -157,6 +157,12 @@ async function runCredential(args: string[]): Promise<void> {
 }
 
 async function runOperator(args: string[]): Promise<void> {
+  const { hostname } = await import('node:os');
+  const { randomUUID } = await import('node:crypto');
+  const { parseDuration } = await import('./config/units.ts');
+  const { createLogger } = await import('./observability/logger.ts');
+  const { startOperator } = await import('./operator/operator.ts');
+  const { imageOfOwnPod } = await import('./operator/own-image.ts');
   const values = parseFlags(args, {
     image: { type: 'string' },
     namespace: { type: 'string', default: process.env.POD_NAMESPACE ?? 'berth-system' },
@@ -182,7 +188,7 @@ async function runOperator(args: string[]): Promise<void> {
   if (lease === undefined)
     throw new UsageError(`--lease-duration ${values['lease-duration']} is not a duration`);
   const logger = createLogger(values['log-level'], 'berth-operator');
-  const client = kubeClient(values.kubeconfig);
+  const client = await kubeClient(values.kubeconfig);
   const image =
     typeof imageSource === 'string' ? imageSource : await imageOfOwnPod(client, imageSource);
   logger.info({ image, fromOwnPod: typeof imageSource !== 'string' }, 'registry image chosen');
@@ -208,6 +214,9 @@ async function runOperator(args: string[]): Promise<void> {
 }
 
 async function runNodeProxy(args: string[]): Promise<void> {
+  const { nodeProxyConfigSchema } = await import('./config/node-proxy.ts');
+  const { createLogger } = await import('./observability/logger.ts');
+  const { startNodeProxy } = await import('./node-proxy/server.ts');
   const values = parseFlags(args, {
     listen: { type: 'string', default: '127.0.0.1:5000' },
     upstream: { type: 'string' },
@@ -243,11 +252,20 @@ async function runNodeProxy(args: string[]): Promise<void> {
 }
 
 async function runCheck(args: string[]): Promise<void> {
+  const { loadRegistryConfig } = await import('./config/registry.ts');
+  const { checkConsistency } = await import('./registry/service/consistency.ts');
+  const { openStorage } = await import('./registry/storage/open.ts');
   const values = parseFlags(args, {
-    'storage-dir': { type: 'string', default: './data' },
+    config: { type: 'string' },
+    'storage-dir': { type: 'string' },
     'verify-content': { type: 'boolean', default: false },
   });
-  const report = await checkConsistency(new FilesystemDriver(values['storage-dir']), {
+  // The registry's own config file names its storage (S3 included); --storage-dir overrides it.
+  const config = await loadRegistryConfig({
+    config: values.config,
+    storageDir: values['storage-dir'],
+  });
+  const report = await checkConsistency(openStorage(config.storage), {
     verifyContent: values['verify-content'],
   });
   for (const problem of report.problems) process.stdout.write(`problem: ${problem}\n`);
@@ -255,6 +273,15 @@ async function runCheck(args: string[]): Promise<void> {
     `${report.repositories} repositories, ${report.manifests} manifests, ${report.blobs} blobs checked; ${report.problems.length} problems\n`,
   );
   if (report.problems.length > 0) process.exitCode = 1;
+}
+
+async function runCredentialProvider(args: string[]): Promise<void> {
+  const { runCredentialProvider: run } = await import('./credential-provider/command.ts');
+  process.exitCode = await run(args, {
+    stdin: process.stdin,
+    write: (text) => process.stdout.write(text),
+    error: (text) => process.stderr.write(text),
+  });
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -270,6 +297,8 @@ async function main(argv: string[]): Promise<void> {
       return runCredential(rest);
     case 'node-proxy':
       return runNodeProxy(rest);
+    case 'credential-provider':
+      return runCredentialProvider(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -2,9 +2,44 @@ import { labelSelectorSchema } from '../policy/schema.ts';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { ConfigError } from './error.ts';
 import { durationSchema, listenSchema, sizeSchema } from './units.ts';
+import { serviceAccountTokensSchema } from './service-account-tokens.ts';
 
 const positiveDuration = durationSchema.refine((millis) => millis > 0, 'must be longer than zero');
+
+/**
+ * An S3-compatible bucket, laid out as CNCF distribution's s3 driver lays it out under its
+ * `rootdirectory` (here `prefix`). Credentials are deliberately not settable here: they come
+ * from the standard AWS environment variables or a mounted credentials file
+ * (`AWS_SHARED_CREDENTIALS_FILE`), so that no secret sits in a config file or a flag.
+ */
+const s3StorageSchema = z
+  .object({
+    bucket: z.string().min(3).max(63).describe('Bucket that holds the registry data.'),
+    endpoint: z
+      .url({ protocol: /^https?$/ })
+      .prefault('https://s3.amazonaws.com')
+      .describe('S3 API base URL, e.g. https://s3.eu-west-1.amazonaws.com or http://minio:9000.'),
+    region: z.string().min(1).prefault('us-east-1').describe('Region requests are signed for.'),
+    forcePathStyle: z
+      .boolean()
+      .prefault(false)
+      .describe('Address the bucket as <endpoint>/<bucket> instead of <bucket>.<endpoint>.'),
+    prefix: z
+      .string()
+      .regex(/^[^\\]*$/, 'must not contain a backslash')
+      .optional()
+      .describe("Key prefix the registry's data lives under (distribution's rootdirectory)."),
+  })
+  .strict()
+  .superRefine((s3, context) => {
+    for (const part of (s3.prefix ?? '').split('/')) {
+      if (part === '.' || part === '..') {
+        context.addIssue({ code: 'custom', path: ['prefix'], message: 'must not hold . or ..' });
+      }
+    }
+  });
 
 /** The `berth registry` configuration: a YAML file, overridden by flags, validated here once. */
 export const registryConfigSchema = z
@@ -21,9 +56,15 @@ export const registryConfigSchema = z
               .min(1)
               .describe('Directory that holds the registry data (CNCF distribution layout).'),
           })
-          .strict(),
+          .strict()
+          .optional(),
+        s3: s3StorageSchema.optional(),
       })
       .strict()
+      .refine(
+        (storage) => (storage.filesystem === undefined) !== (storage.s3 === undefined),
+        'set exactly one of storage.filesystem and storage.s3',
+      )
       .prefault({ filesystem: { rootDirectory: './data' } }),
     uploads: z
       .object({
@@ -148,6 +189,9 @@ export const registryConfigSchema = z
           .describe(
             'Kubernetes mode: the policy comes from Repository objects and Namespaces by watch.',
           ),
+        serviceAccountTokens: serviceAccountTokensSchema
+          .optional()
+          .describe('Accept Kubernetes ServiceAccount tokens of one audience as logins.'),
       })
       .strict()
       .optional()
@@ -156,7 +200,17 @@ export const registryConfigSchema = z
       .prefault('30s')
       .describe('How long in-flight requests may run after SIGTERM.'),
   })
-  .strict();
+  .strict()
+  .superRefine((config, context) => {
+    if (config.storage.s3 && config.auth && config.auth.signingKeyFile === undefined) {
+      context.addIssue({
+        code: 'custom',
+        path: ['auth', 'signingKeyFile'],
+        message:
+          'is required with storage.s3: signing keys are kept in a local file, and there is no storage directory to default to',
+      });
+    }
+  });
 
 export type RegistryConfig = Readonly<z.infer<typeof registryConfigSchema>>;
 
@@ -173,12 +227,7 @@ export interface RegistryFlags {
   adminPasswordFile?: string | undefined;
 }
 
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError };
 
 export async function loadRegistryConfig(flags: RegistryFlags): Promise<RegistryConfig> {
   let document: Record<string, unknown> = {};

@@ -7,7 +7,8 @@ import type { Logger } from '../observability/logger.ts';
 import { MetricsRegistry } from '../observability/metrics.ts';
 import { createRegistryApp } from './http/app.ts';
 import { createRegistryServices, type RegistryServices } from './services.ts';
-import { FilesystemDriver, temporaryDirectory } from './storage/filesystem/driver.ts';
+import { temporaryDirectory } from './storage/filesystem/driver.ts';
+import { describeStorage, openStorage } from './storage/open.ts';
 import { listOrEmpty } from './service/links.ts';
 import { setUpAuth } from './auth/setup.ts';
 import { Readiness } from './readiness.ts';
@@ -31,7 +32,7 @@ export async function startRegistry(
   config: RegistryConfig,
   logger: Logger,
 ): Promise<RunningRegistry> {
-  const driver = new FilesystemDriver(config.storage.filesystem.rootDirectory);
+  const driver = openStorage(config.storage);
   const services = createRegistryServices(driver, config);
   const metrics = new MetricsRegistry();
   metrics.registerProcessMetrics();
@@ -92,7 +93,7 @@ export async function startRegistry(
   const bound = server.address() as AddressInfo;
   const address = `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
   logger.info(
-    { address, tls: tls !== undefined, storage: config.storage.filesystem.rootDirectory },
+    { address, tls: tls !== undefined, storage: describeStorage(config.storage) },
     'registry listening',
   );
 

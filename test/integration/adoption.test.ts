@@ -1,5 +1,5 @@
-import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { expectServedAsDistributionServed } from '../support/adoption.ts';
 import { randomLayerTar } from '../support/images.ts';
 import { run, temporaryDirectory } from '../support/processes.ts';
 import { startBerth, startDistribution } from '../support/registries.ts';
@@ -41,25 +41,12 @@ describeWithTools(
 
         const berth = await startBerth(storage.path, { extraArgs: ['--log-level', 'warn'] });
         try {
-          const copy = join(work.path, 'from-berth');
-          await run(tools.skopeo as string, [
-            'copy',
-            '--src-tls-verify=false',
-            `docker://${berth.host}/legacy/app:v1`,
-            `dir:${copy}`,
-          ]);
-          const files = (await readdir(source)).sort();
-          expect((await readdir(copy)).sort()).toEqual(files);
-          for (const file of files) {
-            expect({
-              file,
-              same: (await readFile(join(copy, file))).equals(await readFile(join(source, file))),
-            }).toEqual({ file, same: true });
-          }
-          const tags = (await (await fetch(`${berth.url}/v2/legacy/app/tags/list`)).json()) as {
-            tags: string[];
-          };
-          expect(tags.tags).toEqual(['stable', 'v1']);
+          await expectServedAsDistributionServed(
+            tools.skopeo as string,
+            berth.host,
+            source,
+            join(work.path, 'from-berth'),
+          );
           const catalog = (await (await fetch(`${berth.url}/v2/_catalog`)).json()) as {
             repositories: string[];
           };

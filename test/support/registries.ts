@@ -14,10 +14,11 @@ export interface RegistryProcess {
 /**
  * Starts `berth registry` as its own process, as a user would, and waits until it is ready, or
  * with `ready: false` only until it serves (`/healthz`), for a registry expected not to be ready.
- * `user` runs it as that uid and gid.
+ * `user` runs it as that uid and gid. Without `storageDir`, storage comes from a `--config` file in
+ * `extraArgs` (S3: test/support/s3.ts).
  */
 export async function startBerth(
-  storageDir: string,
+  storageDir: string | undefined,
   options: {
     port?: number;
     extraArgs?: string[];
@@ -36,8 +37,7 @@ export async function startBerth(
       'registry',
       '--listen',
       host,
-      '--storage-dir',
-      storageDir,
+      ...(storageDir === undefined ? [] : ['--storage-dir', storageDir]),
       ...(options.extraArgs ?? []),
     ],
     { ...process.env, ...options.env },
@@ -48,10 +48,14 @@ export async function startBerth(
   return { host, url: `http://${host}`, daemon, stop: (signal) => daemon.stop(signal) };
 }
 
-/** Starts CNCF distribution (Debian's docker-registry) on filesystem storage. */
+/**
+ * Starts CNCF distribution (Debian's docker-registry) on filesystem storage, or on the storage
+ * that `storage.yaml` (lines under `storage:`) configures, with `storage.env` for its process.
+ */
 export async function startDistribution(
-  storageDir: string,
+  storageDir: string | undefined,
   configDir: string,
+  storage: { yaml?: string[]; env?: NodeJS.ProcessEnv } = {},
 ): Promise<RegistryProcess> {
   const binary = findTool('docker-registry');
   if (!binary) throw new Error('docker-registry is not installed; run test/tools/install.sh');
@@ -64,13 +68,13 @@ export async function startDistribution(
       'version: 0.1',
       'log: {level: warn, accesslog: {disabled: true}}',
       'storage:',
-      `  filesystem: {rootdirectory: ${storageDir}}`,
+      ...(storage.yaml ?? [`  filesystem: {rootdirectory: ${storageDir}}`]),
       '  delete: {enabled: true}',
       `http: {addr: "${host}"}`,
       '',
     ].join('\n'),
   );
-  const daemon = new Daemon(binary, ['serve', config]);
+  const daemon = new Daemon(binary, ['serve', config], storage.env);
   await waitUntilServing(daemon, `http://${host}/v2/`, 'docker-registry');
   return { host, url: `http://${host}`, daemon, stop: (signal) => daemon.stop(signal) };
 }

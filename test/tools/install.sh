@@ -5,7 +5,8 @@
 #                    iptables, iproute2, conntrack and busybox-static (the shell in test images)
 #   Go modules, built through the module proxy into $BERTH_TOOLS_DIR/bin:
 #     crane, oras, the OCI distribution-spec conformance suite, crictl (containerd's CRI),
-#     CoreDNS (the test cluster's DNS), the sandbox ("pause") binary from test/tools/images,
+#     CoreDNS (the test cluster's DNS), versitygw (the S3 server the S3 driver is tested
+#     against; Apache-2.0, posix backend), the sandbox ("pause") binary from test/tools/images,
 #     and (build-control-plane.sh) etcd, kube-apiserver, kube-controller-manager,
 #     kube-scheduler, kube-proxy, kubelet and kubectl
 # Idempotent: what is already there at the pinned version is kept.
@@ -35,6 +36,7 @@ go_tools=(
   "conformance=github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
   "crictl=sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
   "coredns=github.com/coredns/coredns@v1.15.0"
+  "versitygw=github.com/versity/versitygw/cmd/versitygw@v1.8.0"
 )
 for entry in "${go_tools[@]}"; do
   name="${entry%%=*}"

@@ -10,14 +10,16 @@ import type { RegistryAuth } from './auth.ts';
 import { Authenticator } from './authenticator.ts';
 import { KeyRing } from './keys.ts';
 import { LoginLimiter } from './limiter.ts';
+import { openServiceAccountLogins } from './service-account-setup.ts';
 import { TokenService } from './tokens.ts';
 
 type AuthConfig = NonNullable<RegistryConfig['auth']>;
 
 export function signingKeyFile(config: RegistryConfig, auth: AuthConfig): string {
+  // The schema requires signingKeyFile when storage is not a filesystem.
   return (
     auth.signingKeyFile ??
-    join(config.storage.filesystem.rootDirectory, '_berth', 'signing-keys.json')
+    join(config.storage.filesystem?.rootDirectory ?? '.', '_berth', 'signing-keys.json')
   );
 }
 
@@ -75,6 +77,9 @@ export async function setUpAuth(
     : settings.policyFile
       ? await watchPolicyFile(settings.policyFile, options, logger)
       : staticPolicySource(compilePolicy({ namespaces: new Map(), repositories: [] }, options));
+  const serviceAccounts = settings.serviceAccountTokens
+    ? await openServiceAccountLogins(settings.serviceAccountTokens, logger)
+    : undefined;
   const rotation = setInterval(() => {
     if (!rotates) return;
     keys.rotateIfDue(new Date()).then(
@@ -94,6 +99,7 @@ export async function setUpAuth(
         password: password || undefined,
       }),
       policy,
+      serviceAccounts,
       limiter: new LoginLimiter(),
       realm: settings.realm,
     },
