@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '../observability/logger.ts';
@@ -82,5 +82,27 @@ describe('BlobCache', () => {
     await cache.open();
     expect(cache.lookup(a.digest)?.size).toBe(100);
     expect(await readdir(join(directory, 'tmp'))).toEqual([]);
+  });
+  it('holds a writer past its queue only until the queue is taken up, and keeps every byte', async () => {
+    const cache = new BlobCache(directory, 64 << 20, logger);
+    await cache.open();
+    const chunks = Array.from({ length: 24 }, (_, index) => Buffer.alloc(1 << 20, index));
+    const whole = Buffer.concat(chunks);
+    const item = { digest: `sha256:${createHash('sha256').update(whole).digest('hex')}` };
+    let waits = 0;
+    const cached = await cache.fetchOnce(item.digest, async (writer) => {
+      for (const chunk of chunks) {
+        const wait = writer.write(chunk);
+        if (wait) {
+          waits += 1;
+          await wait;
+        }
+      }
+      return true;
+    });
+    expect(cached).toBe(true);
+    expect(waits).toBeGreaterThan(0);
+    const entry = cache.lookup(item.digest);
+    expect((await readFile(entry?.path as string)).equals(whole)).toBe(true);
   });
 });

@@ -162,8 +162,11 @@ export class BlobCache {
  * The temp file a fetch writes into. Chunks off a TLS socket are 16 KiB; writing each with its
  * own system call would cap a cold pull far below the network, so they are gathered and written
  * with writev in batches, in the background; `write` asks the caller to wait only when too much
- * is pending. A write that fails (a full disk) turns the writer off instead of failing the pull:
- * the client still gets its bytes, the blob just is not cached.
+ * is queued behind the write in progress, and only until that write is done and the queue taken
+ * up (so at most two batches of 8 MiB are held per fill). The client is not held for the disk
+ * beyond that: waiting for the whole queue to drain used to stall the pull at every batch. A
+ * write that fails (a full disk) turns the writer off instead of failing the pull: the client
+ * still gets its bytes, the blob just is not cached.
  */
 export class CacheWriter {
   readonly path: string;
@@ -173,6 +176,8 @@ export class CacheWriter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushing: Promise<void> | undefined;
+  /** Callers of `write` told to wait until the queue has room. */
+  private waiting: (() => void)[] = [];
 
   private static readonly batchBytes = 1 << 20;
   private static readonly maxPendingBytes = 8 << 20;
@@ -192,7 +197,8 @@ export class CacheWriter {
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
     if (!this.flushing && this.pendingBytes >= CacheWriter.batchBytes) this.startFlush();
-    return this.pendingBytes >= CacheWriter.maxPendingBytes ? this.flushing : undefined;
+    if (this.pendingBytes < CacheWriter.maxPendingBytes) return undefined;
+    return new Promise((resolve) => this.waiting.push(resolve));
   }
 
   /** Writes what is queued and closes the file; false when any write failed. */
@@ -224,6 +230,7 @@ export class CacheWriter {
         const size = this.pendingBytes;
         this.pending = [];
         this.pendingBytes = 0;
+        this.wakeWaiting();
         try {
           await this.handle.writev(batch);
           this.written += size;
@@ -234,6 +241,13 @@ export class CacheWriter {
         }
       }
       this.flushing = undefined;
+      this.wakeWaiting();
     })();
+  }
+
+  private wakeWaiting(): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const resolve of waiting) resolve();
   }
 }

@@ -153,7 +153,7 @@ class ProxyHandler {
     const digest = blob[2] as string;
 
     // The registry decides, every time, whether this request may read this blob.
-    const check = await this.upstream.send('HEAD', path, req.headers);
+    const check = await this.upstream.send({ method: 'HEAD', path, headers: req.headers });
     check.resume();
     if (check.statusCode !== 200) {
       this.observer.outcome('denied');
@@ -179,12 +179,12 @@ class ProxyHandler {
   private async pass(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method === 'GET' && blobPath.test(req.url ?? '')) this.observer.fetched();
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
-    const response = await this.upstream.send(
-      req.method ?? 'GET',
-      req.url ?? '/',
-      req.headers,
-      hasBody ? req : undefined,
-    );
+    const response = await this.upstream.send({
+      method: req.method ?? 'GET',
+      path: req.url ?? '/',
+      headers: req.headers,
+      ...(hasBody ? { body: req } : {}),
+    });
     res.writeHead(
       response.statusCode ?? 502,
       this.upstream.clientHeaders(response.headers, req.headers.host ?? ''),
@@ -205,7 +205,7 @@ class ProxyHandler {
   ): Promise<void> {
     const cached = await this.cache.fetchOnce(digest, async (writer) => {
       this.observer.fetched();
-      const response = await this.upstream.send('GET', path, req.headers);
+      const response = await this.upstream.send({ method: 'GET', path, headers: req.headers });
       const length = Number(response.headers['content-length']);
       const clientHeaders = this.upstream.clientHeaders(response.headers, req.headers.host ?? '');
       if (response.statusCode !== 200 || !Number.isFinite(length) || !this.cache.accepts(length)) {

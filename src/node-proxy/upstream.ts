@@ -29,6 +29,19 @@ const notConnectedCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH'
 /** The request never reached the registry, so sending it again cannot do anything twice. */
 class NotConnectedError extends Error {}
 
+/** A request for the registry, as the node proxy forwards it. */
+export interface UpstreamRequest {
+  readonly method: string;
+  /** Origin-form target, e.g. `/v2/team-a/web/manifests/1`. */
+  readonly path: string;
+  /** The client's headers; hop-by-hop ones are dropped on the way. */
+  readonly headers: IncomingHttpHeaders;
+  /** The client's body, streamed when given. */
+  readonly body?: NodeJS.ReadableStream;
+  /** Ends the request, connecting and retries included, e.g. at a deadline. */
+  readonly signal?: AbortSignal;
+}
+
 /** A request target that is not a path on the registry. */
 export class BadTargetError extends Error {
   constructor(target: string) {
@@ -68,13 +81,12 @@ export class Upstream {
    */
   async check(timeoutMillis: number): Promise<number> {
     // One attempt: the check reports what a request would meet now.
-    const response = await this.sendOnce(
-      'GET',
-      '/v2/',
-      {},
-      undefined,
-      AbortSignal.timeout(timeoutMillis),
-    );
+    const response = await this.sendOnce({
+      method: 'GET',
+      path: '/v2/',
+      headers: {},
+      signal: AbortSignal.timeout(timeoutMillis),
+    });
     response.resume();
     return response.statusCode ?? 0;
   }
@@ -86,33 +98,31 @@ export class Upstream {
    * 3 s) is sent again, a few times over about eight seconds: long enough to ride out a
    * registry pod being replaced, which is all a pull in flight would otherwise see fail.
    */
-  async send(
-    method: string,
-    path: string,
-    headers: IncomingHttpHeaders,
-    body?: NodeJS.ReadableStream,
-    /** Ends the request, connecting and retries included, e.g. at a deadline. */
-    signal?: AbortSignal,
-  ): Promise<IncomingMessage> {
+  async send(request: UpstreamRequest): Promise<IncomingMessage> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.sendOnce(method, path, headers, body, signal);
+        return await this.sendOnce(request);
       } catch (error) {
         const delay = retryDelaysMillis[attempt];
-        if (body || !(error instanceof NotConnectedError) || delay === undefined || signal?.aborted)
+        if (
+          request.body ||
+          !(error instanceof NotConnectedError) ||
+          delay === undefined ||
+          request.signal?.aborted
+        )
           throw error;
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }
   }
 
-  private sendOnce(
-    method: string,
-    path: string,
-    headers: IncomingHttpHeaders,
-    body?: NodeJS.ReadableStream,
-    signal?: AbortSignal,
-  ): Promise<IncomingMessage> {
+  private sendOnce({
+    method,
+    path,
+    headers,
+    body,
+    signal,
+  }: UpstreamRequest): Promise<IncomingMessage> {
     // Only origin-form targets ("/v2/..."): "//host/..." or an absolute URL would leave the registry.
     if (!path.startsWith('/') || path.startsWith('//'))
       return Promise.reject(new BadTargetError(path));

@@ -9,7 +9,10 @@
  * node side (client, containerd, proxy) on core 1, as in a cluster where the registry runs on
  * another machine than the pulling node.
  *
- *   npm run bench:node-proxy            (BENCH_LAYER_MB=512, BENCH_ROUNDS=3)
+ * Every round pulls direct, then through a fresh proxy cold, then warm, so the three alternate;
+ * the report gives each round and the median of the per-round ratios to the direct pull.
+ *
+ *   npm run bench:node-proxy            (BENCH_LAYER_MB=512, BENCH_ROUNDS=5)
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -24,9 +27,10 @@ import {
 } from '../support/node-proxy.ts';
 import { run, temporaryDirectory } from '../support/processes.ts';
 import { findTool } from '../support/tools.ts';
+import { machineLine, median, roundsFromEnvironment } from './rounds.ts';
 
 const layerMB = Number(process.env.BENCH_LAYER_MB ?? 512);
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const rounds = roundsFromEnvironment(5);
 
 interface Series {
   direct: number[];
@@ -152,14 +156,18 @@ async function criPull(
   }
 }
 
+/** Each round's MB/s and its ratio to that round's direct pull, with the medians. */
 function table(title: string, series: Series): string {
-  const best = (values: number[]) => Math.max(...values);
-  const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
-  const row = (name: string, values: number[]) =>
-    `| ${name} | ${best(values).toFixed(0)} | ${mean(values).toFixed(0)} | ${values.map((v) => v.toFixed(0)).join(', ')} | ${((mean(values) / mean(series.direct)) * 100).toFixed(0)}% |`;
+  const row = (name: string, values: number[]) => {
+    const ratios = values.map((value, index) => value / (series.direct[index] as number));
+    const rounds = values.map(
+      (value, index) => `${value.toFixed(0)} (${((ratios[index] as number) * 100).toFixed(0)}%)`,
+    );
+    return `| ${name} | ${rounds.join(', ')} | ${median(values).toFixed(0)} | ${(median(ratios) * 100).toFixed(0)}% |`;
+  };
   return [
-    `| ${title} | best MB/s | mean MB/s | rounds | mean vs direct |`,
-    '| --- | --- | --- | --- | --- |',
+    `| ${title} | MB/s per round (vs that round's direct) | median MB/s | median vs direct |`,
+    '| --- | --- | --- | --- |',
     row('direct from the registry (HTTPS)', series.direct),
     row('through the node proxy, cache cold', series.cold),
     row('through the node proxy, cache warm', series.warm),
@@ -167,11 +175,12 @@ function table(title: string, series: Series): string {
   ].join('\n');
 }
 
+const machine = await machineLine();
 const results = { shared: await measure('shared'), split: await measure('split') };
 process.stdout.write(
   [
     '',
-    `${layerMB} MiB layer, ${rounds} rounds.`,
+    `${layerMB} MiB layer, ${rounds} rounds, ${machine}.`,
     '',
     table('protocol pull, both cores shared', results.shared.protocol),
     table('containerd CRI pull, both cores shared', results.shared.cri),

@@ -3,8 +3,11 @@
  * clients. Prints, for each: 1 GiB monolithic push, 1 GiB pull, 1 GiB chunked push (5 MiB
  * chunks), manifest GET requests/s with 32 connections and p99, and peak RSS during the push.
  *
- *   npm run bench                 # 1 GiB blobs, storage on tmpfs and on disk
- *   BENCH_BLOB_MIB=256 BENCH_STORAGE=memory npm run bench
+ *   npm run bench                 # 1 GiB blobs, storage on tmpfs and on disk, 5 rounds
+ *   BENCH_BLOB_MIB=256 BENCH_STORAGE=memory BENCH_ROUNDS=3 npm run bench
+ *
+ * Each round measures both registries, each from fresh storage, the one going first swapping
+ * every round; the report gives every round's figures and the median of the per-round ratios.
  *
  * On tmpfs (/dev/shm) the figures are the registries' own; on disk both are bounded by the
  * disk's write speed (about 300 MB/s on the project's machines). Berth runs from dist/, as
@@ -16,13 +19,14 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { randomLayerTar } from '../support/images.ts';
 import { run, temporaryDirectory } from '../support/processes.ts';
 import { startBerth, startDistribution, type RegistryProcess } from '../support/registries.ts';
 import { findTool } from '../support/tools.ts';
+import { machineLine, median, orderOfRound, roundsFromEnvironment } from './rounds.ts';
 
 const blobMiB = Number(process.env.BENCH_BLOB_MIB ?? 1024);
 const chunkBytes = 5 * 1024 * 1024;
@@ -37,9 +41,14 @@ interface Figures {
   peakRssMB: number;
 }
 
-async function makeBlob(
-  directory: string,
-): Promise<{ path: string; digest: string; size: number }> {
+/** The random blob both registries are sent, on disk. */
+interface BlobFile {
+  readonly path: string;
+  readonly digest: string;
+  readonly size: number;
+}
+
+async function makeBlob(directory: string): Promise<BlobFile> {
   const path = join(directory, 'blob.bin');
   const handle = await open(path, 'w');
   const hash = createHash('sha256');
@@ -80,7 +89,7 @@ async function curl(args: string[]): Promise<string> {
 async function monolithicPush(
   registry: RegistryProcess,
   repository: string,
-  blob: { path: string; digest: string; size: number },
+  blob: BlobFile,
 ): Promise<number> {
   const location = await startUpload(registry.url, repository);
   const started = performance.now();
@@ -110,7 +119,7 @@ async function pull(
 async function chunkedPush(
   registry: RegistryProcess,
   repository: string,
-  blob: { path: string; digest: string; size: number },
+  blob: BlobFile,
 ): Promise<number> {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   let location = await startUpload(registry.url, repository);
@@ -185,11 +194,7 @@ async function pushSmallImage(registry: RegistryProcess, work: string): Promise<
   return '/v2/bench/small/manifests/v1';
 }
 
-async function measure(
-  registry: RegistryProcess,
-  blob: { path: string; digest: string; size: number },
-  work: string,
-): Promise<Figures> {
+async function measure(registry: RegistryProcess, blob: BlobFile, work: string): Promise<Figures> {
   const pid = registry.daemon.child.pid as number;
   const pushMBps = await monolithicPush(registry, 'bench/mono', blob);
   const peakRssMB = await peakRss(pid);
@@ -200,71 +205,131 @@ async function measure(
   return { pushMBps, pullMBps, chunkedPushMBps, manifestRps: rps, manifestP99ms: p99ms, peakRssMB };
 }
 
-function row(
-  name: string,
-  berth: number,
-  distribution: number,
-  unit: string,
-  higherIsBetter = true,
-): string {
-  const ratio = higherIsBetter ? berth / distribution : distribution / berth;
-  return `| ${name} | ${berth.toFixed(1)} ${unit} | ${distribution.toFixed(1)} ${unit} | ${ratio.toFixed(2)}x |`;
+type Side = 'berth' | 'distribution';
+
+/** A scenario: its name, unit, how a round's figure is read, and whether higher is better. */
+interface Scenario {
+  readonly name: string;
+  readonly unit: string;
+  readonly figure: (figures: Figures) => number;
+  readonly higherIsBetter: boolean;
+  /** Judged on its own (a memory bound), not against distribution's figure. */
+  readonly absolute?: true;
+}
+
+const scenarios: Scenario[] = [
+  {
+    name: `${blobMiB} MiB monolithic push`,
+    unit: 'MB/s',
+    figure: (f) => f.pushMBps,
+    higherIsBetter: true,
+  },
+  { name: `${blobMiB} MiB pull`, unit: 'MB/s', figure: (f) => f.pullMBps, higherIsBetter: true },
+  {
+    name: `${blobMiB} MiB chunked push (5 MiB chunks)`,
+    unit: 'MB/s',
+    figure: (f) => f.chunkedPushMBps,
+    higherIsBetter: true,
+  },
+  {
+    name: 'manifest GET, 32 connections',
+    unit: 'req/s',
+    figure: (f) => f.manifestRps,
+    higherIsBetter: true,
+  },
+  { name: 'manifest GET p99', unit: 'ms', figure: (f) => f.manifestP99ms, higherIsBetter: false },
+  {
+    name: 'peak RSS after the push',
+    unit: 'MB',
+    figure: (f) => f.peakRssMB,
+    higherIsBetter: false,
+    absolute: true,
+  },
+];
+
+/** Berth's advantage in one round: above 1 when Berth did better. */
+function ratio(scenario: Scenario, berth: Figures, distribution: Figures): number {
+  const ours = scenario.figure(berth);
+  const theirs = scenario.figure(distribution);
+  return scenario.higherIsBetter ? ours / theirs : theirs / ours;
+}
+
+/** Per-round figures and the median ratio, one row per scenario. */
+function table(rounds: { berth: Figures; distribution: Figures }[]): string[] {
+  const lines = [
+    `| measure | ${rounds.map((_, index) => `round ${index + 1} berth / distribution`).join(' | ')} | median berth | median distribution | median ratio |`,
+    `| --- | ${rounds.map(() => '---').join(' | ')} | --- | --- | --- |`,
+  ];
+  for (const scenario of scenarios) {
+    const cells = rounds.map(({ berth, distribution }) => {
+      const pair = `${scenario.figure(berth).toFixed(1)} / ${scenario.figure(distribution).toFixed(1)}`;
+      if (scenario.absolute) return pair;
+      return `${pair} (${ratio(scenario, berth, distribution).toFixed(2)}x)`;
+    });
+    const berthMedian = median(rounds.map(({ berth }) => scenario.figure(berth)));
+    const distributionMedian = median(
+      rounds.map(({ distribution }) => scenario.figure(distribution)),
+    );
+    const ratioMedian = median(
+      rounds.map(({ berth, distribution }) => ratio(scenario, berth, distribution)),
+    );
+    lines.push(
+      `| ${scenario.name} (${scenario.unit}) | ${cells.join(' | ')} | ${berthMedian.toFixed(1)} | ${distributionMedian.toFixed(1)} | ${scenario.absolute ? '-' : `${ratioMedian.toFixed(2)}x`} |`,
+    );
+  }
+  return lines;
+}
+
+async function measureOnce(
+  side: Side,
+  parent: string,
+  blob: BlobFile,
+  work: string,
+): Promise<Figures> {
+  const storage = await mkdtemp(join(parent, `berth-bench-${side}-`));
+  const registry =
+    side === 'berth'
+      ? await startBerth(storage, { extraArgs: ['--log-level', 'warn'], built: true })
+      : await startDistribution(storage, work);
+  try {
+    return await measure(registry, blob, work);
+  } finally {
+    await registry.stop();
+    await rm(storage, { recursive: true, force: true });
+  }
 }
 
 async function main(): Promise<void> {
   for (const tool of ['curl', 'wrk', 'docker-registry']) {
     if (!findTool(tool)) throw new Error(`${tool} is missing: run test/tools/install.sh`);
   }
+  const rounds = roundsFromEnvironment(5);
   const work = await temporaryDirectory('bench');
   try {
-    process.stdout.write(`bench: writing a ${blobMiB} MiB random blob\n`);
+    const machine = await machineLine();
+    process.stdout.write(`bench: ${machine}\nbench: writing a ${blobMiB} MiB random blob\n`);
     const blob = await makeBlob(work.path);
     const media =
       (process.env.BENCH_STORAGE ?? 'both') === 'both'
         ? ['memory', 'disk']
         : [process.env.BENCH_STORAGE as string];
-    const cpu =
-      (await readFile('/proc/cpuinfo', 'utf8')).match(/model name\s*:\s*(.*)/)?.[1] ??
-      'unknown CPU';
-    const report: string[] = [
-      `${blobMiB} MiB blob, ${cpu}, ${cpus().length} cores, Node ${process.version}`,
-    ];
+    const report: string[] = [`${blobMiB} MiB blob, ${rounds} alternating rounds, ${machine}`];
     for (const medium of media) {
       const parent = medium === 'memory' ? '/dev/shm' : tmpdir();
-      const results: Record<string, Figures> = {};
-      for (const name of ['distribution', 'berth'] as const) {
-        const storage = await mkdtemp(join(parent, `berth-bench-${name}-`));
-        const registry =
-          name === 'berth'
-            ? await startBerth(storage, { extraArgs: ['--log-level', 'warn'], built: true })
-            : await startDistribution(storage, work.path);
-        try {
-          process.stdout.write(`bench: measuring ${name} with storage in ${parent}\n`);
-          results[name] = await measure(registry, blob, work.path);
-        } finally {
-          await registry.stop();
-          await rm(storage, { recursive: true, force: true });
+      const results: { berth: Figures; distribution: Figures }[] = [];
+      for (let round = 0; round < rounds; round += 1) {
+        const figures: Partial<Record<Side, Figures>> = {};
+        for (const side of orderOfRound<Side>(round, ['berth', 'distribution'])) {
+          process.stdout.write(`bench: ${parent}, round ${round + 1}/${rounds}: ${side}\n`);
+          figures[side] = await measureOnce(side, parent, blob, work.path);
         }
+        results.push(figures as { berth: Figures; distribution: Figures });
       }
-      const berth = results.berth as Figures;
-      const distribution = results.distribution as Figures;
       report.push(
         '',
         `storage on ${medium === 'memory' ? 'tmpfs' : 'disk'} (${parent})`,
         '',
-        '| measure | berth | distribution | berth vs distribution |',
-        '| --- | --- | --- | --- |',
-        row(`${blobMiB} MiB monolithic push`, berth.pushMBps, distribution.pushMBps, 'MB/s'),
-        row(`${blobMiB} MiB pull`, berth.pullMBps, distribution.pullMBps, 'MB/s'),
-        row(
-          `${blobMiB} MiB chunked push (5 MiB chunks)`,
-          berth.chunkedPushMBps,
-          distribution.chunkedPushMBps,
-          'MB/s',
-        ),
-        row('manifest GET, 32 connections', berth.manifestRps, distribution.manifestRps, 'req/s'),
-        row('manifest GET p99', berth.manifestP99ms, distribution.manifestP99ms, 'ms', false),
-        row('peak RSS after the push', berth.peakRssMB, distribution.peakRssMB, 'MB', false),
+        ...table(results),
       );
     }
     process.stdout.write(`\n${report.join('\n')}\n`);

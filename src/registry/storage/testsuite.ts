@@ -270,6 +270,10 @@ export function runDriverSuite(
     it('answers missing paths below files and directories alike', async () => {
       await driver.putContent('/present/file', 'x');
       expect(await driver.stat('/present/fil')).toBeUndefined();
+      expect(await driver.stat('/present/file/below')).toBeUndefined();
+      await expect(driver.getContent('/present/file/below')).rejects.toBeInstanceOf(
+        PathNotFoundError,
+      );
       await expect(driver.getContent('/present')).rejects.toThrow();
       await expect(driver.move('/present/none', '/present/other')).rejects.toBeInstanceOf(
         PathNotFoundError,

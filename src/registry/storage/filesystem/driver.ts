@@ -50,8 +50,10 @@ function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
 }
 
+/** Absent: no such entry, or a path that goes on below a file (`/file/below`), as S3 has it too. */
 function isNotFound(error: unknown): boolean {
-  return errnoCode(error) === 'ENOENT';
+  const code = errnoCode(error);
+  return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
 /** How a filesystem refuses writes because of how it is set up: ownership, mode, a read-only mount. */
@@ -369,6 +371,12 @@ class FilesystemWriter implements FileWriter {
   private failure: unknown;
   private written: number;
   private unsynced = 0;
+  /**
+   * The periodic flush running beside the writes. Awaited in the write path, it paused the
+   * socket for as long as the disk took to take 64 MiB; the writes that follow only need it
+   * done before `commit` syncs, or before the file is cut or closed.
+   */
+  private syncing: Promise<void> | undefined;
   private buffered = 0;
 
   constructor(handle: FileHandle, size: number, failed: (error: unknown) => unknown) {
@@ -424,9 +432,17 @@ class FilesystemWriter implements FileWriter {
       if (left > 0) remaining = dropBytes(remaining, bytesWritten);
     }
     this.unsynced += bytes;
-    if (this.unsynced >= syncEveryBytes) {
+    if (this.unsynced >= syncEveryBytes && !this.syncing) {
       this.unsynced = 0;
-      await this.handle.datasync();
+      this.syncing = this.handle.datasync().then(
+        () => {
+          this.syncing = undefined;
+        },
+        (error: unknown) => {
+          this.syncing = undefined;
+          this.failure ??= this.failed(error);
+        },
+      );
     }
   }
 
@@ -441,6 +457,7 @@ class FilesystemWriter implements FileWriter {
 
   async truncate(size: number): Promise<void> {
     while (this.inFlight) await this.inFlight;
+    await this.syncing;
     this.batch = [];
     this.batchBytes = 0;
     this.buffered = 0;
@@ -455,6 +472,8 @@ class FilesystemWriter implements FileWriter {
 
   async commit(): Promise<void> {
     await this.flush();
+    await this.syncing;
+    if (this.failure !== undefined) throw this.failure;
     try {
       await this.handle.sync();
     } catch (error) {
@@ -465,6 +484,7 @@ class FilesystemWriter implements FileWriter {
 
   async close(): Promise<void> {
     if (this.inFlight) await this.inFlight.catch(() => undefined);
+    await this.syncing;
     await this.handle.close();
   }
 }

@@ -1,0 +1,50 @@
+/**
+ * What the alternating benches share: the machine they ran on and how rounds become a figure.
+ * On a shared 2-core VM one round can be off by a third, so the benches measure the two sides
+ * alternately, round after round, and decide on the median of the per-round ratios.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
+
+/** Rounds each side is measured, from BENCH_ROUNDS. */
+export function roundsFromEnvironment(fallback: number): number {
+  const rounds = Number(process.env.BENCH_ROUNDS ?? fallback);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error('BENCH_ROUNDS must be >= 1');
+  return rounds;
+}
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+/** One core's SHA-256 speed in MB/s through node:crypto: what every push and pull pays for. */
+export function sha256MBps(): number {
+  const chunk = Buffer.alloc(1024 * 1024, 7);
+  const hash = createHash('sha256');
+  hash.update(chunk); // first use loads the implementation
+  const rounds = 512;
+  const started = performance.now();
+  for (let index = 0; index < rounds; index += 1) hash.update(chunk);
+  hash.digest();
+  return (rounds * chunk.length) / 1e6 / ((performance.now() - started) / 1000);
+}
+
+/**
+ * "AMD EPYC, 2 cores, SHA-256 1772 MB/s on one core, load 0.4, Node v24.21.0": the load
+ * average says how much of the machine other work took when the bench started.
+ */
+export async function machineLine(): Promise<string> {
+  const cpu =
+    (await readFile('/proc/cpuinfo', 'utf8')).match(/model name\s*:\s*(.*)/)?.[1] ?? 'unknown CPU';
+  return `${cpu}, ${cpus().length} cores, SHA-256 ${sha256MBps().toFixed(0)} MB/s on one core, load ${(loadavg()[0] as number).toFixed(1)}, Node ${process.version}`;
+}
+
+/** Each side in turn, the one that goes first swapping every round, so neither always runs warm. */
+export function orderOfRound<T>(round: number, sides: readonly [T, T]): [T, T] {
+  return round % 2 === 0 ? [sides[0], sides[1]] : [sides[1], sides[0]];
+}
