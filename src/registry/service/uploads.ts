@@ -26,13 +26,20 @@ export interface ChunkExpectation {
 
 /**
  * An upload being written by this process. The running hash lets a chunked upload finish without
- * re-reading its data; when it is missing (another replica wrote the last chunk, this process
- * restarted, or a chunk was rolled back) the data is hashed again from storage.
+ * re-reading its data; when it is missing (this process restarted, or a chunk was rolled back)
+ * the data is hashed again from storage, and when it lags (another replica wrote the last
+ * chunks) only the bytes it has not seen are read.
  */
 interface Session {
   readonly key: string;
+  readonly repository: string;
+  readonly id: string;
   writer: FileWriter;
   hash: Hash | undefined;
+  /** Bytes `hash` has seen: always the first ones of the upload. */
+  hashedBytes: number;
+  /** The offset this request has claimed in shared storage (see `claim`). */
+  claimed: number | undefined;
   busy: boolean;
   /** Resolves when the request holding the session lets go of it. */
   settled: Promise<void>;
@@ -44,16 +51,26 @@ interface Session {
  * Blob upload sessions. State lives in storage (`_uploads/<id>`), so any replica, or this one
  * after a restart, can continue an upload; a chunk that fails part way is cut back off, so the
  * upload's size is always the sum of acknowledged chunks.
+ *
+ * On shared storage (`StorageDriver.shared`) a writer is opened from storage for each request and
+ * closed after it, since another replica may append in between; only the running hash is kept
+ * between requests. Who may change an upload from a given size is decided in storage: each
+ * change claims `_uploads/<id>/chunks/<offset>` with `createContent`, so of two requests at one
+ * offset, in any processes, one writes and the other is answered RANGE_INVALID (416).
  */
 export class UploadService {
   private readonly driver: StorageDriver;
   private readonly blobs: BlobService;
   private readonly sessions = new Map<string, Session>();
+  /** Shared storage only: running hashes of uploads no request holds, oldest first. */
+  private readonly keptHashes = new Map<string, { hash: Hash; bytes: number }>();
+  private readonly shared: boolean;
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(driver: StorageDriver, blobs: BlobService) {
     this.driver = driver;
     this.blobs = blobs;
+    this.shared = driver.shared === true;
     this.sweeper = setInterval(() => void this.closeIdleSessions(), idleSessionMillis).unref();
   }
 
@@ -73,7 +90,10 @@ export class UploadService {
       session;
       session = this.sessions.get(sessionKey(repository, id))
     ) {
-      if (!session.busy) return session.writer.size;
+      if (!session.busy) {
+        if (this.shared) break; // its writer may lag what another replica appended
+        return session.writer.size;
+      }
       await session.settled;
     }
     await this.assertExists(repository, id);
@@ -93,7 +113,7 @@ export class UploadService {
       const received = await this.receive(session, body, expect);
       return { size: session.writer.size, received };
     } finally {
-      this.release(session);
+      await this.release(session);
     }
   }
 
@@ -114,6 +134,8 @@ export class UploadService {
     let finished = false;
     try {
       if (body) await this.receive(session, body, expect);
+      // The commit is a change at the final size: no chunk may land there meanwhile.
+      await this.claim(session, session.writer.size);
       await session.writer.commit();
       const computed = await this.digestOf(session, repository, id, digest.algorithm);
       finished = true;
@@ -141,29 +163,38 @@ export class UploadService {
       if (finished) {
         // Committed, discarded or failed past the point of return: the session is over.
         this.sessions.delete(session.key);
+        this.keptHashes.delete(session.key);
         session.settle();
       } else {
-        this.release(session);
+        await this.release(session);
       }
     }
   }
 
   async cancel(repository: string, id: string): Promise<void> {
     const session = await this.acquire(repository, id);
+    try {
+      // Refused while another replica writes at the current size.
+      await this.claim(session, session.writer.size);
+    } catch (error) {
+      await this.release(session);
+      throw error;
+    }
     await this.discard(session, repository, id);
   }
 
   /**
-   * Removes uploads started before `startedBefore` that no request in this process is using.
-   * Returns how many were removed.
+   * Removes uploads with no activity since `inactiveSince` that no request in this process is
+   * using. Activity is the start or the last chunk stored (on shared storage by any replica), so
+   * an upload another replica is still writing is kept. Returns how many were removed.
    */
-  async purge(startedBefore: Date): Promise<number> {
+  async purge(inactiveSince: Date): Promise<number> {
     let removed = 0;
     for await (const repository of walkRepositories(this.driver)) {
       for (const id of await listOrEmpty(this.driver, paths.uploadsRoot(repository))) {
         if (this.sessions.get(sessionKey(repository, id))?.busy) continue;
-        const startedAt = await this.startedAt(repository, id);
-        if (startedAt !== undefined && startedAt >= startedBefore) continue;
+        const activeAt = await this.lastActivity(repository, id);
+        if (activeAt !== undefined && activeAt >= inactiveSince) continue;
         const session = this.sessions.get(sessionKey(repository, id));
         if (session) await this.drop(session);
         await this.driver.delete(paths.uploadDirectory(repository, id));
@@ -178,6 +209,14 @@ export class UploadService {
     const sessions = [...this.sessions.values()];
     this.sessions.clear();
     await Promise.all(sessions.map((session) => session.writer.close().catch(() => undefined)));
+  }
+
+  /** The later of the upload's start and its data's last write; undefined without a start. */
+  private async lastActivity(repository: string, id: string): Promise<Date | undefined> {
+    const startedAt = await this.startedAt(repository, id);
+    if (startedAt === undefined) return undefined;
+    const data = await this.driver.stat(paths.uploadData(repository, id));
+    return data && data.modifiedAt > startedAt ? data.modifiedAt : startedAt;
   }
 
   private async startedAt(repository: string, id: string): Promise<Date | undefined> {
@@ -204,6 +243,9 @@ export class UploadService {
         detail: { expected: before, received: expect.start },
       });
     }
+    await this.claim(session, before);
+    // A hash that lags the upload (another replica appended) cannot follow this chunk.
+    if (session.hashedBytes !== before) session.hash = undefined;
     let received = 0;
     try {
       await forEachChunk(body, (chunk) => {
@@ -223,13 +265,22 @@ export class UploadService {
           detail: { declared: expect.length, received },
         });
       }
+      session.hashedBytes = session.writer.size;
+      // A claim on bytes written is spent and stays, so that offset is never written again; an
+      // empty chunk's is still held, for a commit at the same offset or to be given back.
+      if (received > 0) session.claimed = undefined;
       return received;
     } catch (error) {
       // The running hash has seen bytes that are now cut off, so a resumed upload is hashed from
       // storage anyway: close the session, so a client that failed its chunk (a slow body cut
       // off, say) holds no file open. If storage refused the cut too (it went read-only), the
       // unacknowledged tail fails the next request's range or digest check.
-      await session.writer.truncate(before).catch(() => undefined);
+      const cut = await session.writer.truncate(before).then(
+        () => true,
+        () => false,
+      );
+      // Once cut back, the offset is free again for the client's retry.
+      if (cut) await this.unclaim(session);
       await this.drop(session);
       throw error;
     }
@@ -241,35 +292,72 @@ export class UploadService {
     id: string,
     algorithm: DigestAlgorithm,
   ): Promise<string> {
-    if (algorithm === 'sha256' && session.hash) {
-      const hex = session.hash.digest('hex');
-      session.hash = undefined;
-      return hex;
+    const size = session.writer.size;
+    const running = algorithm === 'sha256' ? session.hash : undefined;
+    session.hash = undefined;
+    if (running && session.hashedBytes <= size) {
+      // Only what other replicas appended is read back.
+      await this.hashStored(repository, id, running, session.hashedBytes, size);
+      return running.digest('hex');
     }
-    return (await this.hashStored(repository, id, algorithm, session.writer.size)).digest('hex');
+    const hash = createHash(algorithm);
+    await this.hashStored(repository, id, hash, 0, size);
+    return hash.digest('hex');
   }
 
-  /** Hashes the first `size` bytes of an upload from storage. */
+  /** Feeds bytes `from`..`size - 1` of a committed upload, streamed from storage, to `hash`. */
   private async hashStored(
     repository: string,
     id: string,
-    algorithm: DigestAlgorithm,
+    hash: Hash,
+    from: number,
     size: number,
-  ): Promise<Hash> {
-    const hash = createHash(algorithm);
-    if (size > 0) {
-      const stream = await this.driver.reader(paths.uploadData(repository, id), {
-        offset: 0,
-        end: size - 1,
+  ): Promise<void> {
+    if (from >= size) return;
+    const stream = await this.driver.reader(paths.uploadData(repository, id), {
+      offset: from,
+      end: size - 1,
+    });
+    for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
+  }
+
+  /**
+   * Shared storage only: makes this request the one that changes the upload from `offset`, or
+   * throws RANGE_INVALID when another request (in any replica) already has. A replica that read
+   * the size before another appended can therefore never write over the appended bytes. A claim
+   * stays once bytes were written under it; one whose change was undone or never made is given
+   * back (`unclaim`) when the request ends. A claim held by a replica that died is never given
+   * back: its client starts the upload again, and the purge removes this one.
+   */
+  private async claim(session: Session, offset: number): Promise<void> {
+    if (!this.shared || session.claimed === offset) return;
+    const path = claimPath(session.repository, session.id, offset);
+    if (!(await this.driver.createContent(path, new Date().toISOString()))) {
+      throw new OciError('RANGE_INVALID', `another request has written at offset ${offset}`, {
+        detail: { offset },
       });
-      for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
     }
-    return hash;
+    session.claimed = offset;
+    // An upload completed or cancelled while this request waited is not written again.
+    try {
+      await this.assertExists(session.repository, session.id);
+    } catch (error) {
+      await this.unclaim(session);
+      throw error;
+    }
+  }
+
+  private async unclaim(session: Session): Promise<void> {
+    if (session.claimed === undefined) return;
+    const path = claimPath(session.repository, session.id, session.claimed);
+    session.claimed = undefined;
+    await this.driver.delete(path).catch(() => undefined);
   }
 
   private async acquire(repository: string, id: string): Promise<Session> {
     if (!uploadIdPattern.test(id)) throw uploadUnknown(id);
     const key = sessionKey(repository, id);
+    // On shared storage a session lives only as long as its request (see `release`).
     let session = this.sessions.get(key);
     if (!session) {
       await this.assertExists(repository, id);
@@ -282,11 +370,22 @@ export class UploadService {
       } else {
         // A resumed upload is hashed from storage only when it completes, so that neither a
         // DELETE nor a racing first PATCH pays for reading it here.
-        const hash = writer.size === 0 ? createHash('sha256') : undefined;
+        const kept = this.keptHashes.get(key);
+        this.keptHashes.delete(key);
+        const running =
+          writer.size === 0
+            ? { hash: createHash('sha256'), bytes: 0 }
+            : kept && kept.bytes <= writer.size
+              ? kept
+              : undefined;
         session = {
           key,
+          repository,
+          id,
           writer,
-          hash,
+          hash: running?.hash,
+          hashedBytes: running?.bytes ?? 0,
+          claimed: undefined,
           busy: false,
           settled: Promise.resolve(),
           settle: () => undefined,
@@ -313,14 +412,36 @@ export class UploadService {
     await session.writer.close().catch(() => undefined);
   }
 
-  private release(session: Session): void {
+  /**
+   * Ends a request's hold on a session, giving back a claim it did not spend. On shared storage
+   * the writer is closed (the next request, here or in another replica, reopens it from storage)
+   * and only the running hash is kept.
+   */
+  private async release(session: Session): Promise<void> {
+    await this.unclaim(session);
+    if (this.shared) {
+      this.sessions.delete(session.key);
+      if (session.hash) this.keepHash(session.key, session.hash, session.hashedBytes);
+      await session.writer.close().catch(() => undefined);
+    }
     session.busy = false;
     session.lastUsed = Date.now();
     session.settle();
   }
 
+  /** Keeps at most `maxOpenSessions` hashes, forgetting the oldest. */
+  private keepHash(key: string, hash: Hash, bytes: number): void {
+    this.keptHashes.delete(key);
+    this.keptHashes.set(key, { hash, bytes });
+    for (const oldest of this.keptHashes.keys()) {
+      if (this.keptHashes.size <= maxOpenSessions) break;
+      this.keptHashes.delete(oldest);
+    }
+  }
+
   private async discard(session: Session, repository: string, id: string): Promise<void> {
     this.sessions.delete(session.key);
+    this.keptHashes.delete(session.key);
     session.settle();
     await session.writer.close();
     await this.driver.delete(paths.uploadDirectory(repository, id));
@@ -350,6 +471,11 @@ export class UploadService {
       await this.drop(session);
     }
   }
+}
+
+/** Marks who changes an upload from `offset` on shared storage; removed with the upload. */
+function claimPath(repository: string, id: string, offset: number): string {
+  return `${paths.uploadDirectory(repository, id)}/chunks/${offset}`;
 }
 
 function sessionKey(repository: string, id: string): string {

@@ -8,6 +8,12 @@ import type { Readable, Writable } from 'node:stream';
  */
 export interface StorageDriver {
   readonly name: string;
+  /**
+   * True when other processes (replicas) may read and write the same storage at the same time,
+   * so nothing a process remembers about a mutable file (an upload's size or writer) stays true
+   * after it lets go of it. Absent means false.
+   */
+  readonly shared?: boolean;
   /** Size and kind of what is at `path`, or undefined when nothing is. */
   stat(path: string): Promise<FileInfo | undefined>;
   /** The whole content of a small file. Throws PathNotFoundError. */
@@ -62,6 +68,7 @@ export interface StorageDriver {
 
 export interface FileInfo {
   readonly size: number;
+  /** Last write; for a file still being written, the last `flush` or `commit`. */
   readonly modifiedAt: Date;
   readonly isDirectory: boolean;
 }

@@ -43,6 +43,8 @@ const writersRoot = '/_berth/writers';
  */
 export class S3Driver implements StorageDriver {
   readonly name = 's3';
+  /** A bucket is what replicas share. */
+  readonly shared = true;
   private readonly client: S3Client;
   private readonly prefix: string;
   private readonly partBytes: number;
@@ -65,10 +67,16 @@ export class S3Driver implements StorageDriver {
     const page = await this.client.listPage(`${key}/`, { maxKeys: 1 });
     const child = page.keys[0];
     if (child) return { size: 0, modifiedAt: child.modifiedAt, isDirectory: true };
-    // A file still being written is not an object yet.
-    const state = await readWriterState(this.client, this.writerLocation(path));
-    if (state) return { size: sizeOf(state), modifiedAt: new Date(), isDirectory: false };
-    return undefined;
+    // A file still being written is not an object yet; its state is recorded on every flush.
+    const location = this.writerLocation(path);
+    const state = await readWriterState(this.client, location);
+    if (!state) return undefined;
+    const recorded = await this.client.head(`${location.area}state`);
+    return {
+      size: sizeOf(state),
+      modifiedAt: recorded?.modifiedAt ?? new Date(),
+      isDirectory: false,
+    };
   }
 
   async getContent(path: string): Promise<Buffer> {
