@@ -23,6 +23,9 @@ commands:
                on stdin with the pod's ServiceAccount token for --host HOST[:PORT] (repeatable)
   check        verify a registry's storage: every link names existing content, every
                manifest's blobs are present (--config FILE | --storage-dir DIR [--verify-content])
+  gc           remove unreferenced blobs (and, with gc.untagged: delete, untagged manifests) older
+               than gc.gracePeriod, printing each; safe while registries serve the storage
+               (--config FILE | --storage-dir DIR [--dry-run: print, remove nothing])
 
 registry flags:
   --config FILE        YAML configuration (see README.md)
@@ -275,6 +278,46 @@ async function runCheck(args: string[]): Promise<void> {
   if (report.problems.length > 0) process.exitCode = 1;
 }
 
+async function runGc(args: string[]): Promise<void> {
+  const { loadRegistryConfig, gcConfigSchema } = await import('./config/registry.ts');
+  const { openStorage } = await import('./registry/storage/open.ts');
+  const { createRegistryServices } = await import('./registry/services.ts');
+  const { runCollection } = await import('./registry/gc/run.ts');
+  const values = parseFlags(args, {
+    config: { type: 'string' },
+    'storage-dir': { type: 'string' },
+    'dry-run': { type: 'boolean', default: false },
+  });
+  const config = await loadRegistryConfig({
+    config: values.config,
+    storageDir: values['storage-dir'],
+  });
+  const services = createRegistryServices(openStorage(config.storage), config);
+  const dryRun = values['dry-run'];
+  const outcome = await runCollection(
+    services.driver,
+    services.manifests,
+    config.gc ?? gcConfigSchema.parse({}),
+    { dryRun },
+  );
+  if (outcome.result === 'skipped') {
+    process.stderr.write('berth: another collector holds the lease on this storage; try later\n');
+    process.exitCode = 1;
+    return;
+  }
+  const { report } = outcome;
+  const verb = dryRun ? 'would remove' : 'removed';
+  for (const { repository, digest } of report.removedManifests)
+    process.stdout.write(`${verb} manifest ${repository}@${digest}\n`);
+  for (const { repository, digest } of report.removedLinks)
+    process.stdout.write(`${verb} link ${repository} ${digest}\n`);
+  for (const { digest, size } of report.removedBlobs)
+    process.stdout.write(`${verb} blob ${digest} ${size}\n`);
+  process.stdout.write(
+    `${report.removedManifests.length} manifests, ${report.removedLinks.length} links, ${report.removedBlobs.length} blobs (${report.bytesFreed} bytes) ${verb}; ${report.restored} restored\n`,
+  );
+}
+
 async function runCredentialProvider(args: string[]): Promise<void> {
   const { runCredentialProvider: run } = await import('./credential-provider/command.ts');
   process.exitCode = await run(args, {
@@ -291,6 +334,8 @@ async function main(argv: string[]): Promise<void> {
       return runRegistry(rest);
     case 'check':
       return runCheck(rest);
+    case 'gc':
+      return runGc(rest);
     case 'operator':
       return runOperator(rest);
     case 'credential':

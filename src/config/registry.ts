@@ -41,6 +41,39 @@ const s3StorageSchema = z
     }
   });
 
+/** `HH:MM-HH:MM` in UTC; a window whose end is before its start runs over midnight. */
+const timeWindowPattern = /^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$/;
+
+/**
+ * Online garbage collection. The collector itself takes `gracePeriod` and `untagged` also in
+ * `berth gc`; `interval` and `window` schedule it in `berth registry`, which collects only when
+ * this section is present.
+ */
+export const gcConfigSchema = z
+  .object({
+    interval: positiveDuration
+      .prefault('1h')
+      .describe('Time from the end of one collection to the start of the next.'),
+    window: z
+      .string()
+      .regex(timeWindowPattern, 'must be HH:MM-HH:MM (UTC), e.g. 01:00-05:00')
+      .optional()
+      .describe('Collect only inside this daily window (UTC); always when unset.'),
+    gracePeriod: durationSchema
+      .refine((millis) => millis >= 1000, 'must be at least 1s')
+      .prefault('1h')
+      .describe('Content written, linked or mounted more recently than this is never removed.'),
+    untagged: z
+      .enum(['keep', 'delete'])
+      .prefault('keep')
+      .describe(
+        'Whether manifests no tag reaches (and that no kept index or subject needs) are removed.',
+      ),
+  })
+  .strict();
+
+export type GcConfig = Readonly<z.infer<typeof gcConfigSchema>>;
+
 /** The `berth registry` configuration: a YAML file, overridden by flags, validated here once. */
 export const registryConfigSchema = z
   .object({
@@ -196,6 +229,9 @@ export const registryConfigSchema = z
       .strict()
       .optional()
       .describe('Token authentication and per-repository policy. Absent: an open registry.'),
+    gc: gcConfigSchema
+      .optional()
+      .describe('Online garbage collection on a schedule. Absent: only `berth gc` collects.'),
     shutdownTimeout: positiveDuration
       .prefault('30s')
       .describe('How long in-flight requests may run after SIGTERM.'),

@@ -13,6 +13,7 @@ import { listOrEmpty } from './service/links.ts';
 import { setUpAuth } from './auth/setup.ts';
 import { Readiness } from './readiness.ts';
 import { limitConnections } from './connection-limits.ts';
+import { scheduleCollection, type CollectionSchedule } from './gc/schedule.ts';
 
 export interface RunningRegistry {
   readonly server: Server;
@@ -55,6 +56,10 @@ export async function startRegistry(
   };
   await purge();
   const purgeTimer = setInterval(() => void purge(), config.uploads.purgeInterval).unref();
+  // Beside the purge: the collector leaves `_uploads` to it.
+  const collection: CollectionSchedule | undefined = config.gc
+    ? scheduleCollection(services, config.gc, metrics, logger)
+    : undefined;
 
   const authentication = await setUpAuth(config, logger);
   const app = createRegistryApp({
@@ -102,6 +107,7 @@ export async function startRegistry(
     stopping ??= (async () => {
       readiness.shutDown();
       clearInterval(purgeTimer);
+      const collected = collection?.stop();
       stopLimits();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Keep-alive connections become idle as their requests finish; close each as soon as it is.
@@ -111,6 +117,7 @@ export async function startRegistry(
       await closed;
       clearInterval(reaper);
       clearTimeout(timer);
+      await collected;
       await services.uploads.close();
       authentication?.close();
       logger.info('registry stopped');

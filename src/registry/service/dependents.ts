@@ -1,7 +1,7 @@
-import { parseDigest, type Digest } from '../reference.ts';
+import type { Digest } from '../reference.ts';
 import type { StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
-import { listOrEmpty } from './links.ts';
+import { entryDigests } from './links.ts';
 import type { ParsedManifest } from './manifest-schema.ts';
 
 /** Manifests read at once while searching: enough to overlap storage latency, few enough to share it. */
@@ -36,17 +36,6 @@ export async function findDependent(
 }
 
 /** Digests of every manifest revision in the repository. */
-async function revisions(driver: StorageDriver, repository: string): Promise<Digest[]> {
-  const root = `${paths.manifestsRoot(repository)}/revisions`;
-  const digests: Digest[] = [];
-  for (const algorithm of await listOrEmpty(driver, root)) {
-    for (const hex of await listOrEmpty(driver, `${root}/${algorithm}`)) {
-      try {
-        digests.push(parseDigest(`${algorithm}:${hex}`));
-      } catch {
-        // Not a revision Berth or distribution wrote: it names nothing.
-      }
-    }
-  }
-  return digests;
+function revisions(driver: StorageDriver, repository: string): Promise<Digest[]> {
+  return entryDigests(driver, `${paths.manifestsRoot(repository)}/revisions`);
 }

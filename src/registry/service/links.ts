@@ -29,3 +29,21 @@ export async function listOrEmpty(driver: StorageDriver, path: string): Promise<
     throw error;
   }
 }
+
+/**
+ * The digests named by `<alg>/<hex>` directories under `root` (`_layers`,
+ * `_manifests/revisions`), without reading their links: what a listing alone can say.
+ */
+export async function entryDigests(driver: StorageDriver, root: string): Promise<Digest[]> {
+  const digests: Digest[] = [];
+  for (const algorithm of await listOrEmpty(driver, root)) {
+    for (const hex of await listOrEmpty(driver, `${root}/${algorithm}`)) {
+      try {
+        digests.push(parseDigest(`${algorithm}:${hex}`));
+      } catch {
+        // Not written by Berth or distribution: it names nothing.
+      }
+    }
+  }
+  return digests;
+}

@@ -206,6 +206,29 @@ export class ManifestService {
   }
 
   /**
+   * Runs `task` holding the repository's lock alone, as a delete by digest does: meanwhile no
+   * push of this process checks or links anything in the repository, and no tag of it moves.
+   * For the garbage collector, which decides and removes under it.
+   */
+  whileExclusive<T>(repository: string, task: () => Promise<T>): Promise<T> {
+    return this.repositories.exclusive(repository, task);
+  }
+
+  /**
+   * Removes a revision (and its referrers entry) without the checks of `delete`, and drops it
+   * from the cache. Only for the garbage collector, under `whileExclusive`, once it has decided
+   * that nothing in the repository needs the manifest.
+   */
+  async forget(repository: string, digest: Digest, subject: Digest | undefined): Promise<void> {
+    const key = revisionKey(repository, digest);
+    await this.revisions.exclusive(key, async () => {
+      await this.driver.delete(paths.revisionDirectory(repository, digest));
+      this.manifests.delete(key);
+    });
+    if (subject) await this.driver.delete(paths.referrerEntry(repository, subject, digest));
+  }
+
+  /**
    * A manifest of the repository that needs `digest`. Reads the cache or storage, and fills no
    * cache: a search reads every manifest once and must not evict the hot ones.
    */
@@ -239,7 +262,11 @@ export class ManifestService {
       if (error instanceof PathNotFoundError) throw manifestUnknown({ digest: digest.value });
       throw error;
     }
-    return { digest, bytes, mediaType: await this.storedMediaType(repository, digest, bytes) };
+    return {
+      digest,
+      bytes,
+      mediaType: await readStoredMediaType(this.driver, repository, digest, bytes),
+    };
   }
 
   /** A stored manifest parsed for its references; undefined for content Berth would not accept today. */
@@ -269,25 +296,27 @@ export class ManifestService {
       if (!linked) throw manifestBlobUnknown(digest);
     }
   }
+}
 
-  private async storedMediaType(
-    repository: string,
-    digest: Digest,
-    bytes: Buffer,
-  ): Promise<string> {
-    try {
-      return (await this.driver.getContent(paths.revisionMediaType(repository, digest)))
-        .toString('utf8')
-        .trim();
-    } catch (error) {
-      if (!(error instanceof PathNotFoundError)) throw error;
-    }
-    // Written by distribution, which keeps no Content-Type: the content says what it is.
-    try {
-      return inferMediaType(JSON.parse(bytes.toString('utf8')) as Record<string, unknown>);
-    } catch {
-      return 'application/octet-stream';
-    }
+/** The Content-Type a revision was pushed with, else what its content says it is. */
+export async function readStoredMediaType(
+  driver: StorageDriver,
+  repository: string,
+  digest: Digest,
+  bytes: Buffer,
+): Promise<string> {
+  try {
+    return (await driver.getContent(paths.revisionMediaType(repository, digest)))
+      .toString('utf8')
+      .trim();
+  } catch (error) {
+    if (!(error instanceof PathNotFoundError)) throw error;
+  }
+  // Written by distribution, which keeps no Content-Type: the content says what it is.
+  try {
+    return inferMediaType(JSON.parse(bytes.toString('utf8')) as Record<string, unknown>);
+  } catch {
+    return 'application/octet-stream';
   }
 }
 
