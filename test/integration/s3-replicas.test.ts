@@ -46,8 +46,8 @@ describeWithTools(
               forcePathStyle: true,
             },
           },
-          // Tags are read from the bucket on every request, so a move by any replica is seen by all.
-          cache: { ttl: '0s' },
+          // The default cache: on shared storage tags are read from the bucket on every request,
+          // so a move by any replica is seen by all.
         }),
       );
       replicas = await Promise.all(
@@ -158,6 +158,39 @@ describeWithTools(
           served: [sha256(body), sha256(body), sha256(body)],
         });
       }
+    }, 60_000);
+
+    it('stops serving a manifest deleted through one replica from every other at once', async () => {
+      const repository = 'deleted/app';
+      const config = Buffer.from('{"architecture":"arm64","os":"linux"}');
+      const [writer, ...others] = replicas as [RegistryProcess, ...RegistryProcess[]];
+      const pushed = await fetch(
+        `${writer.url}/v2/${repository}/blobs/uploads/?digest=${sha256(config)}`,
+        { method: 'POST', body: config },
+      );
+      expect(pushed.status).toBe(201);
+      const body = configOnlyManifest(config, { deleted: 'soon' });
+      const digest = sha256(body);
+      const put = await fetch(`${writer.url}/v2/${repository}/manifests/${digest}`, {
+        method: 'PUT',
+        body,
+        headers: { 'Content-Type': ociManifest },
+      });
+      expect(put.status).toBe(201);
+      const status = async (replica: RegistryProcess) => {
+        const answer = await fetch(`${replica.url}/v2/${repository}/manifests/${digest}`, {
+          headers: { Accept: ociManifest },
+        });
+        await answer.arrayBuffer();
+        return answer.status;
+      };
+      // Each of the others reads it once, so it is in their caches.
+      expect(await Promise.all(others.map(status))).toEqual([200, 200]);
+      const deleted = await fetch(`${writer.url}/v2/${repository}/manifests/${digest}`, {
+        method: 'DELETE',
+      });
+      expect(deleted.status).toBe(202);
+      expect(await Promise.all(others.map(status))).toEqual([404, 404]);
     }, 60_000);
 
     it('loses nothing acknowledged when a replica is killed during eight pushes', async () => {

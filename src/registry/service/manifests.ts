@@ -71,14 +71,24 @@ export class ManifestService {
 
   async getByDigest(repository: string, digest: Digest): Promise<StoredManifest> {
     const key = revisionKey(repository, digest);
-    return (
-      this.manifests.get(key) ??
-      this.revisions.shared(key, async () => {
-        const manifest = await this.read(repository, digest);
-        this.manifests.set(key, manifest, manifest.bytes.length);
-        return manifest;
-      })
-    );
+    const cached = this.manifests.get(key);
+    if (cached && (await this.stillLinked(repository, digest))) return cached;
+    return this.revisions.shared(key, async () => {
+      const manifest = await this.read(repository, digest);
+      this.manifests.set(key, manifest, manifest.bytes.length);
+      return manifest;
+    });
+  }
+
+  /**
+   * A digest's bytes never change, but on shared storage another process may have deleted the
+   * manifest from the repository since it was cached, so its link is asked for (one stat).
+   */
+  private async stillLinked(repository: string, digest: Digest): Promise<boolean> {
+    if (!this.driver.shared) return true;
+    if (await this.driver.stat(paths.revisionLink(repository, digest))) return true;
+    this.manifests.delete(revisionKey(repository, digest));
+    return false;
   }
 
   /**

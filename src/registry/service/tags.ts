@@ -18,27 +18,31 @@ const digestBytes = 400;
  * read that fills the cache from storage holds it shared, so the cache never keeps a value a
  * finished write replaced. Across processes sharing storage (replicas on one bucket), a mutable
  * tag is a blind atomic replace, last writer wins, and an immutable tag is made with the
- * driver's conditional create, so exactly one push sets it wherever the pushes run; another
- * process's cached read may lag a write by the cache's ttl.
+ * driver's conditional create, so exactly one push sets it wherever the pushes run. On shared
+ * storage (`StorageDriver.shared`) tags are not cached at all: a tag moved through any replica
+ * is served by every other on the next request.
  */
 export class TagService {
   private readonly driver: StorageDriver;
-  private readonly cache: ByteLru<Digest>;
+  /** Absent on shared storage, where another process may move a tag at any time. */
+  private readonly cache: ByteLru<Digest> | undefined;
   private readonly locks = new KeyedLock();
 
   constructor(driver: StorageDriver, cache: { ttlMillis: number }) {
     this.driver = driver;
-    this.cache = new ByteLru({ maxBytes: cacheBytes, ttlMillis: cache.ttlMillis });
+    this.cache = driver.shared
+      ? undefined
+      : new ByteLru({ maxBytes: cacheBytes, ttlMillis: cache.ttlMillis });
   }
 
   /** What the tag points at. Throws MANIFEST_UNKNOWN. */
   async resolve(repository: string, tag: string): Promise<Digest> {
     const key = tagKey(repository, tag);
     const digest =
-      this.cache.get(key) ??
+      this.cache?.get(key) ??
       (await this.locks.shared(key, async () => {
         const stored = await this.current(repository, tag);
-        if (stored) this.cache.set(key, stored, digestBytes);
+        if (stored) this.cache?.set(key, stored, digestBytes);
         return stored;
       }));
     if (!digest) throw new OciError('MANIFEST_UNKNOWN', undefined, { detail: { tag } });
@@ -82,7 +86,7 @@ export class TagService {
     const key = tagKey(repository, tag);
     const link = paths.tagCurrentLink(repository, tag);
     // Until this write is done, readers go to storage: it may fail half way.
-    this.cache.delete(key);
+    this.cache?.delete(key);
     if (!immutable) {
       await writeLink(this.driver, link, digest);
     } else if (!(await this.driver.createContent(link, digest.value))) {
@@ -90,12 +94,12 @@ export class TagService {
       if (current?.value !== digest.value) throw immutableTagMoved(tag, current);
     }
     await writeLink(this.driver, paths.tagIndexLink(repository, tag, digest), digest);
-    this.cache.set(key, digest, digestBytes);
+    this.cache?.set(key, digest, digestBytes);
   }
 
   /** Removes the tag. Needs the tag's lock (`locked`). */
   async remove(repository: string, tag: string): Promise<void> {
-    this.cache.delete(tagKey(repository, tag));
+    this.cache?.delete(tagKey(repository, tag));
     await this.driver.delete(paths.tagDirectory(repository, tag));
   }
 
