@@ -23,6 +23,11 @@ const layers = [
     why: 'policy and configuration are shared by the processes, so they import none of them',
   },
   {
+    files: ['src/credentials/**'],
+    forbidden: ['registry', 'operator', 'node-proxy'],
+    why: 'the credential format is shared: the operator signs what the registry verifies',
+  },
+  {
     files: ['src/registry/**'],
     forbidden: ['operator', 'node-proxy'],
     why: 'the registry runs without the operator and the node proxy',
@@ -44,8 +49,8 @@ const layers = [
   },
   {
     files: ['src/operator/**'],
-    forbidden: ['node-proxy', 'registry/http', 'registry/service', 'registry/storage'],
-    why: 'the operator renders objects for the registry; it does not serve or store',
+    forbidden: ['node-proxy', 'registry'],
+    why: 'the operator renders objects for the registry and signs with src/credentials; it does not serve or store',
   },
 ];
 

@@ -3,11 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { parseRegistryConfig } from '../config/registry.ts';
-import { generateKeyFile } from '../registry/auth/keys.ts';
+import { generateKeyFile } from '../credentials/keys.ts';
 import { openTokenService } from '../registry/auth/setup.ts';
 import { registrySpecSchema } from './api/registry.ts';
 import { CredentialSigner, SigningKeysMissingError } from './credentials.ts';
-import { renderRegistryConfig, type RegistryResource } from './render/registry.ts';
+import type { RegistryResource } from './api/registry-resource.ts';
+import { renderRegistryConfig } from './render/registry.ts';
 
 function registry(name: string): RegistryResource {
   return {

@@ -1,9 +1,9 @@
 import { parseDuration } from '../config/units.ts';
-import { KeyRing } from '../registry/auth/keys.ts';
-import { InvalidTokenError, TokenService } from '../registry/auth/tokens.ts';
+import { KeyRing } from '../credentials/keys.ts';
+import { InvalidTokenError, TokenService } from '../credentials/tokens.ts';
 import type { CredentialVerdict } from './pull-secret-check.ts';
 import { registryTokenIdentity } from './render/endpoints.ts';
-import type { RegistryResource } from './render/registry.ts';
+import type { RegistryResource } from './api/registry-resource.ts';
 
 export interface IssuedCredential {
   readonly credential: string;

@@ -1,13 +1,17 @@
 import type { Logger } from '../observability/logger.ts';
 import type { KubeObject } from '../kube/client.ts';
-import type { Informer } from '../kube/informer.ts';
 import { repositoryDocumentSchema, type RepositoryDocument } from '../policy/schema.ts';
-import { registrySpecSchema } from './api/registry.ts';
-import type { RegistryObject } from './controllers/registry.ts';
-import { computeGrants, registryKey, type GrantTable } from './grants.ts';
+import {
+  parseRegistry,
+  registryKey,
+  type RegistryObject,
+  type RegistryResource,
+} from './api/registry-resource.ts';
+import type { Cache } from './cluster.ts';
+import { computeGrants, type GrantTable } from './grants.ts';
 import { nodePortConflicts, withoutNodeProxy } from './node-ports.ts';
 import { pullSecretHosts } from './render/endpoints.ts';
-import type { RegistryResource } from './render/registry.ts';
+import { sameContent } from './same-content.ts';
 
 /** What changed between two grant tables: the keys whose reconcile may now write something. */
 export interface GrantChange {
@@ -19,20 +23,30 @@ export interface GrantChange {
   readonly registryAccess: boolean;
 }
 
+/** What controllers read of the grant tracker, and watch. */
+export interface GrantView {
+  /** Registries whose spec parsed, by `namespace/name`, without a node proxy kept off its port. */
+  readonly registries: ReadonlyMap<string, RegistryResource>;
+  readonly table: GrantTable;
+  /** Registry key → the older Registry holding its node port. */
+  readonly nodePortConflicts: ReadonlyMap<string, string>;
+  onChange(listener: (change: GrantChange) => void): void;
+}
+
 /**
  * Keeps the grant table current from the Registry, Repository and Namespace caches. Bursts of
  * changes (a relist, a kubectl apply of many objects) are recomputed once, on the next turn of
  * the event loop, and listeners hear only which namespaces and Repositories changed.
  */
-export class GrantTracker {
+export class GrantTracker implements GrantView {
   registries: ReadonlyMap<string, RegistryResource> = new Map();
   table: GrantTable = { secrets: new Map(), repositories: new Map() };
   /** Registry key → the older Registry holding its node port. */
   nodePortConflicts: ReadonlyMap<string, string> = new Map();
   private readonly sources: {
-    registries: Informer<RegistryObject>;
-    repositories: Informer<KubeObject>;
-    namespaces: Informer<KubeObject>;
+    registries: Cache<RegistryObject>;
+    repositories: Cache<KubeObject>;
+    namespaces: Cache<KubeObject>;
   };
   private readonly logger: Logger;
   private readonly listeners: ((change: GrantChange) => void)[] = [];
@@ -40,14 +54,17 @@ export class GrantTracker {
   /** Per Registry, what its pull Secrets depend on besides who is granted. */
   private secretSettings = new Map<string, string>();
 
+  /** Watches the three caches: any change of theirs schedules a recompute. */
   constructor(
-    registries: Informer<RegistryObject>,
-    repositories: Informer<KubeObject>,
-    namespaces: Informer<KubeObject>,
+    registries: Cache<RegistryObject>,
+    repositories: Cache<KubeObject>,
+    namespaces: Cache<KubeObject>,
     logger: Logger,
   ) {
     this.sources = { registries, repositories, namespaces };
     this.logger = logger;
+    for (const source of [registries, repositories, namespaces])
+      source.onChange(() => this.schedule());
   }
 
   onChange(listener: (change: GrantChange) => void): void {
@@ -70,17 +87,10 @@ export class GrantTracker {
     const parsed: { registry: RegistryResource; createdAt: string }[] = [];
     for (const object of this.sources.registries.list()) {
       if (object.metadata.deletionTimestamp) continue;
-      const spec = registrySpecSchema.safeParse(object.spec ?? {});
-      if (!spec.success) continue;
+      const registry = parseRegistry(object);
+      if (!registry.valid) continue;
       parsed.push({
-        registry: {
-          metadata: {
-            name: object.metadata.name,
-            namespace: object.metadata.namespace as string,
-            uid: object.metadata.uid as string,
-          },
-          spec: spec.data,
-        },
+        registry: registry.registry,
         createdAt: object.metadata.creationTimestamp ?? '',
       });
     }
@@ -144,8 +154,7 @@ export class GrantTracker {
     }
     const changedRepositories = new Set<string>();
     for (const [key, state] of next.repositories) {
-      if (JSON.stringify(this.table.repositories.get(key)) !== JSON.stringify(state))
-        changedRepositories.add(key);
+      if (!sameContent(this.table.repositories.get(key), state)) changedRepositories.add(key);
     }
     const registryAccess =
       [...registries.keys()].sort().join() !== [...this.registries.keys()].sort().join();

@@ -1,6 +1,6 @@
 import { registrySpecSchema } from './api/registry.ts';
 import { computeGrants } from './grants.ts';
-import type { RegistryResource } from './render/registry.ts';
+import type { RegistryResource } from './api/registry-resource.ts';
 import type { RepositoryDocument } from '../policy/schema.ts';
 import { repositorySpecSchema } from '../policy/schema.ts';
 

@@ -3,7 +3,7 @@ import { compilePolicy, type RejectedRepository } from '../policy/compile.ts';
 import { scopeRepositories } from '../policy/registry-scope.ts';
 import type { RepositoryDocument } from '../policy/schema.ts';
 import { registryEndpoints } from './render/endpoints.ts';
-import type { RegistryResource } from './render/registry.ts';
+import { registryKey, type RegistryResource } from './api/registry-resource.ts';
 import { namespaceCount, selectorNotes } from './selector-notes.ts';
 
 /** What the operator knows of one Repository after compiling every Registry's policy. */
@@ -145,10 +145,6 @@ export function computeGrants(input: GrantInput): GrantTable {
     });
   }
   return { secrets, repositories };
-}
-
-export function registryKey(registry: RegistryResource): string {
-  return `${registry.metadata.namespace}/${registry.metadata.name}`;
 }
 
 /** One Registry serving a Repository. */

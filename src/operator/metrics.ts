@@ -1,8 +1,8 @@
 import type { KubeClient } from '../kube/client.ts';
 import type { Informer } from '../kube/informer.ts';
 import { Counter, type MetricsRegistry } from '../observability/metrics.ts';
-import type { RegistryObject } from './controllers/registry.ts';
-import type { SecretObject } from './controllers/pull-secrets.ts';
+import type { RegistryObject } from './api/registry-resource.ts';
+import type { SecretObject } from './kube-objects.ts';
 
 type Sample = { readonly labels: Readonly<Record<string, string>>; readonly value: number };
 

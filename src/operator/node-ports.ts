@@ -1,4 +1,4 @@
-import type { RegistryResource } from './render/registry.ts';
+import type { RegistryResource } from './api/registry-resource.ts';
 import type { Condition } from './render/status.ts';
 
 /** A Registry as far as its node port goes. */

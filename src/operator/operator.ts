@@ -2,44 +2,30 @@ import { createServer, type Server } from 'node:http';
 import type { Logger } from '../observability/logger.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry } from '../observability/metrics.ts';
 import type { KubeClient } from '../kube/client.ts';
-import { Informer, type ChangeType } from '../kube/informer.ts';
+import { Informer } from '../kube/informer.ts';
 import { LeaderElector } from '../kube/leader.ts';
 import { WorkQueue } from '../kube/queue.ts';
-import {
-  RegistryController,
-  type DaemonSetObject,
-  type DeploymentObject,
-  type RegistryObject,
-} from './controllers/registry.ts';
-import {
-  PullSecretController,
-  type SecretObject,
-  type ServiceAccountObject,
-} from './controllers/pull-secrets.ts';
+import type { QueueResult } from '../kube/queue.ts';
+import type { RegistryObject } from './api/registry-resource.ts';
+import type { Controller, WorkKey, WorkKind } from './controller.ts';
+import { keyObjectName, workKeyId } from './controller.ts';
+import { PullSecretController } from './controllers/pull-secrets.ts';
+import { RegistryAccessController } from './controllers/registry-access.ts';
+import { RegistryController } from './controllers/registry.ts';
 import { RepositoryController, type RepositoryObject } from './controllers/repository.ts';
 import { CredentialSigner, SigningKeysMissingError } from './credentials.ts';
 import { EventRecorder } from './events.ts';
 import { GrantTracker } from './grant-tracker.ts';
+import type {
+  DaemonSetObject,
+  DeploymentObject,
+  SecretObject,
+  ServiceAccountObject,
+} from './kube-objects.ts';
 import { fieldManager, registryObjectNames } from './render/labels.ts';
-import { isPullSecretName } from './render/pull-secret.ts';
 import { OperatorReadiness } from './readiness.ts';
-import { registryAccessBinding, renderRegistryAccessBinding } from './render/registry-access.ts';
 import { isConflict, type KubeObject } from '../kube/client.ts';
 import { registerOperatorMetrics } from './metrics.ts';
-import { nodePortContenders } from './node-ports.ts';
-import type { QueueResult } from '../kube/queue.ts';
-
-/** What the work queue holds: one key per object to reconcile, prefixed with its kind. */
-type WorkKind = 'Registry' | 'Namespace' | 'Repository' | 'RegistryAccess';
-
-function workKey(kind: WorkKind, name: string): string {
-  return `${kind}:${name}`;
-}
-
-function parseWorkKey(key: string): { kind: WorkKind; name: string } {
-  const separator = key.indexOf(':');
-  return { kind: key.slice(0, separator) as WorkKind, name: key.slice(separator + 1) };
-}
 
 export interface OperatorOptions {
   readonly image: string;
@@ -141,81 +127,36 @@ export async function startOperator(
     const content = keys?.data?.['signing-keys.json'];
     return content ? Buffer.from(content, 'base64').toString('utf8') : undefined;
   });
-  const registryController = new RegistryController(
-    client,
-    {
-      registries,
-      deployments,
-      daemonSets,
-      // Berth-managed objects only (label-selected caches): a user's own Secret is never removed.
-      managed: (kind, namespace, name) =>
-        (kind === 'DaemonSet' ? daemonSets : kind === 'Secret' ? secrets : undefined)?.get(
-          `${namespace}/${name}`,
-        ) !== undefined,
-    },
-    events,
-    {
-      image: options.image,
-      nodePortHolder: (key) => grants.nodePortConflicts.get(key),
-      nodePortContenders: (key) => nodePortContenders(grants.nodePortConflicts, key),
-    },
-    logger,
-  );
-  const pullSecretController = new PullSecretController(
-    client,
-    {
-      namespaces,
-      secrets,
-      serviceAccounts,
-      registries: () => grants.registries,
-      grants: () => grants.table,
-    },
-    signer,
-    logger,
-  );
-  const repositoryController = new RepositoryController(
-    client,
-    {
-      repositories,
-      grants: () => grants.table,
-      // A ready pod is what a pull needs; the Registry's own Ready also waits for node proxies.
-      availability: (key) => {
-        const registry = registries.get(key);
-        if (!registry) return undefined;
-        const ready = registry.status?.conditions?.find((c) => c.type === 'Ready');
-        return {
-          available: (registry.status?.readyReplicas ?? 0) > 0,
-          message: ready?.message ?? 'no status yet',
-        };
-      },
-    },
-    events,
-    logger,
-  );
-  const reconcilers: Record<WorkKind, (name: string) => Promise<QueueResult>> = {
-    Registry: (key) => registryController.reconcile(key),
-    Namespace: (name) => pullSecretController.reconcile(name),
-    Repository: (key) => repositoryController.reconcile(key),
-    RegistryAccess: async () => {
-      const binding = renderRegistryAccessBinding(
-        [...grants.registries.values()].map((registry) => registry.metadata),
-      );
-      await client.apply(
-        `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${registryAccessBinding}`,
-        binding,
-        fieldManager,
-      );
-      return {};
-    },
+  const controllers: { readonly [K in WorkKind]: Controller<K> } = {
+    Registry: new RegistryController(
+      client,
+      { registries, deployments, daemonSets, secrets, owned, grants },
+      events,
+      { image: options.image },
+      logger,
+    ),
+    Namespace: new PullSecretController(
+      client,
+      { namespaces, secrets, serviceAccounts, grants },
+      signer,
+      logger,
+    ),
+    Repository: new RepositoryController(
+      client,
+      { repositories, registries, grants },
+      events,
+      logger,
+    ),
+    RegistryAccess: new RegistryAccessController(client, grants),
   };
-  const queue = new WorkQueue(
-    async (item) => {
+  const queue = new WorkQueue<WorkKey>(
+    async (key) => {
       // A replica that lost the Lease still has timers (rotations, retries): it writes nothing.
       if (!leading) return {};
-      const { kind, name } = parseWorkKey(item);
+      const { kind } = key;
       const started = process.hrtime.bigint();
       try {
-        const result = await reconcilers[kind](name);
+        const result = await reconcile(controllers, key);
         reconciles.inc({ kind, result: 'success' });
         if (result.requeueAfterMillis !== undefined) requeues.inc({ kind, reason: 'scheduled' });
         return result;
@@ -230,75 +171,23 @@ export async function startOperator(
     },
     {
       concurrency: options.concurrency ?? 8,
-      onError: (item, error, retryInMillis) => {
-        const { kind, name } = parseWorkKey(item);
-        if (isRace(error))
-          logger.debug(
-            { err: error, kind, object: name, retryInMillis },
-            'reconcile raced; retrying',
-          );
-        else logger.error({ err: error, kind, object: name, retryInMillis }, 'reconcile failed');
+      identify: workKeyId,
+      onError: (key, error, retryInMillis) => {
+        const context = { err: error, kind: key.kind, object: keyObjectName(key), retryInMillis };
+        if (isRace(error)) logger.debug(context, 'reconcile raced; retrying');
+        else logger.error(context, 'reconcile failed');
       },
     },
   );
   metrics.register(
     new Gauge('berth_operator_queue_depth', 'Keys waiting or being reconciled.', () => queue.depth),
   );
-  const enqueue = (kind: WorkKind, name: string): void => {
-    if (leading) queue.add(workKey(kind, name));
-  };
-
   // Caches fill on every replica (a new leader starts warm); only the leader queues work.
-  registries.onChange((_type: ChangeType, object) => {
-    const key = `${object.metadata.namespace}/${object.metadata.name}`;
-    enqueue('Registry', key);
-    grants.schedule();
-    // Its Repositories' status says whether it has a ready pod.
-    for (const [repository, state] of grants.table.repositories)
-      if (state.registries.some((served) => `${served.namespace}/${served.name}` === key))
-        enqueue('Repository', repository);
-  });
-  repositories.onChange(() => grants.schedule());
-  namespaces.onChange(() => grants.schedule());
-  grants.onChange((change) => {
-    if (!leading) return;
-    for (const registry of change.registries) enqueue('Registry', registry);
-    for (const namespace of change.namespaces) enqueue('Namespace', namespace);
-    for (const repository of change.repositories) enqueue('Repository', repository);
-    if (change.registryAccess) enqueue('RegistryAccess', registryAccessBinding);
-  });
-  serviceAccounts.onChange((type: ChangeType, account) => {
-    const namespace = account.metadata.namespace;
-    if (type === 'deleted' || !namespace) return;
-    // Only namespaces with a pull Secret, or a ServiceAccount carrying a stale Berth entry.
-    if (
-      grants.table.secrets.has(namespace) ||
-      account.imagePullSecrets?.some((entry) => isPullSecretName(entry.name))
-    )
-      enqueue('Namespace', namespace);
-  });
-  const enqueueOwner = (_type: ChangeType, object: KubeObject): void => {
-    const instance = object.metadata.labels?.['app.kubernetes.io/instance'];
-    if (instance && object.metadata.namespace)
-      enqueue('Registry', `${object.metadata.namespace}/${instance}`);
+  const enqueue = (key: WorkKey): void => {
+    if (leading) queue.add(key);
   };
-  secrets.onChange((type: ChangeType, secret) => {
-    if (secret.metadata.labels?.['app.kubernetes.io/component'] === 'pull-secret') {
-      if (secret.metadata.namespace) enqueue('Namespace', secret.metadata.namespace);
-    } else {
-      enqueueOwner(type, secret);
-      // New signing keys: every pull Secret signed by the old ones must be issued again.
-      const instance = secret.metadata.labels?.['app.kubernetes.io/instance'];
-      if (instance && secret.metadata.name === registryObjectNames(instance).keys) {
-        const key = `${secret.metadata.namespace}/${instance}`;
-        for (const [namespace, keys] of grants.table.secrets)
-          if (keys.has(key)) enqueue('Namespace', namespace);
-      }
-    }
-  });
-  deployments.onChange(enqueueOwner);
-  daemonSets.onChange(enqueueOwner);
-  for (const informer of owned) informer.onChange(enqueueOwner);
+  const all = Object.values(controllers);
+  for (const controller of all) for (const source of controller.watches) source.subscribe(enqueue);
 
   const informers = [
     registries,
@@ -343,12 +232,7 @@ export async function startOperator(
     // Level-based: a new leader looks at everything once, whatever happened before, so grants
     // that ended while no operator ran are revoked now.
     grants.recompute();
-    for (const registry of registries.list())
-      enqueue('Registry', `${registry.metadata.namespace}/${registry.metadata.name}`);
-    for (const namespace of namespaces.list()) enqueue('Namespace', namespace.metadata.name);
-    for (const repository of repositories.list())
-      enqueue('Repository', `${repository.metadata.namespace}/${repository.metadata.name}`);
-    enqueue('RegistryAccess', registryAccessBinding);
+    for (const controller of all) for (const key of controller.keys()) enqueue(key);
     logger.info(
       { registries: registries.list().length, repositories: repositories.list().length },
       'caches synced; reconciling',
@@ -378,6 +262,23 @@ export async function startOperator(
       logger.info('operator stopped');
     },
   };
+}
+
+/** Hands a key to the controller of its kind. */
+function reconcile(
+  controllers: { readonly [K in WorkKind]: Controller<K> },
+  key: WorkKey,
+): Promise<QueueResult> {
+  switch (key.kind) {
+    case 'Registry':
+      return controllers.Registry.reconcile(key);
+    case 'Repository':
+      return controllers.Repository.reconcile(key);
+    case 'Namespace':
+      return controllers.Namespace.reconcile(key);
+    case 'RegistryAccess':
+      return controllers.RegistryAccess.reconcile(key);
+  }
 }
 
 /**

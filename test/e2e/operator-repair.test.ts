@@ -1,5 +1,5 @@
-import { generateKeyFile, KeyRing } from '../../src/registry/auth/keys.ts';
-import { TokenService } from '../../src/registry/auth/tokens.ts';
+import { generateKeyFile, KeyRing } from '../../src/credentials/keys.ts';
+import { TokenService } from '../../src/credentials/tokens.ts';
 import { registryTokenIdentity } from '../../src/operator/render/endpoints.ts';
 import { registrySpecSchema } from '../../src/operator/api/registry.ts';
 import { controlPlaneToolNames, type ControlPlane } from '../support/control-plane.ts';

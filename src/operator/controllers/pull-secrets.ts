@@ -1,12 +1,15 @@
 import type { Logger } from '../../observability/logger.ts';
-import { isConflict, type KubeClient, type KubeObject } from '../../kube/client.ts';
-import type { Informer } from '../../kube/informer.ts';
+import { isConflict, type KubeObject } from '../../kube/client.ts';
 import type { QueueResult } from '../../kube/queue.ts';
+import type { RegistryResource } from '../api/registry-resource.ts';
+import type { ApiWriter, Cache } from '../cluster.ts';
+import { watch, type Controller, type KeyOf, type WorkKey } from '../controller.ts';
 import { credentialLifetime, type CredentialSigner } from '../credentials.ts';
-import type { GrantTable } from '../grants.ts';
+import type { GrantView } from '../grant-tracker.ts';
+import type { SecretObject, ServiceAccountObject } from '../kube-objects.ts';
 import { checkPullSecret } from '../pull-secret-check.ts';
 import { pullSecretHosts } from '../render/endpoints.ts';
-import { fieldManager } from '../render/labels.ts';
+import { fieldManager, registryObjectNames } from '../render/labels.ts';
 import {
   dueForRotation,
   isPullSecretName,
@@ -16,25 +19,15 @@ import {
   servedServiceAccount,
   withPullSecrets,
 } from '../render/pull-secret.ts';
-import type { RegistryResource } from '../render/registry.ts';
-
-export interface SecretObject extends KubeObject {
-  type?: string;
-  data?: Record<string, string>;
-}
-
-export interface ServiceAccountObject extends KubeObject {
-  imagePullSecrets?: { name?: string }[];
-}
 
 export interface PullSecretSources {
-  readonly namespaces: Informer<KubeObject>;
+  readonly namespaces: Cache<KubeObject>;
   /** Secrets Berth manages (label selector), pull secrets among them. */
-  readonly secrets: Informer<SecretObject>;
-  readonly serviceAccounts: Informer<ServiceAccountObject>;
-  /** Registries whose spec parsed, by `namespace/name`. */
-  readonly registries: () => ReadonlyMap<string, RegistryResource>;
-  readonly grants: () => GrantTable;
+  readonly secrets: Cache<SecretObject>;
+  /** Every ServiceAccount: a new one in an allowed namespace needs Berth's entry at once. */
+  readonly serviceAccounts: Cache<ServiceAccountObject>;
+  /** Who gets which Registry's pull secret, and the Registries whose spec parsed. */
+  readonly grants: GrantView;
 }
 
 /**
@@ -43,30 +36,63 @@ export interface PullSecretSources {
  * Berth's entries, and only Berth's, in its ServiceAccounts' imagePullSecrets. Level-based: what
  * it writes depends only on the grant table and the cached objects.
  */
-export class PullSecretController {
-  private readonly client: KubeClient;
+export class PullSecretController implements Controller<'Namespace'> {
+  readonly kind = 'Namespace';
+  readonly watches;
+  private readonly api: ApiWriter;
   private readonly sources: PullSecretSources;
   private readonly signer: CredentialSigner;
   private readonly logger: Logger;
 
   constructor(
-    client: KubeClient,
+    api: ApiWriter,
     sources: PullSecretSources,
     signer: CredentialSigner,
     logger: Logger,
   ) {
-    this.client = client;
+    this.api = api;
     this.sources = sources;
     this.signer = signer;
     this.logger = logger;
+    const { grants } = sources;
+    this.watches = [
+      watch(grants, (change) => [...change.namespaces].map(namespaceKey)),
+      watch(sources.serviceAccounts, (type, account) => {
+        const namespace = account.metadata.namespace;
+        if (type === 'deleted' || !namespace) return [];
+        // Only namespaces with a pull Secret, or a ServiceAccount carrying a stale Berth entry.
+        const concerned =
+          grants.table.secrets.has(namespace) ||
+          account.imagePullSecrets?.some((entry) => isPullSecretName(entry.name));
+        return concerned ? [namespaceKey(namespace)] : [];
+      }),
+      watch(sources.secrets, (_type, secret) => {
+        const labels = secret.metadata.labels ?? {};
+        if (labels['app.kubernetes.io/component'] === 'pull-secret')
+          return secret.metadata.namespace ? [namespaceKey(secret.metadata.namespace)] : [];
+        // New signing keys: every pull Secret signed by the old ones must be issued again.
+        const instance = labels['app.kubernetes.io/instance'];
+        if (!instance || secret.metadata.name !== registryObjectNames(instance).keys) return [];
+        const key = `${secret.metadata.namespace}/${instance}`;
+        return [...grants.table.secrets]
+          .filter(([, keys]) => keys.has(key))
+          .map(([namespace]) => namespaceKey(namespace));
+      }),
+    ];
   }
 
-  async reconcile(namespace: string, now = new Date()): Promise<QueueResult> {
+  *keys(): Iterable<KeyOf<'Namespace'>> {
+    for (const namespace of this.sources.namespaces.list())
+      yield namespaceKey(namespace.metadata.name);
+  }
+
+  async reconcile(key: KeyOf<'Namespace'>, now = new Date()): Promise<QueueResult> {
+    const namespace = key.name;
     const object = this.sources.namespaces.get(namespace);
     // A terminating namespace loses everything in it anyway; writing there would be refused.
     if (!object || object.metadata.deletionTimestamp) return {};
-    const registries = this.sources.registries();
-    const granted = [...(this.sources.grants().secrets.get(namespace) ?? [])]
+    const registries = this.sources.grants.registries;
+    const granted = [...(this.sources.grants.table.secrets.get(namespace) ?? [])]
       .map((key) => registries.get(key))
       .filter((registry): registry is RegistryResource => registry !== undefined);
 
@@ -79,7 +105,7 @@ export class PullSecretController {
     // Revocation first: a Registry whose Secret cannot be written must not delay it.
     for (const secret of this.pullSecretsIn(namespace)) {
       if (wanted.has(secret.metadata.name)) continue;
-      await this.client.delete(`/api/v1/namespaces/${namespace}/secrets/${secret.metadata.name}`);
+      await this.api.delete(`/api/v1/namespaces/${namespace}/secrets/${secret.metadata.name}`);
       this.logger.info({ namespace, secret: secret.metadata.name }, 'pull secret revoked');
     }
 
@@ -158,7 +184,7 @@ export class PullSecretController {
     if (current) return rotationTime(issuedAt, expiresAt).getTime();
 
     const issued = await this.signer.issue(registry, namespace, now);
-    await this.client.apply(
+    await this.api.apply(
       `/api/v1/namespaces/${namespace}/secrets/${name}`,
       renderPullSecret({
         registry: registry.metadata,
@@ -192,7 +218,7 @@ export class PullSecretController {
   ): Promise<void> {
     const { namespace, name, resourceVersion } = account.metadata;
     try {
-      await this.client.mergePatch(
+      await this.api.mergePatch(
         `/api/v1/namespaces/${namespace}/serviceaccounts/${name}`,
         { metadata: { resourceVersion }, imagePullSecrets },
         fieldManager,
@@ -219,6 +245,10 @@ export class PullSecretController {
           isPullSecretName(secret.metadata.name),
       );
   }
+}
+
+function namespaceKey(name: string): KeyOf<'Namespace'> & WorkKey {
+  return { kind: 'Namespace', name };
 }
 
 function parseTime(text: string | undefined): Date | undefined {

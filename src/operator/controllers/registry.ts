@@ -1,22 +1,42 @@
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Logger } from '../../observability/logger.ts';
-import { isNotFound, type KubeClient, type KubeObject } from '../../kube/client.ts';
-import type { Informer } from '../../kube/informer.ts';
+import { isNotFound, type KubeObject } from '../../kube/client.ts';
 import type { QueueResult } from '../../kube/queue.ts';
-import { collectionPath, objectPath } from '../../kube/resources.ts';
-import { generateKeyFile } from '../../registry/auth/keys.ts';
+import { objectPath } from '../../kube/resources.ts';
+import { generateKeyFile } from '../../credentials/keys.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../tls/certificates.ts';
-import { registrySpecSchema, type RegistryStatus } from '../api/registry.ts';
+import type { RegistryStatus } from '../api/registry.ts';
+import {
+  parseRegistry,
+  registryKey,
+  type RegistryObject,
+  type RegistryResource,
+} from '../api/registry-resource.ts';
 import { about, ApplyError, type ObjectReference } from '../apply-error.ts';
-import type { EventRecorder } from '../events.ts';
+import type { ApiWriter, Cache, EventSink } from '../cluster.ts';
+import {
+  cacheKey,
+  namespacedKey,
+  watch,
+  type Controller,
+  type KeyOf,
+  type WorkKey,
+} from '../controller.ts';
+import type { GrantView } from '../grant-tracker.ts';
+import type {
+  DaemonSetObject,
+  DeploymentObject,
+  SecretObject,
+  ServiceObject,
+} from '../kube-objects.ts';
 import { fieldManager, registryObjectNames } from '../render/labels.ts';
 import {
   registryObjectsAbsent,
   renderNodeProxy,
   renderRegistry,
-  type RegistryResource,
   type RegistrySecrets,
+  type RenderOptions,
 } from '../render/registry.ts';
 import {
   condition,
@@ -25,40 +45,24 @@ import {
   type DaemonSetState,
   type DeploymentState,
 } from '../render/status.ts';
-import { nodePortCondition, withoutNodeProxy } from '../node-ports.ts';
+import { nodePortCondition, nodePortContenders, withoutNodeProxy } from '../node-ports.ts';
+import { writeStatus } from '../status-writer.ts';
 
 const day = 86_400_000;
 /** How soon a Registry whose named Secret is missing looks again. */
 const namedSecretRecheckMillis = 15_000;
 
-export interface RegistryObject extends KubeObject {
-  spec?: unknown;
-  status?: RegistryStatus;
-}
-
-export interface DeploymentObject extends KubeObject {
-  spec?: { replicas?: number };
-  status?: { readyReplicas?: number; updatedReplicas?: number; observedGeneration?: number };
-}
-
-export interface DaemonSetObject extends KubeObject {
-  status?: { desiredNumberScheduled?: number; numberReady?: number; observedGeneration?: number };
-}
-
-interface ServiceObject extends KubeObject {
-  spec?: { clusterIP?: string };
-}
-
-interface SecretObject extends KubeObject {
-  data?: Record<string, string>;
-}
-
-export interface RegistryControllerOptions {
-  readonly image: string;
-  /** The older Registry holding this one's node port, if any (it then runs no node proxy). */
-  readonly nodePortHolder?: (key: string) => string | undefined;
-  /** The Registries kept off the node port this one holds. */
-  readonly nodePortContenders?: (key: string) => readonly string[];
+/** The caches the Registry controller reads and watches. */
+export interface RegistrySources {
+  readonly registries: Cache<RegistryObject>;
+  readonly deployments: Cache<DeploymentObject>;
+  readonly daemonSets: Cache<DaemonSetObject>;
+  /** Berth-managed Secrets only (label-selected): a user's own Secret is never removed. */
+  readonly secrets: Cache<SecretObject>;
+  /** The other Berth-labelled kinds it renders (ConfigMaps, Services, PVCs), watched for drift. */
+  readonly owned: readonly Cache<KubeObject>[];
+  /** Who holds which node port. */
+  readonly grants: GrantView;
 }
 
 /**
@@ -67,52 +71,61 @@ export interface RegistryControllerOptions {
  * from its Deployment and node-proxy DaemonSet. Level-based: it reads the current state each
  * time and never depends on which event woke it.
  */
-export class RegistryController {
-  private readonly client: KubeClient;
-  private readonly registries: Informer<RegistryObject>;
-  private readonly deployments: Informer<DeploymentObject>;
-  private readonly daemonSets: Informer<DaemonSetObject>;
-  /** Whether the caches hold a Berth-managed object of this kind. */
-  private readonly managed: (kind: string, namespace: string, name: string) => boolean;
-  private readonly events: EventRecorder;
-  private readonly options: RegistryControllerOptions;
+export class RegistryController implements Controller<'Registry'> {
+  readonly kind = 'Registry';
+  readonly watches;
+  private readonly api: ApiWriter;
+  private readonly sources: RegistrySources;
+  private readonly events: EventSink;
+  private readonly options: RenderOptions;
   private readonly logger: Logger;
 
   constructor(
-    client: KubeClient,
-    informers: {
-      registries: Informer<RegistryObject>;
-      deployments: Informer<DeploymentObject>;
-      daemonSets: Informer<DaemonSetObject>;
-      managed: (kind: string, namespace: string, name: string) => boolean;
-    },
-    events: EventRecorder,
-    options: RegistryControllerOptions,
+    api: ApiWriter,
+    sources: RegistrySources,
+    events: EventSink,
+    options: RenderOptions,
     logger: Logger,
   ) {
-    this.client = client;
-    this.registries = informers.registries;
-    this.deployments = informers.deployments;
-    this.daemonSets = informers.daemonSets;
-    this.managed = informers.managed;
+    this.api = api;
+    this.sources = sources;
     this.events = events;
     this.options = options;
     this.logger = logger;
+    this.watches = [
+      watch(sources.registries, (_type, registry) => [keyOf(registry)]),
+      // A change to anything rendered for a Registry (drift, a pod's readiness) is its owner's.
+      ...[sources.deployments, sources.daemonSets, ...sources.owned].map((cache) =>
+        watch(cache, (_type, object: KubeObject) => ownerKeys(object)),
+      ),
+      watch(sources.secrets, (_type, secret) =>
+        secret.metadata.labels?.['app.kubernetes.io/component'] === 'pull-secret'
+          ? []
+          : ownerKeys(secret),
+      ),
+      // Both sides of a node port changing hands: the Registry kept out and its holder.
+      watch(sources.grants, (change) =>
+        [...change.registries].map((key) => namespacedKey('Registry', key)),
+      ),
+    ];
   }
 
-  async reconcile(key: string): Promise<QueueResult> {
-    const cached = this.registries.get(key);
-    // List items may lack apiVersion and kind; events and paths need them.
-    const object = cached && { ...cached, apiVersion: 'berth.dev/v1alpha1', kind: 'Registry' };
+  *keys(): Iterable<KeyOf<'Registry'>> {
+    for (const registry of this.sources.registries.list()) yield keyOf(registry);
+  }
+
+  async reconcile(workKey: KeyOf<'Registry'>): Promise<QueueResult> {
+    const key = cacheKey(workKey);
+    const cached = this.sources.registries.get(key);
     // Deleted: the garbage collector removes what it owned (a retained volume stays).
-    if (!object || object.metadata.deletionTimestamp) return {};
+    if (!cached || cached.metadata.deletionTimestamp) return {};
+    // List items may lack apiVersion and kind; events and paths need them.
+    const object = { ...cached, apiVersion: 'berth.dev/v1alpha1', kind: 'Registry' as const };
     const previous = object.status?.conditions as Condition[] | undefined;
-    const parsed = registrySpecSchema.safeParse(object.spec ?? {});
-    if (!parsed.success) {
+    const parsed = parseRegistry(cached);
+    if (!parsed.valid) {
       // The CRD schema should have refused it; report instead of retrying forever.
-      const message = parsed.error.issues
-        .map((issue) => `${issue.path.join('.')}: ${issue.message}`)
-        .join('; ');
+      const message = parsed.problem;
       const generation = object.metadata.generation;
       const observed = generation === undefined ? {} : { observedGeneration: generation };
       await this.writeStatus(object, {
@@ -127,18 +140,8 @@ export class RegistryController {
       });
       return {};
     }
-    const registry: RegistryResource & { metadata: { generation?: number } } = {
-      metadata: {
-        name: object.metadata.name,
-        namespace: object.metadata.namespace as string,
-        uid: object.metadata.uid as string,
-        ...(object.metadata.generation !== undefined
-          ? { generation: object.metadata.generation }
-          : {}),
-      },
-      spec: parsed.data,
-    };
-    const holder = this.options.nodePortHolder?.(key);
+    const registry = parsed.registry;
+    const holder = this.sources.grants.nodePortConflicts.get(key);
     const effective = holder ? withoutNodeProxy(registry) : registry;
     const names = registryObjectNames(registry.metadata.name);
     const self: ObjectReference = {
@@ -165,7 +168,7 @@ export class RegistryController {
       for (const desired of renderRegistry(effective, secrets, this.options)) {
         const applied = await attempt(() =>
           about('apply', referenceTo(desired), () =>
-            this.client.apply<ServiceObject>(objectPath(desired), desired, fieldManager),
+            this.api.apply<ServiceObject>(objectPath(desired), desired, fieldManager),
           ),
         );
         if (desired.kind === 'Service') service = applied;
@@ -179,7 +182,7 @@ export class RegistryController {
         const nodeProxy = renderNodeProxy(effective, this.options, clusterIP);
         await attempt(() =>
           about('apply', referenceTo(nodeProxy), () =>
-            this.client.apply(objectPath(nodeProxy), nodeProxy, fieldManager),
+            this.api.apply(objectPath(nodeProxy), nodeProxy, fieldManager),
           ),
         );
       } else if (wantsNodeProxy && service) {
@@ -189,7 +192,7 @@ export class RegistryController {
         if (this.managed(absent.kind, absent.namespace, absent.name))
           await attempt(() =>
             about('delete', absent, () =>
-              this.client.delete(
+              this.api.delete(
                 objectPath({
                   apiVersion: absent.apiVersion,
                   kind: absent.kind,
@@ -211,8 +214,8 @@ export class RegistryController {
     const missingSecret = await attempt(() => this.namedSecretProblem(registry));
 
     const namespace = registry.metadata.namespace;
-    const deployment = this.deployments.get(`${namespace}/${names.deployment}`);
-    const daemonSet = this.daemonSets.get(`${namespace}/${names.nodeProxy}`);
+    const deployment = this.sources.deployments.get(`${namespace}/${names.deployment}`);
+    const daemonSet = this.sources.daemonSets.get(`${namespace}/${names.nodeProxy}`);
     const now = new Date();
     const rendered = renderRegistryStatus(
       effective,
@@ -225,7 +228,7 @@ export class RegistryController {
       // What the API refused is the more urgent fix, and the one this reconcile could not do.
       failed ?? missingSecret ?? conflict,
     );
-    const contenders = this.options.nodePortContenders?.(key) ?? [];
+    const contenders = nodePortContenders(this.sources.grants.nodePortConflicts, key);
     const port = nodePortCondition(registry, holder, contenders);
     const status: RegistryStatus = port
       ? {
@@ -284,9 +287,7 @@ export class RegistryController {
     const namespace = registry.metadata.namespace;
     const secret = await about('read', { kind: 'Secret', namespace, name }, async () => {
       try {
-        return await this.client.get<SecretObject>(
-          `/api/v1/namespaces/${namespace}/secrets/${name}`,
-        );
+        return await this.api.get<SecretObject>(`/api/v1/namespaces/${namespace}/secrets/${name}`);
       } catch (error) {
         if (isNotFound(error)) return undefined;
         throw error;
@@ -317,7 +318,7 @@ export class RegistryController {
     const read = (name: string): Promise<Record<string, string> | undefined> =>
       about('read', { kind: 'Secret', namespace: registry.metadata.namespace, name }, async () => {
         try {
-          const secret = await this.client.get<SecretObject>(
+          const secret = await this.api.get<SecretObject>(
             `/api/v1/namespaces/${registry.metadata.namespace}/secrets/${name}`,
           );
           return Object.fromEntries(
@@ -377,24 +378,39 @@ export class RegistryController {
     return { ca, serving };
   }
 
-  private async writeStatus(object: RegistryObject, status: RegistryStatus): Promise<void> {
-    if (JSON.stringify(object.status ?? {}) === JSON.stringify(status)) return;
-    const namespace = object.metadata.namespace as string;
-    await this.client.apply(
-      `${collectionPath('berth.dev/v1alpha1', 'Registry', namespace)}/${object.metadata.name}/status`,
-      {
-        apiVersion: 'berth.dev/v1alpha1',
-        kind: 'Registry',
-        metadata: { name: object.metadata.name, namespace: object.metadata.namespace },
-        status,
-      },
-      fieldManager,
-    );
-    this.logger.debug(
-      { registry: `${object.metadata.namespace}/${object.metadata.name}` },
-      'status written',
-    );
+  /** Whether the caches hold a Berth-managed object of this kind (label-selected caches). */
+  private managed(kind: string, namespace: string, name: string): boolean {
+    const cache =
+      kind === 'DaemonSet'
+        ? this.sources.daemonSets
+        : kind === 'Secret'
+          ? this.sources.secrets
+          : undefined;
+    return cache?.get(`${namespace}/${name}`) !== undefined;
   }
+
+  private async writeStatus(
+    object: RegistryObject & { kind: 'Registry' },
+    status: RegistryStatus,
+  ): Promise<void> {
+    if (await writeStatus(this.api, object, status))
+      this.logger.debug({ registry: registryKey(object) }, 'status written');
+  }
+}
+
+function keyOf(registry: RegistryObject): KeyOf<'Registry'> {
+  return {
+    kind: 'Registry',
+    namespace: registry.metadata.namespace as string,
+    name: registry.metadata.name,
+  };
+}
+
+/** The Registry a Berth-rendered object belongs to, by its `app.kubernetes.io/instance` label. */
+function ownerKeys(object: KubeObject): WorkKey[] {
+  const instance = object.metadata.labels?.['app.kubernetes.io/instance'];
+  const namespace = object.metadata.namespace;
+  return instance && namespace ? [{ kind: 'Registry', namespace, name: instance }] : [];
 }
 
 /** An object Berth renders, as failures name it. */

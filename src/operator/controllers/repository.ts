@@ -1,13 +1,15 @@
 import type { Logger } from '../../observability/logger.ts';
-import type { KubeClient, KubeObject } from '../../kube/client.ts';
-import type { Informer } from '../../kube/informer.ts';
+import type { KubeObject } from '../../kube/client.ts';
 import type { QueueResult } from '../../kube/queue.ts';
+import { registryKey, type RegistryObject } from '../api/registry-resource.ts';
 import type { RepositoryStatus } from '../api/repository.ts';
 import { about } from '../apply-error.ts';
-import type { EventRecorder } from '../events.ts';
-import type { GrantTable, RepositoryState } from '../grants.ts';
-import { fieldManager } from '../render/labels.ts';
+import type { ApiWriter, Cache, EventSink } from '../cluster.ts';
+import { cacheKey, namespacedKey, watch, type Controller, type KeyOf } from '../controller.ts';
+import type { GrantView } from '../grant-tracker.ts';
+import type { RepositoryState } from '../grants.ts';
 import { condition, type Condition } from '../render/status.ts';
+import { writeStatus } from '../status-writer.ts';
 
 export interface RepositoryObject extends KubeObject {
   spec?: unknown;
@@ -15,9 +17,25 @@ export interface RepositoryObject extends KubeObject {
 }
 
 /** Whether a Registry has a ready pod, and its Ready message; undefined when it is not cached. */
-export type RegistryAvailability = (
-  key: string,
-) => { readonly available: boolean; readonly message: string } | undefined;
+export type RegistryAvailability =
+  { readonly available: boolean; readonly message: string } | undefined;
+
+export interface RepositorySources {
+  readonly repositories: Cache<RepositoryObject>;
+  /** Read for whether a Registry serving a Repository has a ready pod, and watched for it. */
+  readonly registries: Cache<RegistryObject>;
+  readonly grants: GrantView;
+}
+
+/** A ready pod is what a pull needs; the Registry's own Ready also waits for node proxies. */
+function availability(registry: RegistryObject | undefined): RegistryAvailability {
+  if (!registry) return undefined;
+  const ready = registry.status?.conditions?.find((c) => c.type === 'Ready');
+  return {
+    available: (registry.status?.readyReplicas ?? 0) > 0,
+    message: ready?.message ?? 'no status yet',
+  };
+}
 
 /**
  * Reports a Repository's state: Ready with PullSecretsIssued (or PublicRepository), or not Ready
@@ -27,67 +45,70 @@ export type RegistryAvailability = (
  * the old one.
  * It writes only the status subresource, never spec, so GitOps tools see no drift.
  */
-export class RepositoryController {
-  private readonly client: KubeClient;
-  private readonly repositories: Informer<RepositoryObject>;
-  private readonly grants: () => GrantTable;
-  private readonly availability: RegistryAvailability;
-  private readonly events: EventRecorder;
+export class RepositoryController implements Controller<'Repository'> {
+  readonly kind = 'Repository';
+  readonly watches;
+  private readonly api: ApiWriter;
+  private readonly sources: RepositorySources;
+  private readonly events: EventSink;
   private readonly logger: Logger;
 
-  constructor(
-    client: KubeClient,
-    sources: {
-      repositories: Informer<RepositoryObject>;
-      grants: () => GrantTable;
-      availability: RegistryAvailability;
-    },
-    events: EventRecorder,
-    logger: Logger,
-  ) {
-    this.client = client;
-    this.repositories = sources.repositories;
-    this.grants = sources.grants;
-    this.availability = sources.availability;
+  constructor(api: ApiWriter, sources: RepositorySources, events: EventSink, logger: Logger) {
+    this.api = api;
+    this.sources = sources;
     this.events = events;
     this.logger = logger;
+    this.watches = [
+      watch(sources.grants, (change) =>
+        [...change.repositories].map((key) => namespacedKey('Repository', key)),
+      ),
+      // Its status says whether a Registry serving it has a ready pod.
+      watch(sources.registries, (_type, registry) => {
+        const key = registryKey(registry);
+        return [...sources.grants.table.repositories]
+          .filter(([, state]) =>
+            state.registries.some((served) => `${served.namespace}/${served.name}` === key),
+          )
+          .map(([repository]) => namespacedKey('Repository', repository));
+      }),
+    ];
   }
 
-  async reconcile(key: string, now = new Date()): Promise<QueueResult> {
-    const cached = this.repositories.get(key);
+  *keys(): Iterable<KeyOf<'Repository'>> {
+    for (const repository of this.sources.repositories.list())
+      yield {
+        kind: 'Repository',
+        namespace: repository.metadata.namespace as string,
+        name: repository.metadata.name,
+      };
+  }
+
+  async reconcile(workKey: KeyOf<'Repository'>, now = new Date()): Promise<QueueResult> {
+    const key = cacheKey(workKey);
+    const cached = this.sources.repositories.get(key);
     if (!cached || cached.metadata.deletionTimestamp) return {};
-    const object = { ...cached, apiVersion: 'berth.dev/v1alpha1', kind: 'Repository' };
-    const state = this.grants().repositories.get(key);
+    const object = { ...cached, apiVersion: 'berth.dev/v1alpha1', kind: 'Repository' as const };
+    const state = this.sources.grants.table.repositories.get(key);
     // Not in the table: its spec did not parse; the API server's schema should have refused it.
     if (!state) return {};
     const previous = object.status?.conditions as Condition[] | undefined;
     const status = renderRepositoryStatus(
       state,
       state.registries.map((registry) =>
-        this.availability(`${registry.namespace}/${registry.name}`),
+        availability(this.sources.registries.get(`${registry.namespace}/${registry.name}`)),
       ),
       object.metadata.generation,
       previous,
       now,
     );
-    if (JSON.stringify(object.status ?? {}) === JSON.stringify(status)) return {};
     const namespace = object.metadata.namespace as string;
     try {
-      await about(
+      const written = await about(
         'write the status of',
         { kind: 'Repository', namespace, name: object.metadata.name },
-        () =>
-          this.client.apply(
-            `/apis/berth.dev/v1alpha1/namespaces/${namespace}/repositories/${object.metadata.name}/status`,
-            {
-              apiVersion: 'berth.dev/v1alpha1',
-              kind: 'Repository',
-              metadata: { name: object.metadata.name, namespace },
-              status,
-            },
-            fieldManager,
-          ),
+        () => writeStatus(this.api, object, status),
       );
+      if (!written) return {};
     } catch (error) {
       // Its status is what failed, so only an Event can say so; the key is retried with backoff.
       await this.events.record(object, 'Warning', 'ApplyFailed', (error as Error).message);
@@ -123,7 +144,7 @@ export class RepositoryController {
  */
 export function renderRepositoryStatus(
   state: RepositoryState,
-  registries: readonly ReturnType<RegistryAvailability>[],
+  registries: readonly RegistryAvailability[],
   generation: number | undefined,
   previous: readonly Condition[] | undefined,
   now: Date,

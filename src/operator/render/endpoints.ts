@@ -1,5 +1,5 @@
 import { registryObjectNames } from './labels.ts';
-import type { RegistryResource } from './registry.ts';
+import type { RegistryResource } from '../api/registry-resource.ts';
 
 /** The port the registry Service and container listen on. */
 export const registryPort = 5000;

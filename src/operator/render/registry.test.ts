@@ -3,12 +3,8 @@ import { parseRegistryConfig } from '../../config/registry.ts';
 import { registrySpecSchema } from '../api/registry.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../tls/certificates.ts';
 import { nodeProxyConfigSchema } from '../../config/node-proxy.ts';
-import {
-  registryObjectsAbsent,
-  renderNodeProxy,
-  renderRegistry,
-  type RegistryResource,
-} from './registry.ts';
+import type { RegistryResource } from '../api/registry-resource.ts';
+import { registryObjectsAbsent, renderNodeProxy, renderRegistry } from './registry.ts';
 
 interface PodSpec {
   hostNetwork?: boolean;

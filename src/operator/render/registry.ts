@@ -2,16 +2,10 @@ import { createHash } from 'node:crypto';
 import { parseSize } from '../../config/units.ts';
 import { stringify } from 'yaml';
 import type { KubeObject } from '../../kube/client.ts';
-import type { RegistrySpec } from '../api/registry.ts';
+import type { RegistryResource } from '../api/registry-resource.ts';
 import type { IssuedCertificate } from '../../tls/certificates.ts';
 import { registryPort, registryTokenIdentity } from './endpoints.ts';
 import { registryLabels, registryObjectNames } from './labels.ts';
-
-/** The Registry as the renderer needs it: identity and spec (already defaulted by the API server). */
-export interface RegistryResource {
-  readonly metadata: { readonly name: string; readonly namespace: string; readonly uid: string };
-  readonly spec: RegistrySpec;
-}
 
 /** Secrets are generated once by the controller and passed in, so rendering stays pure. */
 export interface RegistrySecrets {

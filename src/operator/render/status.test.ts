@@ -1,5 +1,5 @@
 import { registrySpecSchema } from '../api/registry.ts';
-import type { RegistryResource } from './registry.ts';
+import type { RegistryResource } from '../api/registry-resource.ts';
 import {
   condition,
   renderRegistryStatus,

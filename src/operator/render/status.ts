@@ -1,5 +1,5 @@
 import type { RegistryStatus } from '../api/registry.ts';
-import type { RegistryResource } from './registry.ts';
+import type { RegistryResource } from '../api/registry-resource.ts';
 import { registryEndpoints } from './endpoints.ts';
 
 export interface Condition {
@@ -70,7 +70,7 @@ function nodeProxyProblem(nodeProxy: DaemonSetState | undefined): string | undef
 
 /** The Registry's status from its Deployment's and its node proxies' state. Pure. */
 export function renderRegistryStatus(
-  registry: RegistryResource & { metadata: { generation?: number } },
+  registry: RegistryResource,
   observed: ObservedState,
   previous: readonly Condition[] | undefined,
   now: Date,

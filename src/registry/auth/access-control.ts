@@ -1,7 +1,8 @@
 import type { Action, Identity, Policy } from '../../policy/compile.ts';
 import { OciError } from '../errors.ts';
 import type { Route } from '../http/routes.ts';
-import { formatScope, type AccessEntry } from './scope.ts';
+import type { TokenGrants } from '../../credentials/access-claim.ts';
+import { formatScope } from './scope.ts';
 
 /** What a request needs before it may run. */
 export type Requirement =
@@ -77,25 +78,6 @@ export class RequestAccess {
   get hasToken(): boolean {
     return this.grants !== undefined;
   }
-}
-
-export interface TokenGrants {
-  readonly repositories: ReadonlyMap<string, ReadonlySet<string>>;
-  readonly catalog: boolean;
-}
-
-/** A token's `access` claim, indexed once per token. */
-export function indexGrants(access: readonly AccessEntry[]): TokenGrants {
-  const repositories = new Map<string, Set<string>>();
-  let catalog = false;
-  for (const entry of access) {
-    if (entry.type === 'registry' && entry.name === 'catalog') catalog = true;
-    if (entry.type !== 'repository') continue;
-    const actions = repositories.get(entry.name) ?? new Set<string>();
-    for (const action of entry.actions) actions.add(action);
-    repositories.set(entry.name, actions);
-  }
-  return { repositories, catalog };
 }
 
 export interface Challenge {

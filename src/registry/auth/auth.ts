@@ -2,7 +2,7 @@ import type { PolicySource } from '../../policy/source.ts';
 import type { Authenticator } from './authenticator.ts';
 import type { LoginLimiter } from './limiter.ts';
 import type { ServiceAccountAuthenticator } from './service-account-login.ts';
-import type { TokenService } from './tokens.ts';
+import type { TokenService } from '../../credentials/tokens.ts';
 
 /** Everything authentication needs, built once per process; absent when auth is off. */
 export interface RegistryAuth {

@@ -1,6 +1,6 @@
 import { createHash, scryptSync, timingSafeEqual } from 'node:crypto';
 import type { Identity } from '../../policy/compile.ts';
-import { InvalidTokenError, type TokenService } from './tokens.ts';
+import { InvalidTokenError, type TokenService } from '../../credentials/tokens.ts';
 
 /** A namespace proven by the credential Berth signed for it. */
 export interface CredentialLogin {

@@ -1,13 +1,7 @@
 import type { Action } from '../../policy/compile.ts';
 import { OciError } from '../errors.ts';
 import { isRepositoryName } from '../reference.ts';
-
-/** One entry of a token's `access` claim, as in distribution's token spec. */
-export interface AccessEntry {
-  readonly type: string;
-  readonly name: string;
-  readonly actions: string[];
-}
+import type { AccessEntry } from '../../credentials/access-claim.ts';
 
 /**
  * Scopes one token request may ask for. Clients ask for one to a handful (a push with mounts:

@@ -8,7 +8,7 @@ import {
 } from 'jose';
 import { z } from 'zod';
 import type { ClusterGet } from './cluster-get.ts';
-import { InvalidTokenError } from './tokens.ts';
+import { InvalidTokenError } from '../../credentials/tokens.ts';
 
 /** The part of `/.well-known/openid-configuration` Berth uses. */
 const discoverySchema = z.object({ issuer: z.string().min(1) });

@@ -2,7 +2,7 @@ import type { Logger } from '../../observability/logger.ts';
 import type { Identity } from '../../policy/compile.ts';
 import { OciError } from '../errors.ts';
 import type { ServiceAccountIssuer } from './service-account-issuer.ts';
-import { InvalidTokenError } from './tokens.ts';
+import { InvalidTokenError } from '../../credentials/tokens.ts';
 import type { TokenReviewer } from './token-review.ts';
 
 /** A namespace proven by one of its ServiceAccounts' tokens. */

@@ -8,10 +8,10 @@ import { watchKubernetesPolicy } from '../../policy/kubernetes-source.ts';
 import { KubeClient } from '../../kube/client.ts';
 import type { RegistryAuth } from './auth.ts';
 import { Authenticator } from './authenticator.ts';
-import { KeyRing } from './keys.ts';
+import { KeyRing } from '../../credentials/keys.ts';
 import { LoginLimiter } from './limiter.ts';
 import { openServiceAccountLogins } from './service-account-setup.ts';
-import { TokenService } from './tokens.ts';
+import { TokenService } from '../../credentials/tokens.ts';
 
 type AuthConfig = NonNullable<RegistryConfig['auth']>;
 

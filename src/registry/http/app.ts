@@ -4,7 +4,7 @@ import { Counter, Histogram, type MetricsRegistry } from '../../observability/me
 import { enforce, requirementOf, RequestAccess, unauthorized } from '../auth/access-control.ts';
 import { parseBearer } from '../auth/authenticator.ts';
 import { tokenPath, type RegistryAuth } from '../auth/auth.ts';
-import { InvalidTokenError } from '../auth/tokens.ts';
+import { InvalidTokenError } from '../../credentials/tokens.ts';
 import { OciError, toOciError } from '../errors.ts';
 import type { ReadinessState } from '../readiness.ts';
 import type { RegistryServices } from '../services.ts';

@@ -2,8 +2,9 @@ import type { Request, Response } from 'express';
 import type { Identity } from '../../policy/compile.ts';
 import { parseBasic } from '../auth/authenticator.ts';
 import type { RegistryAuth } from '../auth/auth.ts';
-import { expandActions, formatScope, parseScopes, type AccessEntry } from '../auth/scope.ts';
-import { InvalidTokenError } from '../auth/tokens.ts';
+import type { AccessEntry } from '../../credentials/access-claim.ts';
+import { expandActions, formatScope, parseScopes } from '../auth/scope.ts';
+import { InvalidTokenError } from '../../credentials/tokens.ts';
 import { OciError } from '../errors.ts';
 
 /**

@@ -6,11 +6,10 @@ import {
   SignJWT,
   type JWTPayload,
 } from 'jose';
-import type { Identity } from '../../policy/compile.ts';
-import { ByteLru, stringBytes } from '../../util/byte-lru.ts';
+import type { Identity } from '../policy/compile.ts';
+import { ByteLru, stringBytes } from '../util/byte-lru.ts';
+import { indexGrants, type AccessEntry, type TokenGrants } from './access-claim.ts';
 import type { KeyRing } from './keys.ts';
-import { indexGrants, type TokenGrants } from './access-control.ts';
-import type { AccessEntry } from './scope.ts';
 
 /** What a JWT is for; a token of one use is refused where another is expected. */
 type TokenUse = 'access' | 'refresh' | 'credential';

@@ -1,0 +1,41 @@
+import type { QueueResult } from '../../kube/queue.ts';
+import type { ApiWriter } from '../cluster.ts';
+import { watch, type Controller, type KeyOf } from '../controller.ts';
+import type { GrantView } from '../grant-tracker.ts';
+import { fieldManager } from '../render/labels.ts';
+import { registryAccessBinding, renderRegistryAccessBinding } from '../render/registry-access.ts';
+
+const theKey: KeyOf<'RegistryAccess'> = { kind: 'RegistryAccess' };
+
+/**
+ * Keeps the ClusterRoleBinding `berth-registries` naming the ServiceAccount of every Registry
+ * whose spec parsed, so each Registry's pods may read their policy. One key: the binding.
+ */
+export class RegistryAccessController implements Controller<'RegistryAccess'> {
+  readonly kind = 'RegistryAccess';
+  readonly watches;
+  private readonly api: Pick<ApiWriter, 'apply'>;
+  private readonly grants: GrantView;
+
+  constructor(api: Pick<ApiWriter, 'apply'>, grants: GrantView) {
+    this.api = api;
+    this.grants = grants;
+    this.watches = [watch(grants, (change) => (change.registryAccess ? [theKey] : []))];
+  }
+
+  keys(): Iterable<KeyOf<'RegistryAccess'>> {
+    return [theKey];
+  }
+
+  async reconcile(): Promise<QueueResult> {
+    const binding = renderRegistryAccessBinding(
+      [...this.grants.registries.values()].map((registry) => registry.metadata),
+    );
+    await this.api.apply(
+      `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${registryAccessBinding}`,
+      binding,
+      fieldManager,
+    );
+    return {};
+  }
+}
