@@ -6,9 +6,9 @@
 #   Go modules, built through the module proxy into $BERTH_TOOLS_DIR/bin:
 #     crane, oras, the OCI distribution-spec conformance suite, crictl (containerd's CRI),
 #     CoreDNS (the test cluster's DNS), versitygw (the S3 server the S3 driver is tested
-#     against; Apache-2.0, posix backend), the sandbox ("pause") binary from test/tools/images,
-#     and (build-control-plane.sh) etcd, kube-apiserver, kube-controller-manager,
-#     kube-scheduler, kube-proxy, kubelet and kubectl
+#     against; Apache-2.0, posix backend), helm (v3; the chart in deploy/helm/berth), the
+#     sandbox ("pause") binary from test/tools/images, and (build-control-plane.sh) etcd,
+#     kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubelet and kubectl
 # Idempotent: what is already there at the pinned version is kept.
 set -euo pipefail
 
@@ -37,6 +37,7 @@ go_tools=(
   "crictl=sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"
   "coredns=github.com/coredns/coredns@v1.15.0"
   "versitygw=github.com/versity/versitygw/cmd/versitygw@v1.8.0"
+  "helm=helm.sh/helm/v3/cmd/helm@v3.22.0"
 )
 for entry in "${go_tools[@]}"; do
   name="${entry%%=*}"
