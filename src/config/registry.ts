@@ -74,6 +74,70 @@ export const gcConfigSchema = z
 
 export type GcConfig = Readonly<z.infer<typeof gcConfigSchema>>;
 
+/**
+ * A pull-through mirror: repositories under `prefix/` are served from `url` on a miss and kept
+ * like pushed content. Secrets come from files only, read at each token request so they can
+ * rotate. Prefixes may not nest, so a repository belongs to at most one mirror.
+ */
+export const mirrorConfigSchema = z
+  .object({
+    url: z
+      .url({ protocol: /^https?$/ })
+      .refine((url) => new URL(url).pathname.replace(/\/+$/, '') === '', 'must have no path')
+      .describe('Upstream registry base URL, e.g. https://registry-1.docker.io.'),
+    prefix: z
+      .string()
+      .regex(
+        /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/,
+        'must be repository path components, e.g. docker.io or mirror/docker.io',
+      )
+      .describe(
+        'Path prefix the upstream is served under: <prefix>/library/nginx is library/nginx upstream.',
+      ),
+    credentials: z
+      .object({
+        usernameFile: z.string().min(1).describe('File holding the upstream username.'),
+        passwordFile: z.string().min(1).describe('File holding the upstream password or token.'),
+      })
+      .strict()
+      .optional()
+      .describe('Upstream login for Basic auth and the token flow; anonymous when absent.'),
+    tls: z
+      .object({
+        caFile: z
+          .string()
+          .min(1)
+          .describe('PEM certificates that upstream certificates must chain to.'),
+      })
+      .strict()
+      .optional(),
+    tagTTL: durationSchema
+      .prefault('5m')
+      .describe('How long a tag is trusted before upstream is asked again (a HEAD).'),
+  })
+  .strict();
+
+export type MirrorConfig = Readonly<z.infer<typeof mirrorConfigSchema>>;
+
+const mirrorsSchema = z
+  .array(mirrorConfigSchema)
+  .superRefine((mirrors, context) => {
+    mirrors.forEach((mirror, index) => {
+      for (const other of mirrors.slice(0, index)) {
+        const a = `${mirror.prefix}/`;
+        const b = `${other.prefix}/`;
+        if (a.startsWith(b) || b.startsWith(a)) {
+          context.addIssue({
+            code: 'custom',
+            path: [index, 'prefix'],
+            message: `overlaps the prefix ${other.prefix} of another mirror`,
+          });
+        }
+      }
+    });
+  })
+  .prefault([]);
+
 /** The `berth registry` configuration: a YAML file, overridden by flags, validated here once. */
 export const registryConfigSchema = z
   .object({
@@ -232,6 +296,9 @@ export const registryConfigSchema = z
     gc: gcConfigSchema
       .optional()
       .describe('Online garbage collection on a schedule. Absent: only `berth gc` collects.'),
+    mirrors: mirrorsSchema.describe(
+      'Pull-through mirrors of upstream registries, each under its own path prefix.',
+    ),
     shutdownTimeout: positiveDuration
       .prefault('30s')
       .describe('How long in-flight requests may run after SIGTERM.'),

@@ -11,6 +11,7 @@ import {
 import type { NodeProxyConfig } from '../config/node-proxy.ts';
 import type { Logger } from '../observability/logger.ts';
 import { Counter, Gauge, MetricsRegistry } from '../observability/metrics.ts';
+import { corkForThisTurn, drained, VerifiedSender } from '../util/client-writes.ts';
 import { forEachChunk } from '../util/streams.ts';
 import { BlobCache } from './blob-cache.ts';
 import { BadTargetError, Upstream } from './upstream.ts';
@@ -292,72 +293,6 @@ class ProxyHandler {
     if (!verified) await this.cache.dropCorrupt(digest);
     client.finish(verified);
   }
-}
-
-/**
- * Writes a blob to a client holding back its last chunk until the digest is known: a blob that
- * turns out wrong ends in a cut connection, never in a complete-looking response with bad bytes.
- * A client that went away is skipped, so a fill of the cache does not depend on it.
- */
-class VerifiedSender {
-  private readonly res: ServerResponse;
-  private held: Buffer | undefined;
-
-  constructor(res: ServerResponse) {
-    this.res = res;
-  }
-
-  write(chunk: Buffer): Promise<void> | undefined {
-    const previous = this.held;
-    this.held = chunk;
-    if (!previous || this.res.destroyed) return undefined;
-    corkForThisTurn(this.res);
-    if (this.res.write(previous)) return undefined;
-    return drained(this.res);
-  }
-
-  finish(verified: boolean): void {
-    if (this.res.destroyed) return;
-    if (!verified) {
-      this.res.destroy();
-      return;
-    }
-    this.res.end(this.held);
-  }
-}
-
-/**
- * Holds a response's writes until the event loop turns, so the 16 KiB chunks a TLS socket
- * delivers in one turn leave in one writev instead of one system call each.
- */
-function corkForThisTurn(res: ServerResponse): void {
-  if (res.writableCorked > 0) return;
-  res.cork();
-  setImmediate(() => res.uncork());
-}
-
-/** How long a client may take to accept more bytes before it is dropped. */
-const stalledClientMillis = 60_000;
-
-/**
- * Resolves when the client can take more, or is gone. A client that accepts nothing for a minute
- * is cut off: a cache fill (which other pulls wait on) must not stall behind one slow reader.
- */
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      res.destroy();
-      done();
-    }, stalledClientMillis);
-    res.on('drain', done);
-    res.on('close', done);
-  });
 }
 
 /**

@@ -34,9 +34,9 @@ export async function startRegistry(
   logger: Logger,
 ): Promise<RunningRegistry> {
   const driver = openStorage(config.storage);
-  const services = createRegistryServices(driver, config);
   const metrics = new MetricsRegistry();
   metrics.registerProcessMetrics();
+  const services = createRegistryServices(driver, config, { metrics, logger });
 
   // Storage the registry cannot write must not stop it: it reports that on /readyz instead.
   await removeStaleTemporaryFiles(services, logger).catch((error: unknown) =>
@@ -119,6 +119,7 @@ export async function startRegistry(
       clearTimeout(timer);
       await collected;
       await services.uploads.close();
+      services.mirrors.close();
       authentication?.close();
       logger.info('registry stopped');
     })();

@@ -1,4 +1,8 @@
 import type { RegistryConfig } from '../config/registry.ts';
+import type { Logger } from '../observability/logger.ts';
+import { MetricsRegistry } from '../observability/metrics.ts';
+import { MirrorMetrics } from './mirror/metrics.ts';
+import { MirrorService } from './mirror/mirrors.ts';
 import { BlobService } from './service/blobs.ts';
 import { CatalogService } from './service/catalog.ts';
 import { ManifestService } from './service/manifests.ts';
@@ -13,11 +17,14 @@ export interface RegistryServices {
   readonly uploads: UploadService;
   readonly manifests: ManifestService;
   readonly catalog: CatalogService;
+  /** Pull-through mirrors; resolves no repository when none is configured. */
+  readonly mirrors: MirrorService;
 }
 
 export function createRegistryServices(
   driver: StorageDriver,
   config: RegistryConfig,
+  observe: { metrics?: MetricsRegistry; logger?: Logger } = {},
 ): RegistryServices {
   const blobs = new BlobService(driver);
   const uploads = new UploadService(driver, blobs);
@@ -28,5 +35,12 @@ export function createRegistryServices(
   });
   const catalog = new CatalogService(driver, 30_000);
   manifests.onChange = (repository) => catalog.touched(repository);
-  return { driver, blobs, uploads, manifests, catalog };
+  const mirrors = new MirrorService(config.mirrors, {
+    blobs,
+    uploads,
+    manifests,
+    metrics: new MirrorMetrics(observe.metrics ?? new MetricsRegistry()),
+    logger: observe.logger,
+  });
+  return { driver, blobs, uploads, manifests, catalog, mirrors };
 }

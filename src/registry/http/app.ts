@@ -156,7 +156,7 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
       }
     });
     try {
-      route = matchRoute(req.path);
+      route = withMirrorNamespace(services, matchRoute(req.path), req.query.ns);
       const access = auth && route ? await authorize(auth, req, route) : undefined;
       await dispatch({ req, res, services, traffic, access }, route, req.method);
     } catch (error) {
@@ -215,7 +215,26 @@ async function dispatch(
     throw new OciError('NAME_UNKNOWN', 'no such endpoint', { detail: { path: ctx.req.path } });
   const handler = handlers[route.kind][method];
   if (!handler) throw new OciError('UNSUPPORTED', `${method} is not supported here`);
+  if ('name' in route && writes(route.kind, method)) ctx.services.mirrors.refuseWrite(route.name);
   await handler(ctx, route as never);
+}
+
+/** Whether a request changes a repository (a push or a delete). */
+function writes(kind: RouteKind, method: string): boolean {
+  return kind === 'uploads' || kind === 'upload' || method === 'PUT' || method === 'DELETE';
+}
+
+/**
+ * containerd sends `?ns=<upstream host>` to a mirror: the route's repository becomes the one
+ * under that mirror's prefix, before authorization, so the same policy applies to it.
+ */
+function withMirrorNamespace(
+  services: RegistryServices,
+  route: Route | undefined,
+  ns: unknown,
+): Route | undefined {
+  if (!route || !('name' in route) || ns === undefined) return route;
+  return { ...route, name: services.mirrors.withNamespace(route.name, ns) };
 }
 
 /** The one place where errors become responses. Unexpected ones are logged here, once. */

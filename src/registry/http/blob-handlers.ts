@@ -1,4 +1,4 @@
-import { OciError } from '../errors.ts';
+import { isOciError, OciError } from '../errors.ts';
 import { assertRepositoryName, parseDigest } from '../reference.ts';
 import type { HandlerContext } from './context.ts';
 import { parseByteRange, parseChunkRange, queryString, rangeApplies } from './headers.ts';
@@ -16,7 +16,24 @@ export async function getBlob(ctx: HandlerContext, route: BlobRoute): Promise<vo
   const { req, res, services } = ctx;
   const name = assertRepositoryName(route.name);
   const digest = parseDigest(route.digest);
-  const size = await services.blobs.stat(name, digest);
+  const mirrored = services.mirrors.resolve(name);
+  let size: number;
+  try {
+    size = await services.blobs.stat(name, digest);
+  } catch (error) {
+    if (!mirrored || !isOciError(error, 'BLOB_UNKNOWN')) throw error;
+    if (req.method === 'HEAD') {
+      size = await services.mirrors.headBlob(mirrored, digest);
+    } else {
+      const { streamed } = await services.mirrors.fetchBlob(mirrored, digest, res);
+      if (streamed !== undefined) {
+        ctx.traffic.sent += streamed;
+        return;
+      }
+      // Another pull fetched it meanwhile: it is in storage now.
+      size = await services.blobs.stat(name, digest);
+    }
+  }
   const etag = `"${digest.value}"`;
   const range = rangeApplies(req.method, req.get('If-Range'), etag)
     ? parseByteRange(req.headers.range, size)
@@ -39,7 +56,9 @@ export async function getBlob(ctx: HandlerContext, route: BlobRoute): Promise<vo
     return;
   }
   await services.blobs.send(digest, res, range);
-  ctx.traffic.sent += Number(res.getHeader('Content-Length'));
+  const sent = Number(res.getHeader('Content-Length'));
+  ctx.traffic.sent += sent;
+  if (mirrored) services.mirrors.servedFromStorage(mirrored, sent);
   res.end();
 }
 

@@ -35,7 +35,10 @@ export async function getManifest(ctx: HandlerContext, route: ManifestRoute): Pr
       throw new OciError('MANIFEST_UNKNOWN', undefined, { detail: { tag: route.reference } });
     throw error;
   }
-  const manifest = await services.manifests.get(name, reference);
+  const mirrored = services.mirrors.resolve(name);
+  const manifest = mirrored
+    ? await services.mirrors.getManifest(mirrored, reference)
+    : await services.manifests.get(name, reference);
   res.status(200);
   res.setHeader('Content-Type', manifest.mediaType);
   res.setHeader('Content-Length', manifest.bytes.length);

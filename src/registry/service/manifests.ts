@@ -104,7 +104,15 @@ export class ManifestService {
     reference: ManifestReference,
     bytes: Buffer,
     contentType: string | undefined,
-    options: { extraTags?: readonly string[]; isImmutableTag?: (tag: string) => boolean } = {},
+    options: {
+      extraTags?: readonly string[];
+      isImmutableTag?: (tag: string) => boolean;
+      /**
+       * A manifest copied from a mirror's upstream: what it references is fetched on first
+       * pull, so it is not required to be present now.
+       */
+      mirrored?: boolean;
+    } = {},
   ): Promise<{ digest: Digest; subject: Digest | undefined }> {
     const algorithm = reference.kind === 'digest' ? reference.digest.algorithm : 'sha256';
     const digest = parseDigest(`${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`);
@@ -120,7 +128,7 @@ export class ManifestService {
 
     await this.repositories.shared(repository, () =>
       this.tags.locked(repository, tags, async () => {
-        await this.assertReferencesPresent(repository, manifest);
+        if (!options.mirrored) await this.assertReferencesPresent(repository, manifest);
         for (const tag of tags) {
           await this.tags.assertMayPoint(repository, tag, digest, immutable(tag));
         }
