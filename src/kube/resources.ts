@@ -10,6 +10,7 @@ const collections: Record<string, { group: string; plural: string }> = {
   'v1/Event': { group: '/api/v1', plural: 'events' },
   'apps/v1/Deployment': { group: '/apis/apps/v1', plural: 'deployments' },
   'apps/v1/DaemonSet': { group: '/apis/apps/v1', plural: 'daemonsets' },
+  'policy/v1/PodDisruptionBudget': { group: '/apis/policy/v1', plural: 'poddisruptionbudgets' },
   'berth.dev/v1alpha1/Registry': { group: '/apis/berth.dev/v1alpha1', plural: 'registries' },
   'berth.dev/v1alpha1/Repository': { group: '/apis/berth.dev/v1alpha1', plural: 'repositories' },
 };

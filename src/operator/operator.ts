@@ -44,6 +44,7 @@ const ownedCollections = [
   '/api/v1/configmaps',
   '/api/v1/services',
   '/api/v1/persistentvolumeclaims',
+  '/apis/policy/v1/poddisruptionbudgets',
 ];
 
 export interface RunningOperator {

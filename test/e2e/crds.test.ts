@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify } from 'yaml';
-import { registrySpecSchema } from '../../src/operator/api/registry.ts';
+import { registrySpecSchema, replicasNeedS3 } from '../../src/operator/api/registry.ts';
 import { renderPullSecret } from '../../src/operator/render/pull-secret.ts';
 import { renderRegistry } from '../../src/operator/render/registry.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../src/tls/certificates.ts';
@@ -126,9 +126,7 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
 
   it('teaches the API through kubectl explain', async () => {
     const explained = (await cluster.kubectl(['explain', 'registry.spec.storage'])).stdout;
-    expect(explained).toContain(
-      'Not supported yet: Berth stores images on storage.filesystem only.',
-    );
+    expect(explained).toContain('An S3-compatible bucket, shared by every registry pod.');
     expect(
       (await cluster.kubectl(['explain', 'repository.spec.pull.namespaceSelector'])).stdout,
     ).toContain('labels');
@@ -143,27 +141,42 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
 
   it.each([
     [
-      'S3 storage, which is not supported yet',
-      { storage: { s3: { bucket: 'images', credentialsSecret: 'missing' } } },
-      'storage.s3 is not supported yet: use storage.filesystem',
-    ],
-    [
       'S3 storage beside a volume',
       {
         storage: { filesystem: { size: '1Gi' }, s3: { bucket: 'images', credentialsSecret: 's3' } },
       },
-      'storage.s3 is not supported yet: use storage.filesystem',
+      'set storage.filesystem or storage.s3, not both',
     ],
-    ['no storage kind', { storage: {} }, 'set storage.filesystem'],
+    ['no storage kind', { storage: {} }, 'set storage.filesystem (a volume) or storage.s3'],
+    ['replicas on a volume', { replicas: 3 }, replicasNeedS3],
     [
-      'replicas on a volume',
-      { replicas: 3 },
-      'replicas above 1 need S3 storage, which is not supported yet',
+      'replicas on the default volume, named',
+      { replicas: 2, storage: { filesystem: { size: '1Gi' } } },
+      replicasNeedS3,
     ],
     [
-      'replicas on S3',
-      { replicas: 2, storage: { s3: { bucket: 'images', credentialsSecret: 's3' } } },
-      'replicas above 1 need S3 storage, which is not supported yet',
+      'S3 without a credentials Secret',
+      { storage: { s3: { bucket: 'images' } } },
+      'credentialsSecret',
+    ],
+    [
+      'an S3 endpoint that is not a URL of the S3 API',
+      {
+        storage: {
+          s3: { bucket: 'images', credentialsSecret: 's3', endpoint: 'ftp://s3.example' },
+        },
+      },
+      'storage.s3.endpoint is the http(s) URL of the S3 API',
+    ],
+    [
+      'an S3 prefix that climbs out',
+      { storage: { s3: { bucket: 'images', credentialsSecret: 's3', prefix: 'a/../b' } } },
+      'no . or .. between slashes',
+    ],
+    [
+      'an S3 field Berth does not act on',
+      { storage: { s3: { bucket: 'images', credentialsSecret: 's3', storageClass: 'GLACIER' } } },
+      'storageClass',
     ],
     ['a privileged node port', { nodeAccess: { port: 80 } }, 'spec.nodeAccess.port'],
     [
@@ -241,8 +254,41 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
     ['lifetimes in other units', { auth: { tokenTTL: '0.5m', credentialLifetime: '1h30m' } }],
     ['an externalURL with a port', { externalURL: 'https://registry.example.com:8443/' }],
     ['a stopped registry', { replicas: 0 }],
+    [
+      'three replicas on S3',
+      {
+        replicas: 3,
+        storage: {
+          s3: {
+            bucket: 'images',
+            endpoint: 'http://s3.storage.svc:7070',
+            forcePathStyle: true,
+            prefix: 'registries/main',
+            credentialsSecret: 'images-s3',
+          },
+        },
+      },
+    ],
   ])('admits %s (server-side dry run)', async (_label, spec) => {
     await cluster.kubectl(['apply', '--dry-run=server', '-f', '-'], { input: registry(spec) });
+  });
+
+  it('keeps a Registry on the storage kind it was made with', async () => {
+    const apply = (storage: Record<string, unknown>, allowFailure = false) =>
+      cluster.kubectl(['apply', '-f', '-'], {
+        input: stringify({
+          apiVersion: 'berth.dev/v1alpha1',
+          kind: 'Registry',
+          metadata: { name: 'moving', namespace: 'default' },
+          spec: { storage },
+        }),
+        allowFailure,
+      });
+    await apply({ filesystem: { size: '1Gi' } });
+    const moved = await apply({ s3: { bucket: 'images', credentialsSecret: 's3' } }, true);
+    expect(moved.code).not.toBe(0);
+    expect(moved.stderr).toContain('storage cannot change between filesystem and s3');
+    await cluster.kubectl(['delete', 'registry', 'moving', '-n', 'default']);
   });
 
   it('lets a volume grow but not shrink or change its StorageClass', async () => {
@@ -288,9 +334,7 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
       spec: { versions: { schema: unknown }[] };
     };
     const file = await readFile(`${root}/crds/registries.berth.dev.yaml`, 'utf8');
-    expect(file).toContain('storage.s3 is not supported yet');
-    expect(JSON.stringify(served.spec.versions[0]?.schema)).toContain(
-      'storage.s3 is not supported yet',
-    );
+    expect(file).toContain(replicasNeedS3);
+    expect(JSON.stringify(served.spec.versions[0]?.schema)).toContain(replicasNeedS3);
   });
 });

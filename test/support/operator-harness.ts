@@ -44,7 +44,7 @@ export interface OperatorHarness {
   ): Promise<Condition | undefined>;
   /**
    * Plays the kubelet and the Deployment controller, which do not run here: the registry
-   * Deployment of a Registry reports its pods ready.
+   * Deployment of a Registry reports all the pods it wants ready.
    */
   markRegistryPodsReady(namespace: string, registry: string): Promise<void>;
   /** `berth operator` with a short Lease, as the suites run it. */
@@ -134,13 +134,11 @@ export async function startOperatorHarness(
         ])
       ).status?.conditions?.find((condition) => condition.type === type),
     markRegistryPodsReady: async (namespace, registry) => {
-      const deployment = await getJson<{ metadata: { generation: number } }>([
-        'get',
-        'deployment',
-        `berth-${registry}`,
-        '-n',
-        namespace,
-      ]);
+      const deployment = await getJson<{
+        metadata: { generation: number };
+        spec: { replicas?: number };
+      }>(['get', 'deployment', `berth-${registry}`, '-n', namespace]);
+      const replicas = deployment.spec.replicas ?? 1;
       await cluster.kubectl([
         'patch',
         'deployment',
@@ -152,10 +150,10 @@ export async function startOperatorHarness(
         '-p',
         JSON.stringify({
           status: {
-            replicas: 1,
-            readyReplicas: 1,
-            updatedReplicas: 1,
-            availableReplicas: 1,
+            replicas,
+            readyReplicas: replicas,
+            updatedReplicas: replicas,
+            availableReplicas: replicas,
             observedGeneration: deployment.metadata.generation,
           },
         }),

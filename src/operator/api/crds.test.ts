@@ -60,10 +60,12 @@ describe('CRDs generated from the zod schemas', () => {
     }
   });
 
-  it('carry the CEL rules: no S3 yet, one replica, bounded durations, tokens shorter than credentials', () => {
+  it('carry the CEL rules: one storage kind, replicas above 1 only on S3, bounded durations, tokens shorter than credentials', () => {
     const text = JSON.stringify(renderCrds());
-    expect(text).toContain('"rule":"!has(self.s3)"');
-    expect(text).toContain('"rule":"self <= 1"');
+    expect(text).toContain('"rule":"!has(self.filesystem) || !has(self.s3)"');
+    expect(text).toContain(
+      '"rule":"!has(self.replicas) || self.replicas <= 1 || (has(self.storage) && has(self.storage.s3))"',
+    );
     expect(text).toContain(
       "duration(self) >= duration('60s') && duration(self) <= duration('8760h')",
     );

@@ -50,6 +50,64 @@ const filesystemStorageSchema = z
     }),
   );
 
+const s3StorageSchema = z
+  .object({
+    bucket: z
+      .string()
+      .min(3)
+      .max(63)
+      .describe(
+        'Bucket that holds the images. Several Registries may share one under different prefixes.',
+      ),
+    endpoint: z
+      .url()
+      .meta(
+        celRules({
+          rule: `self.matches(${celString('^https?://[^/?#@]+(/[^?#]*)?$')})`,
+          message:
+            'storage.s3.endpoint is the http(s) URL of the S3 API, e.g. https://s3.eu-west-1.amazonaws.com or http://s3.storage.svc:7070, with no query or user',
+        }),
+      )
+      .default('https://s3.amazonaws.com')
+      .describe('Base URL of the S3 API, https://s3.amazonaws.com by default.'),
+    region: z
+      .string()
+      .min(1)
+      .default('us-east-1')
+      .describe('Region requests are signed for, us-east-1 by default.'),
+    forcePathStyle: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Address the bucket as <endpoint>/<bucket> (most self-hosted S3 servers) instead of <bucket>.<endpoint>; false by default.',
+      ),
+    prefix: z
+      .string()
+      .min(1)
+      .meta(
+        celRules({
+          rule: `!self.contains(${celString('\\')}) && !self.matches(${celString('(^|/)[.][.]?(/|$)')})`,
+          message:
+            'storage.s3.prefix is a key prefix such as registries/main: no backslash, and no . or .. between slashes',
+        }),
+      )
+      .optional()
+      .describe(
+        "Key prefix the registry's data lives under (distribution's rootdirectory); the bucket's root when unset.",
+      ),
+    credentialsSecret: z
+      .string()
+      .min(1)
+      .describe(
+        "A Secret in the Registry's namespace with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, if the keys are temporary). The registry pods read them as environment variables; they are never copied elsewhere. Pods read them at start: after changing the Secret, kubectl rollout restart deployment/berth-<name>.",
+      ),
+  })
+  .strict();
+
+/** Why more than one pod cannot share a filesystem volume, in the words the API server answers. */
+export const replicasNeedS3 =
+  'replicas above 1 need storage.s3: a storage.filesystem volume is ReadWriteOnce, mounted by one pod at a time, so further replicas would never start';
+
 export const registrySpecSchema = z
   .object({
     replicas: z
@@ -57,44 +115,41 @@ export const registrySpecSchema = z
       .int()
       .min(0)
       .default(1)
-      .meta(
-        celRules({
-          rule: 'self <= 1',
-          message: 'replicas above 1 need S3 storage, which is not supported yet',
-        }),
-      )
       .describe(
-        'Registry pods: 1 (the default), or 0 to stop the registry. More need S3 storage, which is not supported yet.',
+        'Registry pods: 1 (the default), 0 to stop the registry, or more with storage.s3 (every pod serves every request from the one bucket).',
       ),
     storage: z
       .object({
         filesystem: filesystemStorageSchema
           .optional()
           .describe('A PersistentVolumeClaim (ReadWriteOnce).'),
-        // Known, so that it is refused with a reason instead of pruned without one.
-        s3: z
-          .object({})
-          .strict()
-          .meta({ 'x-kubernetes-preserve-unknown-fields': true })
+        s3: s3StorageSchema
           .optional()
-          .describe('Not supported yet: Berth stores images on storage.filesystem only.'),
+          .describe('An S3-compatible bucket, shared by every registry pod.'),
       })
       .strict()
       .default({ filesystem: { size: '20Gi', reclaimPolicy: 'Retain' } })
       .meta(
         celRules(
           {
-            rule: '!has(self.s3)',
-            message: 'storage.s3 is not supported yet: use storage.filesystem',
+            rule: 'has(self.filesystem) || has(self.s3)',
+            message:
+              'set storage.filesystem (a volume) or storage.s3 (a bucket): where the registry keeps its images',
           },
           {
-            rule: 'has(self.filesystem) || has(self.s3)',
-            message: 'set storage.filesystem, the volume the registry keeps its images on',
+            rule: '!has(self.filesystem) || !has(self.s3)',
+            message:
+              'set storage.filesystem or storage.s3, not both: a registry keeps its images in one place',
+          },
+          {
+            rule: 'has(self.s3) == has(oldSelf.s3)',
+            message:
+              'storage cannot change between filesystem and s3: the images would stay behind; make a new Registry and copy them',
           },
         ),
       )
       .describe(
-        'Where images are stored: storage.filesystem, a volume (S3 is not supported yet). Left out, a 20Gi claim of the default StorageClass, retained.',
+        'Where images are stored: storage.filesystem, a volume, or storage.s3, a bucket. Left out, a 20Gi claim of the default StorageClass, retained.',
       ),
     nodeAccess: z
       .object({
@@ -212,7 +267,13 @@ export const registrySpecSchema = z
       )
       .describe('Token and credential settings.'),
   })
-  .strict();
+  .strict()
+  .meta(
+    celRules({
+      rule: '!has(self.replicas) || self.replicas <= 1 || (has(self.storage) && has(self.storage.s3))',
+      message: replicasNeedS3,
+    }),
+  );
 
 export const registryStatusSchema = z
   .object({

@@ -47,6 +47,7 @@ import {
 } from '../render/status.ts';
 import { nodePortCondition, nodePortContenders, withoutNodeProxy } from '../node-ports.ts';
 import { writeStatus } from '../status-writer.ts';
+import { namedSecrets } from '../render/named-secrets.ts';
 
 const day = 86_400_000;
 /** How soon a Registry whose named Secret is missing looks again. */
@@ -59,7 +60,7 @@ export interface RegistrySources {
   readonly daemonSets: Cache<DaemonSetObject>;
   /** Berth-managed Secrets only (label-selected): a user's own Secret is never removed. */
   readonly secrets: Cache<SecretObject>;
-  /** The other Berth-labelled kinds it renders (ConfigMaps, Services, PVCs), watched for drift. */
+  /** The other Berth-labelled kinds it renders (ConfigMaps, Services, PVCs, PodDisruptionBudgets), watched for drift. */
   readonly owned: readonly Cache<KubeObject>[];
   /** Who holds which node port. */
   readonly grants: GrantView;
@@ -275,40 +276,37 @@ export class RegistryController implements Controller<'Registry'> {
   }
 
   /**
-   * Why the Secret the spec names (tls.certificateSecret) cannot serve, if it cannot: missing,
-   * or without the keys the registry and its node proxies mount. The pods would wait for it
-   * without a word in the Registry's status.
+   * Why a Secret the spec names (tls.certificateSecret, storage.s3.credentialsSecret) cannot
+   * serve, if one cannot: missing, or without the keys the pods mount. The pods would wait for it
+   * without a word in the Registry's status. The first problem, in the order namedSecrets gives.
    */
   private async namedSecretProblem(
     registry: RegistryResource,
   ): Promise<{ reason: string; message: string } | undefined> {
-    const name = registry.spec.tls.certificateSecret;
-    if (!name) return undefined;
     const namespace = registry.metadata.namespace;
-    const secret = await about('read', { kind: 'Secret', namespace, name }, async () => {
-      try {
-        return await this.api.get<SecretObject>(`/api/v1/namespaces/${namespace}/secrets/${name}`);
-      } catch (error) {
-        if (isNotFound(error)) return undefined;
-        throw error;
-      }
-    });
-    const needed = [
-      'tls.crt',
-      'tls.key',
-      ...(registry.spec.nodeAccess.mode === 'NodeProxy' ? ['ca.crt'] : []),
-    ];
-    const missing = needed.filter((key) => !secret?.data?.[key]);
-    if (!secret)
-      return {
-        reason: 'SecretNotFound',
-        message: `tls.certificateSecret ${name} does not exist in namespace ${namespace}: the registry pods cannot start until it does`,
-      };
-    if (missing.length > 0)
-      return {
-        reason: 'SecretIncomplete',
-        message: `tls.certificateSecret ${name} has no ${missing.join(', ')}: the registry pods cannot start until it does`,
-      };
+    for (const { field, name, keys } of namedSecrets(registry)) {
+      const secret = await about('read', { kind: 'Secret', namespace, name }, async () => {
+        try {
+          return await this.api.get<SecretObject>(
+            `/api/v1/namespaces/${namespace}/secrets/${name}`,
+          );
+        } catch (error) {
+          if (isNotFound(error)) return undefined;
+          throw error;
+        }
+      });
+      if (!secret)
+        return {
+          reason: 'SecretNotFound',
+          message: `${field} ${name} does not exist in namespace ${namespace}: the registry pods cannot start until it does`,
+        };
+      const missing = keys.filter((key) => !secret.data?.[key]);
+      if (missing.length > 0)
+        return {
+          reason: 'SecretIncomplete',
+          message: `${field} ${name} has no ${missing.join(', ')}: the registry pods cannot start until it does`,
+        };
+    }
     return undefined;
   }
 

@@ -27,5 +27,6 @@ export function registryObjectNames(registryName: string) {
     ca: `${base}-ca`,
     tls: `${base}-tls`,
     nodeProxy: `${base}-node-proxy`,
+    disruptionBudget: base,
   };
 }

@@ -164,3 +164,100 @@ describe('renderRegistry', () => {
     });
   });
 });
+
+describe('renderRegistry on S3', () => {
+  const s3 = {
+    bucket: 'images',
+    endpoint: 'http://s3.storage.svc:7070',
+    forcePathStyle: true,
+    prefix: 'registries/main',
+    credentialsSecret: 'images-s3',
+  };
+  const render = (replicas: number) =>
+    renderRegistry(registry({ replicas, storage: { s3 } }), secrets, options);
+  const podTemplate = (objects: ReturnType<typeof renderRegistry>) =>
+    (byKind(objects, 'Deployment')[0]?.spec as { template: { spec: Record<string, unknown> } })
+      .template;
+
+  it('configures the bucket, and the signing keys from the keys Secret, with no credentials in the ConfigMap', () => {
+    const [configMap] = byKind(render(3), 'ConfigMap');
+    const text = (configMap?.data as Record<string, string>)['registry.yaml'] as string;
+    const config = parseRegistryConfig(parse(text), 'rendered registry.yaml');
+    expect(config.storage).toEqual({
+      s3: {
+        bucket: 'images',
+        endpoint: 'http://s3.storage.svc:7070',
+        region: 'us-east-1',
+        forcePathStyle: true,
+        prefix: 'registries/main',
+      },
+    });
+    expect(config.auth?.signingKeyFile).toBe('/etc/berth/keys/signing-keys.json');
+    expect(text).not.toContain('AWS');
+    expect(text).not.toContain('images-s3');
+  });
+
+  it('reads the keys from the named Secret as environment variables, and mounts no data volume', () => {
+    const pod = podTemplate(render(3)).spec as {
+      containers: { env: unknown[]; volumeMounts: { name: string }[] }[];
+      volumes: { name: string }[];
+    };
+    const ref = (key: string, optional?: boolean) => ({
+      name: key,
+      valueFrom: {
+        secretKeyRef: { name: 'images-s3', key, ...(optional ? { optional } : {}) },
+      },
+    });
+    expect(pod.containers[0]?.env).toEqual([
+      ref('AWS_ACCESS_KEY_ID'),
+      ref('AWS_SECRET_ACCESS_KEY'),
+      ref('AWS_SESSION_TOKEN', true),
+    ]);
+    expect(pod.volumes.map((volume) => volume.name)).toEqual([
+      'config',
+      'keys',
+      'admin',
+      'tls',
+      'tmp',
+    ]);
+    expect(pod.containers[0]?.volumeMounts.map((mount) => mount.name)).not.toContain('data');
+    expect(byKind(render(3), 'PersistentVolumeClaim')).toEqual([]);
+  });
+
+  it('rolls one new pod in before an old one goes, spreads pods over nodes, and lets one be evicted at a time', () => {
+    const objects = render(3);
+    const deployment = byKind(objects, 'Deployment')[0]?.spec as Record<string, unknown>;
+    expect(deployment.replicas).toBe(3);
+    expect(deployment.strategy).toEqual({
+      type: 'RollingUpdate',
+      rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+    });
+    const selector = {
+      'app.kubernetes.io/instance': 'main',
+      'app.kubernetes.io/component': 'registry',
+    };
+    expect(podTemplate(objects).spec.topologySpreadConstraints).toEqual([
+      {
+        maxSkew: 1,
+        topologyKey: 'kubernetes.io/hostname',
+        whenUnsatisfiable: 'ScheduleAnyway',
+        labelSelector: { matchLabels: selector },
+      },
+    ]);
+    expect(byKind(objects, 'PodDisruptionBudget').map((budget) => budget.spec)).toEqual([
+      {
+        maxUnavailable: 1,
+        selector: { matchLabels: selector },
+        unhealthyPodEvictionPolicy: 'AlwaysAllow',
+      },
+    ]);
+    expect(byKind(objects, 'Service')[0]?.spec).toMatchObject({ sessionAffinity: 'None' });
+    // Scaling changes the replica count alone: no pod template change, so nothing rolls.
+    expect(podTemplate(render(1))).toEqual(podTemplate(objects));
+  });
+
+  it('keeps the signing keys when the Registry is deleted, as the bucket keeps the images', () => {
+    const keys = render(3).find((object) => object.metadata.name === 'berth-main-keys');
+    expect(keys?.metadata.ownerReferences).toBeUndefined();
+  });
+});

@@ -60,7 +60,7 @@ export function renderRegistryConfig(registry: RegistryResource): string {
   const { auth } = registry.spec;
   return stringify({
     listen: `0.0.0.0:${registryPort}`,
-    storage: { filesystem: { rootDirectory: dataDirectory } },
+    storage: renderStorageConfig(registry),
     tls: { certificateFile: `${tlsDirectory}/tls.crt`, keyFile: `${tlsDirectory}/tls.key` },
     log: { level: 'info', requests: true },
     auth: {
@@ -79,6 +79,30 @@ export function renderRegistryConfig(registry: RegistryResource): string {
       },
     },
   });
+}
+
+/**
+ * Where the registry keeps images: the mounted volume, or the bucket. The S3 credentials are not
+ * here: they reach the pods as environment variables from the Secret (s3Environment).
+ */
+function renderStorageConfig(registry: RegistryResource) {
+  const s3 = registry.spec.storage.s3;
+  if (!s3) return { filesystem: { rootDirectory: dataDirectory } };
+  const { bucket, endpoint, region, forcePathStyle, prefix } = s3;
+  return { s3: { bucket, endpoint, region, forcePathStyle, ...(prefix ? { prefix } : {}) } };
+}
+
+/** The variables the registry's S3 client reads its keys from, each from the named Secret. */
+function s3Environment(secretName: string) {
+  const fromSecret = (key: string, optional: boolean) => ({
+    name: key,
+    valueFrom: { secretKeyRef: { name: secretName, key, ...(optional ? { optional } : {}) } },
+  });
+  return [
+    fromSecret('AWS_ACCESS_KEY_ID', false),
+    fromSecret('AWS_SECRET_ACCESS_KEY', false),
+    fromSecret('AWS_SESSION_TOKEN', true),
+  ];
 }
 
 /** An object a Registry's spec says must not exist (any more): rendered before, not now. */
@@ -163,6 +187,9 @@ export function renderRegistry(
       spec: {
         selector,
         ports: [{ name: 'registry', port: registryPort, targetPort: 'registry', protocol: 'TCP' }],
+        // Every pod serves every request from the bucket: each connection may go to any of them,
+        // and owning the field puts back a hand-set ClientIP.
+        ...(registry.spec.storage.s3 ? { sessionAffinity: 'None' } : {}),
       },
     },
   ];
@@ -206,7 +233,8 @@ export function renderRegistry(
       },
     });
   }
-  objects.push(renderDeployment(registry, options, selector, Boolean(filesystem)));
+  if (registry.spec.storage.s3) objects.push(renderDisruptionBudget(registry, selector));
+  objects.push(renderDeployment(registry, options, selector));
   return objects;
 }
 
@@ -218,13 +246,63 @@ const restrictedContainer = {
   seccompProfile: { type: 'RuntimeDefault' },
 };
 
+/**
+ * With S3 (any number of pods serve from one bucket): a drain or an autoscaler evicts one registry
+ * pod at a time, whatever the replica count, so more than one replica keeps serving through it.
+ * maxUnavailable rather than minAvailable, so that one replica still drains. A pod that is not
+ * ready (e.g. it cannot reach the bucket) serves nothing and may always be evicted.
+ */
+function renderDisruptionBudget(
+  registry: RegistryResource,
+  selector: Record<string, string>,
+): KubeObject {
+  const names = registryObjectNames(registry.metadata.name);
+  return {
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: metadata(registry, names.disruptionBudget, 'registry'),
+    spec: {
+      maxUnavailable: 1,
+      selector: { matchLabels: selector },
+      unhealthyPodEvictionPolicy: 'AlwaysAllow',
+    },
+  };
+}
+
+/**
+ * How the Deployment replaces pods, and where it puts them. A filesystem volume is ReadWriteOnce:
+ * the old pod goes before the new one mounts it. With S3 a new pod comes up beside the old ones
+ * and takes traffic once its /readyz (which probes the bucket) passes, and only then does an old
+ * one go (maxUnavailable 0): a rollout never serves with fewer pods than asked for, and one that
+ * cannot reach the bucket stops with every old pod still serving. The pods spread over nodes
+ * where they can (ScheduleAnyway: a one-node cluster still runs them all); this is rendered for
+ * any replica count, so scaling changes no pod template and rolls nothing.
+ */
+function placement(registry: RegistryResource, selector: Record<string, string>) {
+  if (!registry.spec.storage.s3) return { strategy: { type: 'Recreate' }, spread: {} };
+  return {
+    strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
+    spread: {
+      topologySpreadConstraints: [
+        {
+          maxSkew: 1,
+          topologyKey: 'kubernetes.io/hostname',
+          whenUnsatisfiable: 'ScheduleAnyway',
+          labelSelector: { matchLabels: selector },
+        },
+      ],
+    },
+  };
+}
+
 function renderDeployment(
   registry: RegistryResource,
   options: RenderOptions,
   selector: Record<string, string>,
-  filesystem: boolean,
 ): KubeObject {
   const names = registryObjectNames(registry.metadata.name);
+  const s3 = registry.spec.storage.s3;
+  const { strategy, spread } = placement(registry, selector);
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -232,8 +310,7 @@ function renderDeployment(
     spec: {
       replicas: registry.spec.replicas,
       selector: { matchLabels: selector },
-      // One writer at a time on a ReadWriteOnce volume.
-      strategy: filesystem ? { type: 'Recreate' } : { type: 'RollingUpdate' },
+      strategy,
       template: {
         metadata: {
           labels: { ...registryLabels(registry.metadata.name, 'registry'), ...selector },
@@ -246,6 +323,7 @@ function renderDeployment(
         },
         spec: {
           serviceAccountName: names.serviceAccount,
+          ...spread,
           // The registry watches Repositories and Namespaces (ClusterRole berth-registry).
           automountServiceAccountToken: true,
           securityContext: {
@@ -261,6 +339,7 @@ function renderDeployment(
               image: options.image,
               args: ['registry', '--config', `${configDirectory}/registry.yaml`],
               ports: [{ name: 'registry', containerPort: registryPort, protocol: 'TCP' }],
+              ...(s3 ? { env: s3Environment(s3.credentialsSecret) } : {}),
               readinessProbe: {
                 httpGet: { path: '/readyz', port: 'registry', scheme: 'HTTPS' },
                 periodSeconds: 5,
@@ -280,7 +359,7 @@ function renderDeployment(
                 { name: 'keys', mountPath: keysDirectory, readOnly: true },
                 { name: 'admin', mountPath: adminDirectory, readOnly: true },
                 { name: 'tls', mountPath: tlsDirectory, readOnly: true },
-                { name: 'data', mountPath: dataDirectory },
+                ...(s3 ? [] : [{ name: 'data', mountPath: dataDirectory }]),
                 { name: 'tmp', mountPath: '/tmp' },
               ],
             },
@@ -308,9 +387,7 @@ function renderDeployment(
                 ],
               },
             },
-            filesystem
-              ? { name: 'data', persistentVolumeClaim: { claimName: names.data } }
-              : { name: 'data', emptyDir: {} },
+            ...(s3 ? [] : [{ name: 'data', persistentVolumeClaim: { claimName: names.data } }]),
             { name: 'tmp', emptyDir: {} },
           ],
         },
