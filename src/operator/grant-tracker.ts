@@ -11,6 +11,7 @@ import type { Cache } from './cluster.ts';
 import { computeGrants, type GrantTable } from './grants.ts';
 import { nodePortConflicts, withoutNodeProxy } from './node-ports.ts';
 import { pullSecretHosts } from './render/endpoints.ts';
+import { tokenAudience } from './render/token-access.ts';
 import { sameContent } from './same-content.ts';
 
 /** What changed between two grant tables: the keys whose reconcile may now write something. */
@@ -19,7 +20,10 @@ export interface GrantChange {
   readonly registries: ReadonlySet<string>;
   readonly namespaces: ReadonlySet<string>;
   readonly repositories: ReadonlySet<string>;
-  /** The set of Registries changed, so the registry access binding needs new subjects. */
+  /**
+   * The set of Registries, or the mode or audience of one, changed: the registry access
+   * bindings and the nodes' audience role need rewriting.
+   */
   readonly registryAccess: boolean;
 }
 
@@ -156,8 +160,8 @@ export class GrantTracker implements GrantView {
     for (const [key, state] of next.repositories) {
       if (!sameContent(this.table.repositories.get(key), state)) changedRepositories.add(key);
     }
-    const registryAccess =
-      [...registries.keys()].sort().join() !== [...this.registries.keys()].sort().join();
+    // Which Registries exist, and which take ServiceAccount tokens for which audience.
+    const registryAccess = accessSignature(registries) !== accessSignature(this.registries);
     const changedRegistries = new Set<string>();
     // Both sides: the Registry kept out and the one holding the port, whose status names it.
     for (const key of new Set([...conflicts.keys(), ...this.nodePortConflicts.keys()])) {
@@ -178,6 +182,14 @@ export class GrantTracker implements GrantView {
     };
     for (const listener of this.listeners) listener(change);
   }
+}
+
+function accessSignature(registries: ReadonlyMap<string, RegistryResource>): string {
+  return JSON.stringify(
+    [...registries]
+      .map(([key, registry]) => [key, tokenAudience(registry) ?? ''])
+      .sort(([a], [b]) => (a ?? '').localeCompare(b ?? '')),
+  );
 }
 
 function sameSet(a: ReadonlySet<string> | undefined, b: ReadonlySet<string> | undefined): boolean {

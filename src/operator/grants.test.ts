@@ -50,6 +50,30 @@ describe('grants', () => {
     });
   });
 
+  it('give no pull Secret for a Registry in mode CredentialProvider, and one in mode Both', () => {
+    const repositories = [
+      repository('team-a', 'web', { registry: main, pull: { namespaces: ['team-b'] } }),
+    ];
+    const tokens = computeGrants({
+      registries: [registry('main', { pullSecrets: { mode: 'CredentialProvider' } })],
+      repositories,
+      namespaces,
+    });
+    expect(tokens.secrets.size).toBe(0);
+    expect(tokens.repositories.get('team-a/web')).toMatchObject({
+      ready: true,
+      reason: 'ServiceAccountTokens',
+      pullNamespaces: 2,
+    });
+    const both = computeGrants({
+      registries: [registry('main', { pullSecrets: { mode: 'Both' } })],
+      repositories,
+      namespaces,
+    });
+    expect([...both.secrets.keys()].sort()).toEqual(['team-a', 'team-b']);
+    expect(both.repositories.get('team-a/web')).toMatchObject({ reason: 'PullSecretsIssued' });
+  });
+
   it('give nothing for a path another namespace owns, and say why', () => {
     const table = computeGrants({
       registries: [registry('main')],

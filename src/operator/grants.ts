@@ -3,6 +3,7 @@ import { compilePolicy, type RejectedRepository } from '../policy/compile.ts';
 import { scopeRepositories } from '../policy/registry-scope.ts';
 import type { RepositoryDocument } from '../policy/schema.ts';
 import { registryEndpoints } from './render/endpoints.ts';
+import { writesPullSecrets } from './render/token-access.ts';
 import { registryKey, type RegistryResource } from './api/registry-resource.ts';
 import { namespaceCount, selectorNotes } from './selector-notes.ts';
 
@@ -10,7 +11,11 @@ import { namespaceCount, selectorNotes } from './selector-notes.ts';
 export interface RepositoryState {
   readonly ready: boolean;
   readonly reason:
-    'PullSecretsIssued' | 'PublicRepository' | RejectedRepository['reason'] | 'RegistryNotFound';
+    | 'PullSecretsIssued'
+    | 'ServiceAccountTokens'
+    | 'PublicRepository'
+    | RejectedRepository['reason']
+    | 'RegistryNotFound';
   readonly message: string;
   /** What pods write in `image:`, at the first Registry that serves it; absent when refused. */
   readonly url?: string;
@@ -80,13 +85,15 @@ export function computeGrants(input: GrantInput): GrantTable {
     const host = endpoints.node ?? endpoints.cluster;
     for (const grant of policy.grants()) {
       const needsCredential = grant.visibility === 'Private' || !anonymousPull;
+      // Mode CredentialProvider: pods log in with their own token, so no Secret is written.
+      const secretWanted = needsCredential && writesPullSecrets(registry);
       // Public without anonymous pulls: every namespace may pull, so every one needs the secret.
       const pullers =
         grant.visibility === 'Public' ? input.namespaces.keys() : grant.pullNamespaces;
       const names: string[] = [];
       for (const namespace of pullers) {
         names.push(namespace);
-        if (!needsCredential) continue;
+        if (!secretWanted) continue;
         let registriesOfNamespace = secrets.get(namespace);
         if (!registriesOfNamespace) secrets.set(namespace, (registriesOfNamespace = new Set()));
         registriesOfNamespace.add(key);
@@ -100,6 +107,7 @@ export function computeGrants(input: GrantInput): GrantTable {
           url: `${host}/${grant.path}`,
         },
         needsCredential,
+        pullSecrets: secretWanted,
         pullNamespaces: names.length,
         pullNamespaceNames: names.sort().slice(0, maxStatusNamespaces),
       });
@@ -151,6 +159,8 @@ export function computeGrants(input: GrantInput): GrantTable {
 interface Acceptance {
   readonly registry: ServingRegistry;
   readonly needsCredential: boolean;
+  /** Pull Secrets are written for it (mode Secrets or Both), else pods use their own tokens. */
+  readonly pullSecrets: boolean;
   readonly pullNamespaces: number;
   readonly pullNamespaceNames: readonly string[];
 }
@@ -171,7 +181,11 @@ function servedState(
       : `${acceptances.length} Registries`;
   return {
     ready: true,
-    reason: first.needsCredential ? 'PullSecretsIssued' : 'PublicRepository',
+    reason: !first.needsCredential
+      ? 'PublicRepository'
+      : first.pullSecrets
+        ? 'PullSecretsIssued'
+        : 'ServiceAccountTokens',
     message: [
       first.needsCredential
         ? `${namespaceCount(first.pullNamespaces)} may pull from ${where}`

@@ -216,16 +216,46 @@ export const registrySpecSchema = z
       .describe('Who may use this Registry. Left out, every namespace.'),
     pullSecrets: z
       .object({
+        mode: z
+          .enum(['Secrets', 'CredentialProvider', 'Both'])
+          .default('Secrets')
+          .describe(
+            "How pods authenticate their pulls. Secrets (the default): a pull Secret in every namespace that may pull. CredentialProvider: none; the kubelet's credential provider (berth credential-provider) hands the registry each pod's own ServiceAccount token of the audience, and Berth removes its pull Secrets and ServiceAccount entries. Both: the two at once, for a migration.",
+          ),
+        audience: z
+          .string()
+          .min(1)
+          .max(253)
+          .meta(
+            celRules({
+              rule: `!self.matches(${celString('^https://kubernetes[.]default[.]svc([.:/]|$)')})`,
+              message:
+                "pullSecrets.audience must not be the API server's own audience: every pod's default token would then be a registry login",
+            }),
+          )
+          .optional()
+          .describe(
+            'Audience of the ServiceAccount tokens the registry accepts (the kubelet CredentialProviderConfig tokenAttributes.serviceAccountTokenAudience); berth.dev/<namespace>/<name> when unset. Only with mode CredentialProvider or Both.',
+          ),
         serviceAccounts: z
           .enum(['All', 'Default', 'None'])
           .default('All')
           .describe(
-            'ServiceAccounts that get the pull secret: All (the default), only "default", or None (pods then name the Secret berth-pull.<registry namespace>.<registry name> in imagePullSecrets).',
+            'ServiceAccounts that get the pull secret (modes Secrets and Both): All (the default), only "default", or None (pods then name the Secret berth-pull.<registry namespace>.<registry name> in imagePullSecrets).',
           ),
       })
       .strict()
-      .default({ serviceAccounts: 'All' })
-      .describe('How pull secrets are wired into namespaces.'),
+      .default({ mode: 'Secrets', serviceAccounts: 'All' })
+      .meta(
+        celRules({
+          rule: "!has(self.audience) || (has(self.mode) && self.mode != 'Secrets')",
+          message:
+            'pullSecrets.audience is only used with mode CredentialProvider or Both: pull Secrets carry no ServiceAccount token',
+        }),
+      )
+      .describe(
+        'How pods get credentials for their pulls: pull Secrets, ServiceAccount tokens, or both.',
+      ),
     auth: z
       .object({
         tokenTTL: boundedDuration(

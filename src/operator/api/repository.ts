@@ -17,7 +17,7 @@ export const repositoryStatusSchema = z
       .array(conditionSchema)
       .optional()
       .describe(
-        'Ready (reasons such as PullSecretsIssued, PublicRepository, RegistryUnavailable, PathNotOwned, NotATenant, RegistryNotFound) and RegistryAvailable (whether a Registry serving it has a ready pod).',
+        'Ready (reasons such as PullSecretsIssued, ServiceAccountTokens (pods pull with their own ServiceAccount tokens, no Secret is written), PublicRepository, RegistryUnavailable, PathNotOwned, NotATenant, RegistryNotFound) and RegistryAvailable (whether a Registry serving it has a ready pod).',
       ),
     url: z
       .string()

@@ -4,12 +4,20 @@ import { watch, type Controller, type KeyOf } from '../controller.ts';
 import type { GrantView } from '../grant-tracker.ts';
 import { fieldManager } from '../render/labels.ts';
 import { registryAccessBinding, renderRegistryAccessBinding } from '../render/registry-access.ts';
+import {
+  nodeAudienceRole,
+  renderNodeAudienceRole,
+  renderTokenReviewBinding,
+  tokenReviewBinding,
+} from '../render/token-access.ts';
 
 const theKey: KeyOf<'RegistryAccess'> = { kind: 'RegistryAccess' };
 
 /**
  * Keeps the ClusterRoleBinding `berth-registries` naming the ServiceAccount of every Registry
- * whose spec parsed, so each Registry's pods may read their policy. One key: the binding.
+ * whose spec parsed, so each Registry's pods may read their policy; `berth-registry-token-review`
+ * naming those that take ServiceAccount tokens, so they may review them; and the nodes' role
+ * `berth-node-token-audiences` listing their audiences. One key: the three objects.
  */
 export class RegistryAccessController implements Controller<'RegistryAccess'> {
   readonly kind = 'RegistryAccess';
@@ -34,6 +42,17 @@ export class RegistryAccessController implements Controller<'RegistryAccess'> {
     await this.api.apply(
       `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${registryAccessBinding}`,
       binding,
+      fieldManager,
+    );
+    const registries = [...this.grants.registries.values()];
+    await this.api.apply(
+      `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${tokenReviewBinding}`,
+      renderTokenReviewBinding(registries),
+      fieldManager,
+    );
+    await this.api.apply(
+      `/apis/rbac.authorization.k8s.io/v1/clusterroles/${nodeAudienceRole}`,
+      renderNodeAudienceRole(registries),
       fieldManager,
     );
     return {};

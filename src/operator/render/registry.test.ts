@@ -165,6 +165,31 @@ describe('renderRegistry', () => {
   });
 });
 
+describe('renderRegistry with ServiceAccount tokens', () => {
+  const config = (pullSecrets: Record<string, unknown>) => {
+    const [configMap] = byKind(
+      renderRegistry(registry({ pullSecrets }), secrets, options),
+      'ConfigMap',
+    );
+    const text = (configMap?.data as Record<string, string>)['registry.yaml'] as string;
+    return parseRegistryConfig(parse(text), 'rendered registry.yaml');
+  };
+
+  it('accepts tokens of the Registry audience in modes CredentialProvider and Both, with the in-cluster account', () => {
+    expect(config({ mode: 'CredentialProvider' }).auth?.serviceAccountTokens).toEqual({
+      audience: 'berth.dev/berth-system/main',
+    });
+    expect(
+      config({ mode: 'Both', audience: 'registry.example' }).auth?.serviceAccountTokens,
+    ).toEqual({ audience: 'registry.example' });
+  });
+
+  it('accepts none in mode Secrets, the default', () => {
+    expect(config({}).auth?.serviceAccountTokens).toBeUndefined();
+    expect(config({ mode: 'Secrets' }).auth?.serviceAccountTokens).toBeUndefined();
+  });
+});
+
 describe('renderRegistry on S3', () => {
   const s3 = {
     bucket: 'images',

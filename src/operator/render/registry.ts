@@ -6,6 +6,7 @@ import type { RegistryResource } from '../api/registry-resource.ts';
 import type { IssuedCertificate } from '../../tls/certificates.ts';
 import { registryPort, registryTokenIdentity } from './endpoints.ts';
 import { registryLabels, registryObjectNames } from './labels.ts';
+import { tokenAudience } from './token-access.ts';
 
 /** Secrets are generated once by the controller and passed in, so rendering stays pure. */
 export interface RegistrySecrets {
@@ -58,6 +59,7 @@ function metadata(
 /** The `berth registry` configuration the Deployment runs with. */
 export function renderRegistryConfig(registry: RegistryResource): string {
   const { auth } = registry.spec;
+  const audience = tokenAudience(registry);
   return stringify({
     listen: `0.0.0.0:${registryPort}`,
     storage: renderStorageConfig(registry),
@@ -77,6 +79,8 @@ export function renderRegistryConfig(registry: RegistryResource): string {
           ? { tenants: registry.spec.tenants.namespaceSelector }
           : {}),
       },
+      // Pods' own tokens as logins, checked with the pod's in-cluster account.
+      ...(audience ? { serviceAccountTokens: { audience } } : {}),
     },
   });
 }
