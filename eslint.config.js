@@ -43,6 +43,11 @@ const layers = [
     why: 'services are called by the HTTP layer, never the other way round',
   },
   {
+    files: ['src/registry/auth/**'],
+    forbidden: ['operator', 'node-proxy', 'http', 'service', 'storage'],
+    why: 'access control decides plain requirements; the HTTP layer says what each endpoint needs',
+  },
+  {
     files: ['src/node-proxy/**'],
     forbidden: ['registry', 'operator', 'policy'],
     why: 'the node proxy forwards to a registry; it does not embed one',

@@ -2,6 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError } from './config/error.ts';
 import type { KubeClient } from './kube/client.ts';
+import { firstZodIssue } from './util/zod-issues.ts';
 
 // Each command loads its own modules when it runs: `berth credential-provider` is started by the
 // kubelet for every pull it has no cached answer for, and must not pay for the registry's,
@@ -241,8 +242,7 @@ async function runNodeProxy(args: string[]): Promise<void> {
     logLevel: values['log-level'],
   });
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new UsageError(`node-proxy: ${issue?.path.join('.')}: ${issue?.message}`);
+    throw new UsageError(`node-proxy: ${firstZodIssue(parsed.error)}`);
   }
   const logger = createLogger(parsed.data.logLevel, 'berth-node-proxy');
   const proxy = await startNodeProxy(parsed.data, logger);

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { ConfigError } from './error.ts';
 import { durationSchema, listenSchema, sizeSchema } from './units.ts';
 import { serviceAccountTokensSchema } from './service-account-tokens.ts';
+import { zodIssues } from '../util/zod-issues.ts';
 
 const positiveDuration = durationSchema.refine((millis) => millis > 0, 'must be longer than zero');
 
@@ -392,10 +393,7 @@ function applyFlags(
 export function parseRegistryConfig(document: unknown, source: string): RegistryConfig {
   const result = registryConfigSchema.safeParse(document);
   if (!result.success) {
-    const problems = result.error.issues.map((issue) => {
-      const where = issue.path.length ? issue.path.join('.') : '(top level)';
-      return `  ${where}: ${issue.message}`;
-    });
+    const problems = zodIssues(result.error).map((problem) => `  ${problem}`);
     throw new ConfigError(`invalid ${source}:\n${problems.join('\n')}`);
   }
   return deepFreeze(result.data);

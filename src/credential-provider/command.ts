@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { answer, credentialProviderRequestSchema, ProviderRefusal } from './protocol.ts';
+import { firstZodIssue } from '../util/zod-issues.ts';
 
 export const credentialProviderUsage = `usage: berth credential-provider --host HOST[:PORT] [--host ...]
 
@@ -24,9 +25,8 @@ export async function runCredentialProvider(argv: string[], io: ProviderIo): Pro
     const hosts = parseHosts(argv);
     const request = credentialProviderRequestSchema.safeParse(await readJson(io.stdin));
     if (!request.success) {
-      const issue = request.error.issues[0];
       throw new ProviderRefusal(
-        `invalid CredentialProviderRequest: ${issue?.path.join('.') || '(top level)'}: ${issue?.message}`,
+        `invalid CredentialProviderRequest: ${firstZodIssue(request.error)}`,
       );
     }
     io.write(`${JSON.stringify(answer(request.data, hosts, Date.now()))}\n`);

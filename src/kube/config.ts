@@ -4,6 +4,7 @@ import { delimiter, dirname, isAbsolute, join } from 'node:path';
 import type { RequestOptions } from 'node:https';
 import { parse } from 'yaml';
 import { z } from 'zod';
+import { firstZodIssue } from '../util/zod-issues.ts';
 
 /**
  * How to reach an API server and prove who we are: what `KubeClient` applies to every request.
@@ -68,7 +69,7 @@ const kubeconfigSchema = z.object({
 export function connectionFromFile(file: string): ClusterConnection {
   const document = kubeconfigSchema.safeParse(parse(readFileSync(file, 'utf8')));
   if (!document.success)
-    throw new Error(`kubeconfig ${file} is not valid: ${document.error.issues[0]?.message}`);
+    throw new Error(`kubeconfig ${file} is not valid: ${firstZodIssue(document.error)}`);
   const config = document.data;
   const context = config.contexts.find((entry) => entry.name === config['current-context']);
   if (!context) throw new Error(`kubeconfig ${file} has no current context`);

@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import type { Logger } from '../observability/logger.ts';
 import { compilePolicy, type Policy, type PolicyOptions } from './compile.ts';
 import { policyFileSchema } from './schema.ts';
+import { firstZodIssue } from '../util/zod-issues.ts';
 
 /** Where the live policy comes from: a file in standalone mode, watches in Kubernetes mode. */
 export interface PolicySource {
@@ -20,10 +21,7 @@ export async function loadPolicyFile(file: string, options: PolicyOptions): Prom
   const document = parseYaml(await readFile(file, 'utf8')) ?? {};
   const result = policyFileSchema.safeParse(document);
   if (!result.success) {
-    const issue = result.error.issues[0];
-    throw new Error(
-      `invalid policy ${file}: ${issue?.path.join('.') || '(top level)'}: ${issue?.message}`,
-    );
+    throw new Error(`invalid policy ${file}: ${firstZodIssue(result.error)}`);
   }
   const namespaces = new Map(
     Object.entries(result.data.namespaces).map(([name, labels]) => [name, labels ?? {}]),

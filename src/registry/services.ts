@@ -6,6 +6,7 @@ import { MirrorService } from './mirror/mirrors.ts';
 import { BlobService } from './service/blobs.ts';
 import { CatalogService } from './service/catalog.ts';
 import { ManifestService } from './service/manifests.ts';
+import { ReferrerService } from './service/referrers.ts';
 import { TagService } from './service/tags.ts';
 import { UploadService } from './service/uploads.ts';
 import type { StorageDriver } from './storage/driver.ts';
@@ -16,6 +17,8 @@ export interface RegistryServices {
   readonly blobs: BlobService;
   readonly uploads: UploadService;
   readonly manifests: ManifestService;
+  readonly tags: TagService;
+  readonly referrers: ReferrerService;
   readonly catalog: CatalogService;
   /** Pull-through mirrors; resolves no repository when none is configured. */
   readonly mirrors: MirrorService;
@@ -33,6 +36,7 @@ export function createRegistryServices(
     maxBytes: config.cache.manifestBytes,
     ttlMillis: config.cache.ttl,
   });
+  const referrers = new ReferrerService(driver, manifests);
   const catalog = new CatalogService(driver, 30_000);
   manifests.onChange = (repository) => catalog.touched(repository);
   const mirrors = new MirrorService(config.mirrors, {
@@ -42,5 +46,5 @@ export function createRegistryServices(
     metrics: new MirrorMetrics(observe.metrics ?? new MetricsRegistry()),
     logger: observe.logger,
   });
-  return { driver, blobs, uploads, manifests, catalog, mirrors };
+  return { driver, blobs, uploads, manifests, tags, referrers, catalog, mirrors };
 }

@@ -1,44 +1,17 @@
 import type { Action, Identity, Policy } from '../../policy/compile.ts';
 import { OciError } from '../errors.ts';
-import type { Route } from '../http/routes.ts';
 import type { TokenGrants } from '../../credentials/access-claim.ts';
 import { formatScope } from './scope.ts';
 
-/** What a request needs before it may run. */
+/**
+ * What a request needs before it may run, in the terms of the policy and the token: a known
+ * caller, the catalog, or actions on one repository. The HTTP layer says which each endpoint
+ * needs (route-table.ts); access control knows nothing of routes.
+ */
 export type Requirement =
   | { readonly kind: 'authenticated' }
   | { readonly kind: 'catalog' }
   | { readonly kind: 'repository'; readonly name: string; readonly actions: readonly Action[] };
-
-const pull: readonly Action[] = ['pull'];
-const pullPush: readonly Action[] = ['pull', 'push'];
-const remove: readonly Action[] = ['delete'];
-
-/**
- * The access each endpoint needs, as in distribution: reads need pull, writes pull and push,
- * deletes delete, and `_catalog` a token granting `registry:catalog:*` (its listing is then
- * filtered per caller).
- */
-export function requirementOf(route: Route, method: string): Requirement {
-  switch (route.kind) {
-    case 'base':
-      return { kind: 'authenticated' };
-    case 'catalog':
-      return { kind: 'catalog' };
-    case 'tags':
-    case 'referrers':
-      return { kind: 'repository', name: route.name, actions: pull };
-    case 'manifest':
-    case 'blob':
-      if (method === 'DELETE') return { kind: 'repository', name: route.name, actions: remove };
-      if (method === 'GET' || method === 'HEAD')
-        return { kind: 'repository', name: route.name, actions: pull };
-      return { kind: 'repository', name: route.name, actions: pullPush };
-    case 'uploads':
-    case 'upload':
-      return { kind: 'repository', name: route.name, actions: pullPush };
-  }
-}
 
 /**
  * A caller's rights for the rest of a request: the live policy for its identity, cut down to

@@ -64,8 +64,7 @@ export function parseScopes(values: readonly string[]): AccessEntry[] {
 }
 
 function invalidScope(message: string): OciError {
-  return new OciError('UNSUPPORTED', message, {
-    status: 400,
+  return new OciError('REQUEST_UNSUPPORTED', message, {
     detail: { maxScopes: maxScopesPerRequest, maxScopeLength },
   });
 }

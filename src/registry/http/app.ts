@@ -1,7 +1,7 @@
 import express, { type Express, type Request, type Response } from 'express';
 import type { Logger } from '../../observability/logger.ts';
 import { Counter, Histogram, type MetricsRegistry } from '../../observability/metrics.ts';
-import { enforce, requirementOf, RequestAccess, unauthorized } from '../auth/access-control.ts';
+import { enforce, RequestAccess, unauthorized, type Requirement } from '../auth/access-control.ts';
 import { parseBearer } from '../auth/authenticator.ts';
 import { tokenPath, type RegistryAuth } from '../auth/auth.ts';
 import { InvalidTokenError } from '../../credentials/tokens.ts';
@@ -9,44 +9,9 @@ import { OciError, toOciError } from '../errors.ts';
 import type { ReadinessState } from '../readiness.ts';
 import type { RegistryServices } from '../services.ts';
 import { StorageUnavailableError } from '../storage/driver.ts';
-import {
-  cancelUpload,
-  completeUpload,
-  deleteBlob,
-  getBlob,
-  getUploadStatus,
-  patchUpload,
-  startUpload,
-} from './blob-handlers.ts';
-import { apiVersionHeader, type HandlerContext } from './context.ts';
-import {
-  deleteManifest,
-  getCatalog,
-  getManifest,
-  getReferrers,
-  getTags,
-  putManifest,
-} from './manifest-handlers.ts';
-import { matchRoute, type Route, type RouteKind } from './routes.ts';
+import { apiVersionHeader } from './context.ts';
+import { matchRoute, type MatchedRoute } from './route-table.ts';
 import { getToken, postToken } from './token-handlers.ts';
-
-type Handler = (ctx: HandlerContext, route: never) => Promise<void>;
-
-/** Which handler serves each route and method; anything else is 405 UNSUPPORTED. */
-const handlers: Record<RouteKind, Partial<Record<string, Handler>>> = {
-  base: { GET: sendBase, HEAD: sendBase },
-  catalog: { GET: getCatalog },
-  tags: { GET: getTags },
-  manifest: { GET: getManifest, HEAD: getManifest, PUT: putManifest, DELETE: deleteManifest },
-  blob: { GET: getBlob, HEAD: getBlob, DELETE: deleteBlob },
-  uploads: { POST: startUpload },
-  upload: { GET: getUploadStatus, PATCH: patchUpload, PUT: completeUpload, DELETE: cancelUpload },
-  referrers: { GET: getReferrers },
-};
-
-async function sendBase(ctx: HandlerContext): Promise<void> {
-  ctx.res.status(200).json({});
-}
 
 export interface RegistryAppOptions {
   readonly services: RegistryServices;
@@ -131,8 +96,9 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
     res.set(apiVersionHeader);
     const traffic = { received: 0, sent: 0 };
     // Set once the path matched a route with a valid name; the log names nothing else.
-    let route: Route | undefined;
+    let matched: MatchedRoute | undefined;
     res.on('close', () => {
+      const route = matched?.route;
       const routeKind = route?.kind ?? 'none';
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       requests.inc({ route: routeKind, method: req.method, status: String(res.statusCode) });
@@ -156,9 +122,18 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
       }
     });
     try {
-      route = withMirrorNamespace(services, matchRoute(req.path), req.query.ns);
-      const access = auth && route ? await authorize(auth, req, route) : undefined;
-      await dispatch({ req, res, services, traffic, access }, route, req.method);
+      // containerd sends `?ns=<upstream host>` to a mirror: the repository becomes the one under
+      // that mirror's prefix, before authorization, so the same policy applies to it.
+      const ns = req.query.ns;
+      matched = matchRoute(req.path, (name) => services.mirrors.withNamespace(name, ns));
+      if (!matched)
+        throw new OciError('NAME_UNKNOWN', 'no such endpoint', { detail: { path: req.path } });
+      const endpoint = matched.endpoint(req.method);
+      const access = auth ? await authorize(auth, req, matched.requirement(req.method)) : undefined;
+      if (!endpoint) throw new OciError('UNSUPPORTED', `${req.method} is not supported here`);
+      if (endpoint.writes && 'name' in matched.route)
+        services.mirrors.refuseWrite(matched.route.name);
+      await endpoint.serve({ req, res, services, traffic, access });
     } catch (error) {
       if (error instanceof StorageUnavailableError) storageErrors.inc({ reason: error.reason });
       sendError(req, res, error, logger);
@@ -178,13 +153,16 @@ function realmFromHost(req: Request): string {
 }
 
 /** Who the caller is (from its Bearer token) and whether the live policy lets it do this. */
-async function authorize(auth: RegistryAuth, req: Request, route: Route): Promise<RequestAccess> {
+async function authorize(
+  auth: RegistryAuth,
+  req: Request,
+  requirement: Requirement,
+): Promise<RequestAccess> {
   // Built only for a refusal: reading req.protocol and Host costs on every request otherwise.
   const challenge = () => ({
     realm: auth.realm ?? realmFromHost(req),
     service: auth.tokens.service,
   });
-  const requirement = requirementOf(route, req.method);
   const bearer = parseBearer(req.headers.authorization);
   let access: RequestAccess;
   if (bearer) {
@@ -204,37 +182,6 @@ async function authorize(auth: RegistryAuth, req: Request, route: Route): Promis
   }
   enforce(access, requirement, challenge);
   return access;
-}
-
-async function dispatch(
-  ctx: HandlerContext,
-  route: Route | undefined,
-  method: string,
-): Promise<void> {
-  if (!route)
-    throw new OciError('NAME_UNKNOWN', 'no such endpoint', { detail: { path: ctx.req.path } });
-  const handler = handlers[route.kind][method];
-  if (!handler) throw new OciError('UNSUPPORTED', `${method} is not supported here`);
-  if ('name' in route && writes(route.kind, method)) ctx.services.mirrors.refuseWrite(route.name);
-  await handler(ctx, route as never);
-}
-
-/** Whether a request changes a repository (a push or a delete). */
-function writes(kind: RouteKind, method: string): boolean {
-  return kind === 'uploads' || kind === 'upload' || method === 'PUT' || method === 'DELETE';
-}
-
-/**
- * containerd sends `?ns=<upstream host>` to a mirror: the route's repository becomes the one
- * under that mirror's prefix, before authorization, so the same policy applies to it.
- */
-function withMirrorNamespace(
-  services: RegistryServices,
-  route: Route | undefined,
-  ns: unknown,
-): Route | undefined {
-  if (!route || !('name' in route) || ns === undefined) return route;
-  return { ...route, name: services.mirrors.withNamespace(route.name, ns) };
 }
 
 /** The one place where errors become responses. Unexpected ones are logged here, once. */

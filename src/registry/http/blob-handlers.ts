@@ -1,12 +1,13 @@
 import { isOciError, OciError } from '../errors.ts';
 import { assertRepositoryName, parseDigest } from '../reference.ts';
 import type { HandlerContext } from './context.ts';
+import type { RouteOf } from './routes.ts';
 import { parseByteRange, parseChunkRange, queryString, rangeApplies } from './headers.ts';
 import { declaredLength, hasBody } from './body.ts';
 
-type BlobRoute = { name: string; digest: string };
-type UploadsRoute = { name: string };
-type UploadRoute = { name: string; id: string };
+type BlobRoute = RouteOf<'blob'>;
+type UploadsRoute = RouteOf<'uploads'>;
+type UploadRoute = RouteOf<'upload'>;
 
 /**
  * GET and HEAD /v2/<name>/blobs/<digest>. A GET with a single satisfiable `Range: bytes=` is
@@ -14,7 +15,7 @@ type UploadRoute = { name: string; id: string };
  */
 export async function getBlob(ctx: HandlerContext, route: BlobRoute): Promise<void> {
   const { req, res, services } = ctx;
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   const digest = parseDigest(route.digest);
   const mirrored = services.mirrors.resolve(name);
   let size: number;
@@ -63,7 +64,7 @@ export async function getBlob(ctx: HandlerContext, route: BlobRoute): Promise<vo
 }
 
 export async function deleteBlob(ctx: HandlerContext, route: BlobRoute): Promise<void> {
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   const digest = parseDigest(route.digest);
   await ctx.services.manifests.deleteBlob(name, digest);
   ctx.res.status(202).setHeader('Content-Length', 0).end();
@@ -75,7 +76,7 @@ export async function deleteBlob(ctx: HandlerContext, route: BlobRoute): Promise
  */
 export async function startUpload(ctx: HandlerContext, route: UploadsRoute): Promise<void> {
   const { req, services } = ctx;
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   const mount = queryString(req.query.mount, 'mount');
   const from = queryString(req.query.from, 'from');
   const digestParam = queryString(req.query.digest, 'digest');
@@ -118,7 +119,7 @@ export async function startUpload(ctx: HandlerContext, route: UploadsRoute): Pro
 /** PATCH an upload: one chunk, with or without Content-Range (docker streams one without). */
 export async function patchUpload(ctx: HandlerContext, route: UploadRoute): Promise<void> {
   const { req, services } = ctx;
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   const range = parseChunkRange(req.headers['content-range']);
   const length = declaredLength(req);
   if (range && length !== undefined && range.length !== length) {
@@ -139,7 +140,7 @@ export async function patchUpload(ctx: HandlerContext, route: UploadRoute): Prom
 /** PUT an upload with `?digest=`: an optional last chunk, then the blob is committed. */
 export async function completeUpload(ctx: HandlerContext, route: UploadRoute): Promise<void> {
   const { req, services } = ctx;
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   const digestParam = queryString(req.query.digest, 'digest');
   if (digestParam === undefined)
     throw new OciError('DIGEST_INVALID', 'the digest query parameter is required');
@@ -160,13 +161,13 @@ export async function completeUpload(ctx: HandlerContext, route: UploadRoute): P
 }
 
 export async function getUploadStatus(ctx: HandlerContext, route: UploadRoute): Promise<void> {
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   const size = await ctx.services.uploads.status(name, route.id);
   sendUploadAccepted(ctx, name, route.id, size, 204);
 }
 
 export async function cancelUpload(ctx: HandlerContext, route: UploadRoute): Promise<void> {
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   await ctx.services.uploads.cancel(name, route.id);
   ctx.res.status(204).end();
 }

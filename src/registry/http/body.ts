@@ -37,8 +37,7 @@ export function hasBody(req: Request): boolean {
 }
 
 function tooLarge(limit: number): OciError {
-  return new OciError('SIZE_INVALID', `manifest is larger than ${limit} bytes`, {
+  return new OciError('MANIFEST_TOO_LARGE', `manifest is larger than ${limit} bytes`, {
     detail: { limit },
-    status: 413,
   });
 }

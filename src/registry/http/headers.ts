@@ -122,7 +122,7 @@ export function parsePageSize(value: unknown, max: number): number | undefined {
 export function queryString(value: unknown, name: string): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') {
-    throw new OciError('UNSUPPORTED', `query parameter ${name} must appear once`, { status: 400 });
+    throw new OciError('REQUEST_UNSUPPORTED', `query parameter ${name} must appear once`);
   }
   return value;
 }

@@ -1,19 +1,18 @@
 import { OciError, isOciError } from '../errors.ts';
 import {
-  assertRepositoryName,
   isTag,
   parseDigest,
   parseManifestReference,
   type ManifestReference,
 } from '../reference.ts';
 import { maxManifestBytes } from '../service/manifests.ts';
-import { listReferrers } from '../service/referrers.ts';
 import { paginate } from '../service/pagination.ts';
 import { readBody } from './body.ts';
 import type { HandlerContext } from './context.ts';
+import type { RouteOf } from './routes.ts';
 import { bareMediaType, parsePageSize, queryString } from './headers.ts';
 
-type ManifestRoute = { name: string; reference: string };
+type ManifestRoute = RouteOf<'manifest'>;
 
 /** Catalog pages are capped as in distribution. */
 const maxCatalogPage = 1000;
@@ -25,7 +24,7 @@ const defaultCatalogPage = 100;
  */
 export async function getManifest(ctx: HandlerContext, route: ManifestRoute): Promise<void> {
   const { req, res, services } = ctx;
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   let reference: ManifestReference;
   try {
     reference = parseManifestReference(route.reference);
@@ -54,7 +53,7 @@ export async function getManifest(ctx: HandlerContext, route: ManifestRoute): Pr
 
 export async function putManifest(ctx: HandlerContext, route: ManifestRoute): Promise<void> {
   const { req, res, services } = ctx;
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   const reference = parseManifestReference(route.reference);
   const tags = tagParameters(req.query.tag);
   const bytes = await readBody(req, maxManifestBytes);
@@ -86,7 +85,7 @@ function tagParameters(value: unknown): string[] {
 }
 
 export async function deleteManifest(ctx: HandlerContext, route: ManifestRoute): Promise<void> {
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   const reference = parseManifestReference(route.reference);
   const policy = ctx.access?.policy;
   await ctx.services.manifests.delete(
@@ -98,12 +97,12 @@ export async function deleteManifest(ctx: HandlerContext, route: ManifestRoute):
 }
 
 /** GET /v2/<name>/tags/list with `n` and `last`; a further page is announced in `Link`. */
-export async function getTags(ctx: HandlerContext, route: { name: string }): Promise<void> {
+export async function getTags(ctx: HandlerContext, route: RouteOf<'tags'>): Promise<void> {
   const { req, res, services } = ctx;
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   const n = parsePageSize(req.query.n, Number.MAX_SAFE_INTEGER);
   const last = queryString(req.query.last, 'last');
-  const page = paginate(await services.manifests.tags.list(name), { n, last });
+  const page = paginate(await services.tags.list(name), { n, last });
   if (page.next !== undefined && n !== undefined) {
     res.setHeader(
       'Link',
@@ -113,7 +112,7 @@ export async function getTags(ctx: HandlerContext, route: { name: string }): Pro
   res.status(200).json({ name, tags: page.items });
 }
 
-export async function getCatalog(ctx: HandlerContext): Promise<void> {
+export async function getCatalog(ctx: HandlerContext, _route: RouteOf<'catalog'>): Promise<void> {
   const { req, res, services } = ctx;
   const n = parsePageSize(req.query.n, maxCatalogPage) ?? defaultCatalogPage;
   const last = queryString(req.query.last, 'last');
@@ -136,19 +135,13 @@ export async function getCatalog(ctx: HandlerContext): Promise<void> {
 /** GET /v2/<name>/referrers/<digest>, optionally filtered by `artifactType`. */
 export async function getReferrers(
   ctx: HandlerContext,
-  route: { name: string; digest: string },
+  route: RouteOf<'referrers'>,
 ): Promise<void> {
   const { req, res, services } = ctx;
-  const name = assertRepositoryName(route.name);
+  const { name } = route;
   const subject = parseDigest(route.digest);
   const artifactType = queryString(req.query.artifactType, 'artifactType');
-  const index = await listReferrers(
-    services.driver,
-    services.manifests,
-    name,
-    subject,
-    artifactType,
-  );
+  const index = await services.referrers.list(name, subject, artifactType);
   if (artifactType !== undefined) res.setHeader('OCI-Filters-Applied', 'artifactType');
   const body = Buffer.from(JSON.stringify(index));
   res.status(200);

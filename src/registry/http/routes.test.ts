@@ -1,4 +1,4 @@
-import { matchRoute } from './routes.ts';
+import { matchRoute } from './route-table.ts';
 
 const digest = `sha256:${'0'.repeat(64)}`;
 
@@ -25,7 +25,7 @@ describe('matchRoute', () => {
     [`/v2/x/blobs/${digest}`, { kind: 'blob', name: 'x', digest }],
     [`/v2/x/referrers/${digest}`, { kind: 'referrers', name: 'x', digest }],
   ])('%s', (path, route) => {
-    expect(matchRoute(path)).toEqual(route);
+    expect(matchRoute(path)?.route).toEqual(route);
   });
 
   it.each([

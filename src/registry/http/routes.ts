@@ -1,9 +1,6 @@
-import { assertRepositoryName } from '../reference.ts';
-
 /**
- * Matches `/v2/...` paths. Repository names contain slashes, so the name is everything before
- * the last endpoint keyword. A route's name is always a valid repository name: nothing else
- * may reach a lookup or a cache keyed by names.
+ * The endpoints under `/v2/`, each with the parameters of its path. A route's name is always a
+ * valid repository name (`matchRoute` in route-table.ts validates it before anything else runs).
  */
 export type Route =
   | { kind: 'base' }
@@ -17,43 +14,11 @@ export type Route =
 
 export type RouteKind = Route['kind'];
 
-const patterns: [RegExp, (match: RegExpExecArray) => Route][] = [
-  [/^\/v2\/?$/, () => ({ kind: 'base' })],
-  [/^\/v2\/_catalog$/, () => ({ kind: 'catalog' })],
-  [/^\/v2\/(.+)\/tags\/list$/, (m) => ({ kind: 'tags', name: m[1] as string })],
-  [
-    /^\/v2\/(.+)\/manifests\/([^/]+)$/,
-    (m) => ({ kind: 'manifest', name: m[1] as string, reference: decode(m[2] as string) }),
-  ],
-  [/^\/v2\/(.+)\/blobs\/uploads\/?$/, (m) => ({ kind: 'uploads', name: m[1] as string })],
-  [
-    /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/,
-    (m) => ({ kind: 'upload', name: m[1] as string, id: decode(m[2] as string) }),
-  ],
-  [
-    /^\/v2\/(.+)\/blobs\/([^/]+)$/,
-    (m) => ({ kind: 'blob', name: m[1] as string, digest: decode(m[2] as string) }),
-  ],
-  [
-    /^\/v2\/(.+)\/referrers\/([^/]+)$/,
-    (m) => ({ kind: 'referrers', name: m[1] as string, digest: decode(m[2] as string) }),
-  ],
-];
-
-/** The route of a path, or undefined; throws NAME_INVALID for a route with an invalid name. */
-export function matchRoute(path: string): Route | undefined {
-  for (const [pattern, build] of patterns) {
-    const match = pattern.exec(path);
-    if (!match) continue;
-    const route = build(match);
-    if ('name' in route) assertRepositoryName(route.name);
-    return route;
-  }
-  return undefined;
-}
+/** The route of one kind, as its handler receives it. */
+export type RouteOf<K extends RouteKind> = Extract<Route, { kind: K }>;
 
 /** Some clients percent-encode the `:` of a digest. A malformed escape is left as it is. */
-function decode(segment: string): string {
+export function decodeSegment(segment: string): string {
   if (!segment.includes('%')) return segment;
   try {
     return decodeURIComponent(segment);

@@ -39,9 +39,7 @@ export async function postToken(auth: RegistryAuth, req: Request, res: Response)
   } else if (grant === 'refresh_token') {
     login = await refreshedLogin(auth, stringOf(form.refresh_token) ?? '');
   } else {
-    throw new OciError('UNSUPPORTED', 'grant_type must be password or refresh_token', {
-      status: 400,
-    });
+    throw new OciError('REQUEST_UNSUPPORTED', 'grant_type must be password or refresh_token');
   }
   // A refresh token is issued on a password login only: renewing it on the refresh grant would
   // let one leaked token live forever.

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { OciError } from '../errors.ts';
 import { parseDigest, type Digest } from '../reference.ts';
 import { imageManifestTypes, indexManifestTypes, mediaTypes } from './media-types.ts';
+import { firstZodIssue } from '../../util/zod-issues.ts';
 
 const mediaTypePattern =
   /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
@@ -137,9 +138,7 @@ export function inferMediaType(fields: Record<string, unknown>): string {
 function check<T>(schema: z.ZodType<T>, value: unknown): T {
   const result = schema.safeParse(value);
   if (!result.success) {
-    const issue = result.error.issues[0];
-    const where = issue?.path.length ? issue.path.join('.') : 'manifest';
-    throw invalid(`${where}: ${issue?.message ?? 'invalid'}`);
+    throw invalid(firstZodIssue(result.error, 'manifest'));
   }
   return result.data;
 }

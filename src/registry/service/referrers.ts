@@ -25,43 +25,53 @@ export interface ReferrersIndex {
  * The referrers API: manifests in a repository whose `subject` is a digest. An unknown subject
  * has an empty list, never a 404, because clients read a 404 as "no referrers API here".
  */
-export async function listReferrers(
-  driver: StorageDriver,
-  manifests: ManifestService,
-  repository: string,
-  subject: Digest,
-  artifactType: string | undefined,
-): Promise<ReferrersIndex> {
-  const descriptors: ReferrerDescriptor[] = [];
-  const subjectDirectory = paths.referrersOf(repository, subject);
-  for (const algorithm of (await listOrEmpty(driver, subjectDirectory)).sort()) {
-    for (const hex of (await listOrEmpty(driver, `${subjectDirectory}/${algorithm}`)).sort()) {
-      let digest: Digest;
-      try {
-        digest = parseDigest(`${algorithm}:${hex}`);
-      } catch {
-        continue;
-      }
-      let stored;
-      try {
-        stored = await manifests.getByDigest(repository, digest);
-      } catch (error) {
-        // Deleted since it was indexed: not a referrer any more.
-        if (isOciError(error, 'MANIFEST_UNKNOWN')) continue;
-        throw error;
-      }
-      const parsed = manifests.parseStored(stored);
-      if (!parsed || parsed.subject?.value !== subject.value) continue;
-      if (artifactType !== undefined && parsed.artifactType !== artifactType) continue;
-      const descriptor: ReferrerDescriptor = {
-        mediaType: stored.mediaType,
-        digest: digest.value,
-        size: stored.bytes.length,
-      };
-      if (parsed.artifactType !== undefined) descriptor.artifactType = parsed.artifactType;
-      if (parsed.annotations !== undefined) descriptor.annotations = { ...parsed.annotations };
-      descriptors.push(descriptor);
-    }
+export class ReferrerService {
+  private readonly driver: StorageDriver;
+  private readonly manifests: ManifestService;
+
+  constructor(driver: StorageDriver, manifests: ManifestService) {
+    this.driver = driver;
+    this.manifests = manifests;
   }
-  return { schemaVersion: 2, mediaType: mediaTypes.ociIndex, manifests: descriptors };
+
+  /** The referrers of `subject`, as an OCI index; only those of `artifactType` when given. */
+  async list(
+    repository: string,
+    subject: Digest,
+    artifactType: string | undefined,
+  ): Promise<ReferrersIndex> {
+    const { driver, manifests } = this;
+    const descriptors: ReferrerDescriptor[] = [];
+    const subjectDirectory = paths.referrersOf(repository, subject);
+    for (const algorithm of (await listOrEmpty(driver, subjectDirectory)).sort()) {
+      for (const hex of (await listOrEmpty(driver, `${subjectDirectory}/${algorithm}`)).sort()) {
+        let digest: Digest;
+        try {
+          digest = parseDigest(`${algorithm}:${hex}`);
+        } catch {
+          continue;
+        }
+        let stored;
+        try {
+          stored = await manifests.getByDigest(repository, digest);
+        } catch (error) {
+          // Deleted since it was indexed: not a referrer any more.
+          if (isOciError(error, 'MANIFEST_UNKNOWN')) continue;
+          throw error;
+        }
+        const parsed = manifests.parseStored(stored);
+        if (!parsed || parsed.subject?.value !== subject.value) continue;
+        if (artifactType !== undefined && parsed.artifactType !== artifactType) continue;
+        const descriptor: ReferrerDescriptor = {
+          mediaType: stored.mediaType,
+          digest: digest.value,
+          size: stored.bytes.length,
+        };
+        if (parsed.artifactType !== undefined) descriptor.artifactType = parsed.artifactType;
+        if (parsed.annotations !== undefined) descriptor.annotations = { ...parsed.annotations };
+        descriptors.push(descriptor);
+      }
+    }
+    return { schemaVersion: 2, mediaType: mediaTypes.ociIndex, manifests: descriptors };
+  }
 }
