@@ -4,6 +4,7 @@ import { FilesystemDriver } from '../../src/registry/storage/filesystem/driver.t
 import { errorCode, rawRequest, type RawResponse } from '../support/http.ts';
 import { temporaryDirectory } from '../support/processes.ts';
 import { startBerth, type RegistryProcess } from '../support/registries.ts';
+import { imageManifest } from '../support/manifests.ts';
 
 /**
  * Deleting content that a manifest of the repository still needs (a config or layer blob, or
@@ -31,25 +32,6 @@ describe('deleting referenced content', () => {
     });
     expect(response.status).toBe(201);
     return digest;
-  }
-
-  function imageManifest(config: Buffer, layers: Buffer[]): Buffer {
-    return Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: ociManifest,
-        config: {
-          mediaType: 'application/vnd.oci.image.config.v1+json',
-          digest: sha256(config),
-          size: config.length,
-        },
-        layers: layers.map((layer) => ({
-          mediaType: 'application/vnd.oci.image.layer.v1.tar',
-          digest: sha256(layer),
-          size: layer.length,
-        })),
-      }),
-    );
   }
 
   const putManifest = (repository: string, reference: string, body: Buffer, type = ociManifest) =>

@@ -5,6 +5,7 @@ import { berthCli } from '../support/cli.ts';
 import { errorCode, rawRequest, type RawResponse } from '../support/http.ts';
 import { run, temporaryDirectory, waitFor } from '../support/processes.ts';
 import { startBerth, type RegistryProcess } from '../support/registries.ts';
+import { imageManifest } from '../support/manifests.ts';
 
 /**
  * A real `berth registry` on a small filesystem of the test's own (tmpfs): pushed until full,
@@ -48,24 +49,7 @@ if (!asRoot) {
       headers: { 'Content-Type': ociManifest, 'Content-Length': body.length },
     });
 
-  function manifestOf(layers: Buffer[]): Buffer {
-    return Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: ociManifest,
-        config: {
-          mediaType: 'application/vnd.oci.image.config.v1+json',
-          digest: sha256(config),
-          size: config.length,
-        },
-        layers: layers.map((data) => ({
-          mediaType: 'application/vnd.oci.image.layer.v1.tar',
-          digest: sha256(data),
-          size: data.length,
-        })),
-      }),
-    );
-  }
+  const manifestOf = (layers: Buffer[]) => imageManifest(config, layers);
 
   function expectError(response: RawResponse, status: number, body: unknown): void {
     expect({

@@ -8,6 +8,7 @@ import {
   type AuthRegistry,
 } from '../support/auth.ts';
 import { startBerth, type RegistryProcess } from '../support/registries.ts';
+import { configOnlyManifest } from '../support/manifests.ts';
 
 /**
  * Concurrent writes to one tag against real `berth registry` processes: an immutable tag is set
@@ -39,19 +40,7 @@ describe('tag races', () => {
   /** A manifest no other call returns: its annotation differs. */
   function freshManifest(): Buffer {
     nonce += 1;
-    return Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: ociManifest,
-        config: {
-          mediaType: 'application/vnd.oci.image.config.v1+json',
-          digest: sha256(config),
-          size: config.length,
-        },
-        layers: [],
-        annotations: { nonce: String(nonce) },
-      }),
-    );
+    return configOnlyManifest(config, { nonce: String(nonce) });
   }
 
   async function putManifest(
