@@ -2,7 +2,9 @@
 # Installs every tool the test suite drives, outside the repository:
 #   Debian packages: skopeo, containerd (with runc), podman, docker-registry (CNCF distribution
 #                    2.8), curl and wrk (benchmarks); for the real test cluster: the CNI plugins,
-#                    iptables, iproute2, conntrack and busybox-static (the shell in test images)
+#                    iptables, iproute2, conntrack and busybox-static (the shell in test images);
+#                    apache2-utils (htpasswd for an authenticating upstream), openssl and python3
+#                    (strict certificate verification)
 #   Go modules, built through the module proxy into $BERTH_TOOLS_DIR/bin:
 #     crane, oras, the OCI distribution-spec conformance suite, crictl (containerd's CRI),
 #     CoreDNS (the test cluster's DNS), versitygw (the S3 server the S3 driver is tested
@@ -17,7 +19,8 @@ bin_dir="$tools_dir/bin"
 mkdir -p "$bin_dir"
 
 debian_packages=(skopeo containerd runc podman docker-registry curl wrk
-  containernetworking-plugins iptables iproute2 conntrack busybox-static)
+  containernetworking-plugins iptables iproute2 conntrack busybox-static
+  apache2-utils openssl python3)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
