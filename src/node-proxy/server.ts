@@ -10,7 +10,9 @@ import {
 } from 'node:http';
 import type { NodeProxyConfig } from '../config/node-proxy.ts';
 import type { Logger } from '../observability/logger.ts';
+import { registerCertificateExpiry } from '../observability/certificate-expiry.ts';
 import { Counter, Gauge, MetricsRegistry } from '../observability/metrics.ts';
+import { answerProbe, formatAddress, listenOn, type ProbeState } from '../observability/probes.ts';
 import { corkForThisTurn, drained, VerifiedSender } from '../util/client-writes.ts';
 import { forEachChunk } from '../util/streams.ts';
 import { BlobCache } from './blob-cache.ts';
@@ -18,6 +20,16 @@ import { BadTargetError, Upstream } from './upstream.ts';
 import { UpstreamHealth } from './upstream-health.ts';
 
 const blobPath = /^\/v2\/(.+)\/blobs\/(sha256:[a-f0-9]{64})$/;
+
+/**
+ * The blob a GET names, read from the path without its query: containerd asks a mirror for
+ * `/v2/<name>/blobs/<digest>?ns=<registry>`. The request is still forwarded whole, `?ns=`
+ * included, because the registry resolves and authorizes the name with it.
+ */
+function blobOf(url: string): RegExpExecArray | null {
+  const query = url.indexOf('?');
+  return blobPath.exec(query === -1 ? url : url.slice(0, query));
+}
 
 /** Often enough that a kubelet probing every 10 s sees a change within one probe or two. */
 const upstreamChecks = { intervalMillis: 5_000, timeoutMillis: 3_000 };
@@ -54,6 +66,8 @@ export async function startNodeProxy(
     new Counter('berth_node_proxy_cache_corrupt_total', 'Cached blobs dropped for a bad digest.'),
   );
   const ca = config.caFile ? await readFile(config.caFile) : undefined;
+  if (config.caFile)
+    registerCertificateExpiry(metrics, [{ certificate: 'ca', file: config.caFile }]);
   const upstream = new Upstream(config.upstream, ca, config.tlsServerName);
   const health = new UpstreamHealth(upstream, upstreamChecks, logger);
   metrics.register(
@@ -76,24 +90,19 @@ export async function startNodeProxy(
     outcome: (outcome) => requests.inc({ outcome }),
     fetched: () => fetches.inc(),
   });
+  const probes = {
+    metrics,
+    readiness: (): ProbeState => {
+      const { up, reason } = health.state;
+      return up
+        ? { ready: true }
+        : { ready: false, reason: 'UpstreamUnavailable', message: reason };
+    },
+  };
   // Bigger buffers than the 16 KiB default: fewer pauses and system calls per blob.
   const server = createServer({ highWaterMark: 1 << 20 }, (req, res) => {
     // Liveness is the process's own; readiness is whether pulls through this node can work.
-    if (req.url === '/healthz') {
-      res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok\n');
-      return;
-    }
-    if (req.url === '/readyz') {
-      const { up, reason } = health.state;
-      res
-        .writeHead(up ? 200 : 503, { 'Content-Type': 'text/plain' })
-        .end(up ? 'ok\n' : `${reason}\n`);
-      return;
-    }
-    if (req.url === '/metrics') {
-      res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics.render());
-      return;
-    }
+    if (answerProbe(req, res, probes)) return;
     handler.handle(req, res).catch((error: unknown) => {
       if (error instanceof BadTargetError) {
         if (!res.headersSent)
@@ -108,13 +117,9 @@ export async function startNodeProxy(
   // Large blobs take long; the defaults would cut them off.
   server.requestTimeout = 0;
   server.keepAliveTimeout = 65_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.listen.port, config.listen.host, () => resolve());
-  });
+  await listenOn(server, config.listen);
   health.start();
-  const address = server.address();
-  const bound = address && typeof address === 'object' ? `${address.address}:${address.port}` : '';
+  const bound = formatAddress(server.address());
   logger.info(
     { listen: bound, upstream: config.upstream.href, tlsServerName: config.tlsServerName },
     'node proxy listening',
@@ -149,7 +154,7 @@ class ProxyHandler {
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = req.url ?? '/';
-    const blob = req.method === 'GET' && !req.headers.range ? blobPath.exec(path) : null;
+    const blob = req.method === 'GET' && !req.headers.range ? blobOf(path) : null;
     if (!blob) return this.pass(req, res);
     const digest = blob[2] as string;
 
@@ -178,7 +183,7 @@ class ProxyHandler {
 
   /** Streams any request to the registry and its answer back. */
   private async pass(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.method === 'GET' && blobPath.test(req.url ?? '')) this.observer.fetched();
+    if (req.method === 'GET' && blobOf(req.url ?? '')) this.observer.fetched();
     const hasBody = req.method !== 'GET' && req.method !== 'HEAD';
     const response = await this.upstream.send({
       method: req.method ?? 'GET',

@@ -1,94 +1,141 @@
+import client from 'prom-client';
+
 /**
- * A small Prometheus text-format registry: counters, gauges and histograms with labels. Enough
- * for Berth's processes without pulling in a client library; the exposition format is stable
- * (https://prometheus.io/docs/instrumenting/exposition_formats/).
+ * Berth's metrics, on prom-client (the Prometheus client for Node): one `MetricsRegistry` per
+ * process, or per server in a test that runs several in one process, so none shares the
+ * library's global registry. The classes below keep the small API the rest of `src/` writes
+ * against; each wraps one prom-client metric (`collector`), which does the counting and the
+ * exposition format. Label values are passed by name; a label left out is exported empty, and
+ * labels are written in the order the metric declares them.
  */
-type Labels = Record<string, string>;
+type Labels = Readonly<Record<string, string>>;
 
-interface Metric {
-  render(): string;
+/** Something a `MetricsRegistry` exports: a prom-client metric. */
+export interface Metric {
+  readonly collector: client.Metric;
 }
 
-function labelKey(names: readonly string[], labels: Labels): string {
-  return names.map((name) => labels[name] ?? '').join('\u0000');
+/** The value of one sample, with its labels, read when the metric is scraped. */
+export interface Sample {
+  readonly labels: Labels;
+  readonly value: number;
 }
 
-function formatLabels(names: readonly string[], values: readonly string[], extra = ''): string {
-  const parts = names.map((name, index) => `${name}="${escapeLabel(values[index] ?? '')}"`);
-  if (extra) parts.push(extra);
-  return parts.length ? `{${parts.join(',')}}` : '';
+function ordered(names: readonly string[], labels: Labels): Record<string, string> {
+  const values: Record<string, string> = {};
+  for (const name of names) values[name] = labels[name] ?? '';
+  return values;
 }
 
-function escapeLabel(value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
-}
-
+/** A count that only goes up; the name ends in `_total`. */
 export class Counter implements Metric {
-  private readonly values = new Map<string, { labels: string[]; value: number }>();
-  private readonly name: string;
-  private readonly help: string;
+  readonly collector: client.Counter;
   private readonly labelNames: readonly string[];
 
   constructor(name: string, help: string, labelNames: readonly string[] = []) {
-    this.name = name;
-    this.help = help;
     this.labelNames = labelNames;
+    this.collector = new client.Counter({ name, help, labelNames, registers: [] });
   }
 
   inc(labels: Labels = {}, amount = 1): void {
-    const key = labelKey(this.labelNames, labels);
-    const entry = this.values.get(key);
-    if (entry) entry.value += amount;
-    else
-      this.values.set(key, {
-        labels: this.labelNames.map((name) => labels[name] ?? ''),
-        value: amount,
-      });
-  }
-
-  get(labels: Labels = {}): number {
-    return this.values.get(labelKey(this.labelNames, labels))?.value ?? 0;
-  }
-
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
-    for (const { labels, value } of this.values.values()) {
-      lines.push(`${this.name}${formatLabels(this.labelNames, labels)} ${value}`);
-    }
-    return lines.join('\n');
+    this.collector.inc(ordered(this.labelNames, labels), amount);
   }
 }
 
+/** A gauge whose one value is read when scraped; a read that yields NaN exports no sample. */
 export class Gauge implements Metric {
-  private readonly name: string;
-  private readonly help: string;
-  private readonly read: () => number;
+  readonly collector: client.Gauge;
 
-  /** A gauge whose value is read when scraped. */
-  constructor(name: string, help: string, read: () => number) {
-    this.name = name;
-    this.help = help;
-    this.read = read;
-  }
-
-  render(): string {
-    return [
-      `# HELP ${this.name} ${this.help}`,
-      `# TYPE ${this.name} gauge`,
-      `${this.name} ${this.read()}`,
-    ].join('\n');
+  constructor(name: string, help: string, read: () => number | Promise<number>) {
+    this.collector = new SampledGauge(name, help, [], async () => {
+      const value = await read();
+      return Number.isNaN(value) ? [] : [{ labels: {}, value }];
+    });
   }
 }
 
+/** A gauge of any number of labelled samples read when scraped: a state kept elsewhere. */
+export class CollectedGauge implements Metric {
+  readonly collector: client.Gauge;
+
+  constructor(
+    name: string,
+    help: string,
+    labelNames: readonly string[],
+    read: () => Iterable<Sample> | Promise<Iterable<Sample>>,
+  ) {
+    this.collector = new SampledGauge(name, help, labelNames, read);
+  }
+}
+
+/**
+ * A counter whose labelled samples are read when scraped: a count something else keeps (the
+ * kube client's failed requests, an informer's failed watches). The name ends in `_total`.
+ */
+export class CollectedCounter implements Metric {
+  readonly collector: client.Counter;
+
+  constructor(
+    name: string,
+    help: string,
+    labelNames: readonly string[],
+    read: () => Iterable<Sample> | Promise<Iterable<Sample>>,
+  ) {
+    this.collector = new SampledCounter(name, help, labelNames, read);
+  }
+}
+
+type Read = () => Iterable<Sample> | Promise<Iterable<Sample>>;
+type GaugeObject = Awaited<ReturnType<client.Gauge['get']>>;
+
+/** The samples are exactly those `read` yields now: none when it yields none. */
+async function sampled(
+  base: GaugeObject,
+  labelNames: readonly string[],
+  read: Read,
+): Promise<GaugeObject> {
+  const values = [...(await read())].map(({ labels, value }) => ({
+    labels: ordered(labelNames, labels),
+    value,
+  }));
+  return { ...base, values };
+}
+
+class SampledGauge extends client.Gauge {
+  private readonly read: Read;
+  private readonly names: readonly string[];
+
+  constructor(name: string, help: string, labelNames: readonly string[], read: Read) {
+    super({ name, help, labelNames, registers: [] });
+    this.read = read;
+    this.names = labelNames;
+  }
+
+  override async get(): Promise<GaugeObject> {
+    // The base keeps prom-client's name, help, type and aggregator; its own values are unused.
+    return sampled(await super.get(), this.names, this.read);
+  }
+}
+
+class SampledCounter extends client.Counter {
+  private readonly read: Read;
+  private readonly names: readonly string[];
+
+  constructor(name: string, help: string, labelNames: readonly string[], read: Read) {
+    super({ name, help, labelNames, registers: [] });
+    this.read = read;
+    this.names = labelNames;
+  }
+
+  override async get(): Promise<GaugeObject> {
+    return sampled(await super.get(), this.names, this.read);
+  }
+}
+
+/** Observations in buckets; a duration's name ends in `_seconds`, a size's in `_bytes`. */
 export class Histogram implements Metric {
-  private readonly series = new Map<
-    string,
-    { labels: string[]; counts: number[]; sum: number; count: number }
-  >();
-  private readonly name: string;
-  private readonly help: string;
+  readonly collector: client.Histogram;
   private readonly labelNames: readonly string[];
-  private readonly buckets: readonly number[];
 
   constructor(
     name: string,
@@ -96,86 +143,43 @@ export class Histogram implements Metric {
     labelNames: readonly string[],
     buckets: readonly number[],
   ) {
-    this.name = name;
-    this.help = help;
     this.labelNames = labelNames;
-    this.buckets = buckets;
+    this.collector = new client.Histogram({
+      name,
+      help,
+      labelNames,
+      buckets: [...buckets],
+      registers: [],
+    });
   }
 
   observe(labels: Labels, value: number): void {
-    const key = labelKey(this.labelNames, labels);
-    let entry = this.series.get(key);
-    if (!entry) {
-      entry = {
-        labels: this.labelNames.map((name) => labels[name] ?? ''),
-        counts: this.buckets.map(() => 0),
-        sum: 0,
-        count: 0,
-      };
-      this.series.set(key, entry);
-    }
-    for (let index = 0; index < this.buckets.length; index += 1) {
-      if (value <= (this.buckets[index] as number))
-        entry.counts[index] = (entry.counts[index] as number) + 1;
-    }
-    entry.sum += value;
-    entry.count += 1;
-  }
-
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
-    for (const { labels, counts, sum, count } of this.series.values()) {
-      this.buckets.forEach((bound, index) => {
-        lines.push(
-          `${this.name}_bucket${formatLabels(this.labelNames, labels, `le="${bound}"`)} ${counts[index]}`,
-        );
-      });
-      lines.push(
-        `${this.name}_bucket${formatLabels(this.labelNames, labels, 'le="+Inf"')} ${count}`,
-      );
-      lines.push(`${this.name}_sum${formatLabels(this.labelNames, labels)} ${sum}`);
-      lines.push(`${this.name}_count${formatLabels(this.labelNames, labels)} ${count}`);
-    }
-    return lines.join('\n');
+    this.collector.observe(ordered(this.labelNames, labels), value);
   }
 }
 
 export class MetricsRegistry {
-  private readonly metrics: Metric[] = [];
+  private readonly registry = new client.Registry();
 
+  /** The `Content-Type` of `render()`: Prometheus text format 0.0.4. */
+  readonly contentType: string = this.registry.contentType;
+
+  /** Exports the metric; a second metric of the same name throws (prom-client). */
   register<T extends Metric>(metric: T): T {
-    this.metrics.push(metric);
+    this.registry.registerMetric(metric.collector);
     return metric;
   }
 
-  /** Adds the process gauges every Berth process exposes. */
+  /**
+   * prom-client's default metrics: `process_*` (CPU, resident memory, open files, start time)
+   * and `nodejs_*` (heap spaces, GC durations, event-loop lag, active handles).
+   */
   registerProcessMetrics(): void {
-    this.register(
-      new Gauge('process_resident_memory_bytes', 'Resident memory size in bytes.', () =>
-        process.memoryUsage.rss(),
-      ),
-    );
-    this.register(
-      new Gauge(
-        'process_cpu_seconds_total',
-        'Total user and system CPU time spent in seconds.',
-        () => {
-          const usage = process.cpuUsage();
-          return (usage.user + usage.system) / 1e6;
-        },
-      ),
-    );
-    const started = Date.now() / 1000;
-    this.register(
-      new Gauge(
-        'process_start_time_seconds',
-        'Start time of the process since unix epoch in seconds.',
-        () => started,
-      ),
-    );
+    client.collectDefaultMetrics({ register: this.registry });
   }
 
-  render(): string {
-    return `${this.metrics.map((metric) => metric.render()).join('\n')}\n`;
+  /** Every metric in the Prometheus text format. */
+  render(): Promise<string> {
+    return this.registry.metrics();
   }
 }

@@ -1,40 +1,14 @@
 import type { KubeClient } from '../kube/client.ts';
 import type { Informer } from '../kube/informer.ts';
-import { Counter, type MetricsRegistry } from '../observability/metrics.ts';
+import { X509Certificate } from 'node:crypto';
+import {
+  CollectedCounter,
+  CollectedGauge,
+  Counter,
+  type MetricsRegistry,
+} from '../observability/metrics.ts';
 import type { RegistryObject } from './api/registry-resource.ts';
 import type { SecretObject } from './kube-objects.ts';
-
-type Sample = { readonly labels: Readonly<Record<string, string>>; readonly value: number };
-
-/**
- * A metric whose samples are read when scraped, each with its own labels: a count something
- * else keeps (`counter`), or a state read from the caches (`gauge`).
- */
-class ScrapedMetric {
-  private readonly name: string;
-  private readonly help: string;
-  private readonly type: 'counter' | 'gauge';
-  private readonly read: () => Iterable<Sample>;
-
-  constructor(name: string, help: string, type: 'counter' | 'gauge', read: () => Iterable<Sample>) {
-    this.name = name;
-    this.help = help;
-    this.type = type;
-    this.read = read;
-  }
-
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`];
-    for (const { labels, value } of this.read()) {
-      const pairs = Object.entries(labels).map(
-        ([key, text]) =>
-          `${key}="${text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"')}"`,
-      );
-      lines.push(`${this.name}${pairs.length > 0 ? `{${pairs.join(',')}}` : ''} ${value}`);
-    }
-    return lines.join('\n');
-  }
-}
 
 export interface OperatorMetricSources {
   readonly client: KubeClient;
@@ -59,18 +33,18 @@ export function registerOperatorMetrics(
   sources: OperatorMetricSources,
 ): Counter {
   metrics.register(
-    new ScrapedMetric(
+    new CollectedCounter(
       'berth_operator_api_errors_total',
       'API requests and watches that failed, by HTTP status (network: no answer).',
-      'counter',
+      ['code'],
       () => [...sources.client.errors].map(([code, value]) => ({ labels: { code }, value })),
     ),
   );
   metrics.register(
-    new ScrapedMetric(
+    new CollectedCounter(
       'berth_operator_watch_errors_total',
       'Watches that failed and were reconnected or relisted, by resource path.',
-      'counter',
+      ['resource'],
       () =>
         sources.informers.map((informer) => ({
           labels: { resource: informer.path },
@@ -86,10 +60,10 @@ export function registerOperatorMetrics(
     ),
   );
   const conditionGauge = (type: 'Ready' | 'Degraded') =>
-    new ScrapedMetric(
+    new CollectedGauge(
       `berth_operator_registry_${type.toLowerCase()}`,
       `Whether each Registry's ${type} condition is True (1) or not (0).`,
-      'gauge',
+      ['namespace', 'name'],
       () =>
         sources.registries.list().map((registry) => ({
           labels: { namespace: registry.metadata.namespace ?? '', name: registry.metadata.name },
@@ -106,18 +80,18 @@ export function registerOperatorMetrics(
         (secret) => secret.metadata.labels?.['app.kubernetes.io/component'] === pullSecretComponent,
       );
   metrics.register(
-    new ScrapedMetric(
+    new CollectedGauge(
       'berth_operator_pull_secrets',
       'Pull Secrets the operator manages.',
-      'gauge',
+      [],
       () => [{ labels: {}, value: pullSecrets().length }],
     ),
   );
   metrics.register(
-    new ScrapedMetric(
+    new CollectedGauge(
       'berth_operator_pull_secret_expiry_earliest_timestamp_seconds',
       'When the first managed pull-secret credential expires, in seconds since the epoch; absent while there is none.',
-      'gauge',
+      [],
       () => {
         const expiries = pullSecrets()
           .map((secret) =>
@@ -128,5 +102,57 @@ export function registerOperatorMetrics(
       },
     ),
   );
+  const notAfter = new Map<string, { version: string | undefined; seconds: number }>();
+  metrics.register(
+    new CollectedGauge(
+      'berth_operator_certificate_expiry_timestamp_seconds',
+      'When each certificate in a Secret the operator manages expires (notAfter), in seconds since the epoch, by Secret and key (tls.crt, ca.crt).',
+      ['namespace', 'secret', 'key'],
+      () => certificateExpiries(sources.secrets.list(), notAfter),
+    ),
+  );
   return requeues;
+}
+
+const certificateKeys = ['tls.crt', 'ca.crt'] as const;
+
+/**
+ * The notAfter of every certificate the managed Secrets hold (Berth's CA and serving
+ * certificates), parsed again only when a Secret's resourceVersion changed.
+ */
+function certificateExpiries(
+  secrets: readonly SecretObject[],
+  cache: Map<string, { version: string | undefined; seconds: number }>,
+): { labels: Record<string, string>; value: number }[] {
+  const samples: { labels: Record<string, string>; value: number }[] = [];
+  const seen = new Set<string>();
+  for (const secret of secrets) {
+    for (const key of certificateKeys) {
+      const pem = secret.data?.[key];
+      if (pem === undefined) continue;
+      const id = `${secret.metadata.namespace ?? ''}/${secret.metadata.name}/${key}`;
+      seen.add(id);
+      let known = cache.get(id);
+      if (!known || known.version !== secret.metadata.resourceVersion) {
+        try {
+          const certificate = new X509Certificate(Buffer.from(pem, 'base64'));
+          known = {
+            version: secret.metadata.resourceVersion,
+            seconds: Date.parse(certificate.validTo) / 1000,
+          };
+          cache.set(id, known);
+        } catch {
+          cache.delete(id);
+          continue;
+        }
+      }
+      samples.push({
+        labels: { namespace: secret.metadata.namespace ?? '', secret: secret.metadata.name, key },
+        value: known.seconds,
+      });
+    }
+  }
+  // Deleted Secrets are forgotten, so the cache stays as large as what is managed.
+  for (const id of cache.keys()) if (!seen.has(id)) cache.delete(id);
+  return samples;
 }

@@ -1,6 +1,6 @@
-import { createServer, type Server } from 'node:http';
 import type { Logger } from '../observability/logger.ts';
 import { Counter, Gauge, Histogram, MetricsRegistry } from '../observability/metrics.ts';
+import { formatAddress, serveProbes } from '../observability/probes.ts';
 import type { KubeClient } from '../kube/client.ts';
 import { Informer } from '../kube/informer.ts';
 import { LeaderElector } from '../kube/leader.ts';
@@ -204,7 +204,7 @@ export async function startOperator(
   const readiness = new OperatorReadiness(client, informers, logger);
   readiness.start();
   const server = options.metrics
-    ? await serveMetrics(options.metrics, metrics, readiness)
+    ? await serveProbes(options.metrics, { metrics, readiness: () => readiness.current() })
     : undefined;
   const elector = options.leaderElection
     ? new LeaderElector(
@@ -247,10 +247,8 @@ export async function startOperator(
   const campaign = elector ? elector.run(lead) : lead(stopSignal.signal);
   void campaign;
 
-  const address = server?.address();
   return {
-    metricsAddress:
-      address && typeof address === 'object' ? `${address.address}:${address.port}` : undefined,
+    metricsAddress: server ? formatAddress(server.address()) : undefined,
     stop: async () => {
       elector?.stop();
       readiness.stop();
@@ -291,31 +289,4 @@ function isRace(error: unknown): boolean {
   if (error instanceof AggregateError) return error.errors.length > 0 && error.errors.every(isRace);
   if (isConflict(error) || error instanceof SigningKeysMissingError) return true;
   return error instanceof Error && error.cause !== undefined && isRace(error.cause);
-}
-
-async function serveMetrics(
-  listen: { host: string; port: number },
-  metrics: MetricsRegistry,
-  readiness: OperatorReadiness,
-): Promise<Server> {
-  const server = createServer((req, res) => {
-    if (req.url === '/metrics') {
-      res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics.render());
-    } else if (req.url === '/healthz') {
-      // Liveness: the process serves. Readiness says whether it can do its work.
-      res.writeHead(200).end('ok\n');
-    } else if (req.url === '/readyz') {
-      const state = readiness.current();
-      res
-        .writeHead(state.ready ? 200 : 503, { 'Content-Type': 'application/json' })
-        .end(JSON.stringify(state));
-    } else {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(listen.port, listen.host, () => resolve());
-  });
-  return server;
 }

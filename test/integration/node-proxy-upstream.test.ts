@@ -40,7 +40,9 @@ describe('the node proxy and its upstream', () => {
   };
   const readyz = async (started: NodeProxyProcess) => {
     const answer = await requestText(`${started.url}/readyz`, {});
-    return { status: answer.status, body: answer.body.trim() };
+    // The probe state as every Berth process answers it (src/observability/probes.ts).
+    const state = JSON.parse(answer.body) as { ready: boolean; message?: string };
+    return { status: answer.status, body: state.ready ? 'ok' : (state.message ?? '') };
   };
 
   beforeAll(async () => {

@@ -149,6 +149,24 @@ describeWithTools(['crane'], 'the node proxy', () => {
     expect(await node.metric('berth_node_proxy_blob_requests_total', 'outcome="denied"')).toBe(3);
   });
 
+  it('serves a blob GET that carries containerd’s ?ns= from its cache, checked by the registry with the query', async () => {
+    const node = await proxy('ns-cache');
+    expect((await pullThrough(node.url, 'team-a/web', '1', teamB)).blobs.get(layerDigest)).toBe(
+      true,
+    );
+    const hits = await node.metric('berth_node_proxy_blob_requests_total', 'outcome="hit"');
+    const before = await blobGets();
+    const token = await tokenFor(node.url, 'team-a/web', teamB);
+    const url = `${node.url}/v2/team-a/web/blobs/${layerDigest}?ns=registry.example`;
+    const served = await hashBlob(url, { Authorization: `Bearer ${token}` });
+    expect(served.status).toBe(200);
+    expect(served.digest).toBe(layerDigest);
+    expect(await node.metric('berth_node_proxy_blob_requests_total', 'outcome="hit"')).toBe(
+      hits + 1,
+    );
+    expect(await blobGets()).toBe(before);
+  });
+
   it('drops a corrupt cache entry and fetches it again', async () => {
     const node = await proxy('corrupt-cache');
     const token = await tokenFor(node.url, 'team-a/web', teamB);

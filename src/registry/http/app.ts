@@ -1,6 +1,8 @@
 import express, { type Express, type Request, type Response } from 'express';
 import type { Logger } from '../../observability/logger.ts';
 import { Counter, Histogram, type MetricsRegistry } from '../../observability/metrics.ts';
+import { answerProbe } from '../../observability/probes.ts';
+import { registerVolumeUsage } from '../../observability/volume-usage.ts';
 import { enforce, RequestAccess, unauthorized, type Requirement } from '../auth/access-control.ts';
 import { parseBearer } from '../auth/authenticator.ts';
 import { tokenPath, type RegistryAuth } from '../auth/auth.ts';
@@ -9,6 +11,7 @@ import { OciError, toOciError } from '../errors.ts';
 import type { ReadinessState } from '../readiness.ts';
 import type { RegistryServices } from '../services.ts';
 import { StorageUnavailableError } from '../storage/driver.ts';
+import { FilesystemDriver } from '../storage/filesystem/driver.ts';
 import { apiVersionHeader } from './context.ts';
 import { matchRoute, type MatchedRoute } from './route-table.ts';
 import { getToken, postToken } from './token-handlers.ts';
@@ -36,8 +39,8 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
   const durations = metrics.register(
     new Histogram(
       'berth_registry_http_request_duration_seconds',
-      'Registry API request latency.',
-      ['route', 'method'],
+      'Registry API request latency, by route, method and status, until the response ended or the client left.',
+      ['route', 'method', 'status'],
       [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
     ),
   );
@@ -56,21 +59,18 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
       ['reason'],
     ),
   );
+  // An object store has no capacity to report; a directory's filesystem has.
+  if (services.driver instanceof FilesystemDriver)
+    registerVolumeUsage(metrics, services.driver.root);
 
   const app = express();
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
 
-  app.get('/healthz', (_req, res) => {
-    res.status(200).type('text/plain').send('ok\n');
-  });
-  app.get('/readyz', (_req, res) => {
-    const state = options.readiness();
-    res.status(state.ready ? 200 : 503).json(state);
-  });
-  app.get('/metrics', (_req, res) => {
-    res.status(200).type('text/plain; version=0.0.4').send(metrics.render());
+  const probes = { metrics, readiness: options.readiness };
+  app.use((req, res, next) => {
+    if (!answerProbe(req, res, probes)) next();
   });
 
   const auth = options.auth;
@@ -101,8 +101,9 @@ export function createRegistryApp(options: RegistryAppOptions): Express {
       const route = matched?.route;
       const routeKind = route?.kind ?? 'none';
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      requests.inc({ route: routeKind, method: req.method, status: String(res.statusCode) });
-      durations.observe({ route: routeKind, method: req.method }, seconds);
+      const status = String(res.statusCode);
+      requests.inc({ route: routeKind, method: req.method, status });
+      durations.observe({ route: routeKind, method: req.method, status }, seconds);
       if (traffic.received) bytesIn.inc({}, traffic.received);
       if (traffic.sent) bytesOut.inc({ route: routeKind }, traffic.sent);
       if (options.logRequests) {
