@@ -1,4 +1,5 @@
 import type { KubeObject } from '../../kube/client.ts';
+import { zodIssues } from '../../util/zod-issues.ts';
 import { registrySpecSchema, type RegistrySpec, type RegistryStatus } from './registry.ts';
 
 /** A Registry as the API server and the informer cache hold it: the spec not yet checked. */
@@ -54,9 +55,7 @@ export function parseRegistry(object: RegistryObject): ParsedRegistry {
       }
     : {
         valid: false,
-        problem: spec.error.issues
-          .map((issue) => `${issue.path.join('.')}: ${issue.message}`)
-          .join('; '),
+        problem: zodIssues(spec.error, 'spec').join('; '),
       };
   parsedVersions.set(object, parsed);
   return parsed;

@@ -1,3 +1,4 @@
+import type { V1Secret } from '@kubernetes/client-node';
 import type { KubeObject } from '../../kube/client.ts';
 import { fieldManager } from './labels.ts';
 
@@ -67,7 +68,7 @@ export function renderPullSecret(input: PullSecretInput): KubeObject {
     },
     type: 'kubernetes.io/dockerconfigjson',
     stringData: { '.dockerconfigjson': JSON.stringify({ auths }) },
-  };
+  } satisfies V1Secret;
 }
 
 /**

@@ -1,3 +1,4 @@
+import type { V1ClusterRoleBinding } from '@kubernetes/client-node';
 import type { KubeObject } from '../../kube/client.ts';
 import { fieldManager, registryObjectNames } from './labels.ts';
 
@@ -37,5 +38,5 @@ export function renderRegistryAccessBinding(
       name: registryAccessRole,
     },
     subjects,
-  };
+  } satisfies V1ClusterRoleBinding;
 }

@@ -1,3 +1,15 @@
+import type {
+  V1ConfigMap,
+  V1DaemonSet,
+  V1Deployment,
+  V1PersistentVolumeClaim,
+  V1PodDisruptionBudget,
+  V1Secret,
+  V1Service,
+  V1ServiceAccount,
+} from '@kubernetes/client-node';
+import type { z } from 'zod';
+import type { registryConfigSchema } from '../../config/registry.ts';
 import { createHash } from 'node:crypto';
 import { parseSize } from '../../config/units.ts';
 import { stringify } from 'yaml';
@@ -60,7 +72,9 @@ function metadata(
 export function renderRegistryConfig(registry: RegistryResource): string {
   const { auth } = registry.spec;
   const audience = tokenAudience(registry);
-  return stringify({
+  // Checked against the registry's own schema at compile time: a field the registry does not
+  // read, or reads with another type, fails the typecheck here rather than the pod at start.
+  const config = {
     listen: `0.0.0.0:${registryPort}`,
     storage: renderStorageConfig(registry),
     tls: { certificateFile: `${tlsDirectory}/tls.crt`, keyFile: `${tlsDirectory}/tls.key` },
@@ -82,8 +96,11 @@ export function renderRegistryConfig(registry: RegistryResource): string {
       // Pods' own tokens as logins, checked with the pod's in-cluster account.
       ...(audience ? { serviceAccountTokens: { audience } } : {}),
     },
-  });
+  } satisfies z.input<typeof registryConfigSchema>;
+  return stringify(config);
 }
+
+type StorageConfig = z.input<typeof registryConfigSchema>['storage'];
 
 /**
  * Where the registry keeps images: the mounted volume, or the bucket. The S3 credentials are not
@@ -91,9 +108,11 @@ export function renderRegistryConfig(registry: RegistryResource): string {
  */
 function renderStorageConfig(registry: RegistryResource) {
   const s3 = registry.spec.storage.s3;
-  if (!s3) return { filesystem: { rootDirectory: dataDirectory } };
+  if (!s3) return { filesystem: { rootDirectory: dataDirectory } } satisfies StorageConfig;
   const { bucket, endpoint, region, forcePathStyle, prefix } = s3;
-  return { s3: { bucket, endpoint, region, forcePathStyle, ...(prefix ? { prefix } : {}) } };
+  return {
+    s3: { bucket, endpoint, region, forcePathStyle, ...(prefix ? { prefix } : {}) },
+  } satisfies StorageConfig;
 }
 
 /** The variables the registry's S3 client reads its keys from, each from the named Secret. */
@@ -163,27 +182,27 @@ export function renderRegistry(
       kind: 'ServiceAccount',
       metadata: metadata(registry, names.serviceAccount, 'registry'),
       automountServiceAccountToken: false,
-    },
+    } satisfies V1ServiceAccount,
     {
       apiVersion: 'v1',
       kind: 'ConfigMap',
       metadata: metadata(registry, names.config, 'registry'),
       data: { 'registry.yaml': renderRegistryConfig(registry) },
-    },
+    } satisfies V1ConfigMap,
     {
       apiVersion: 'v1',
       kind: 'Secret',
       metadata: metadata(registry, names.keys, 'registry', !retained),
       type: 'Opaque',
       stringData: { 'signing-keys.json': secrets.signingKeys },
-    },
+    } satisfies V1Secret,
     {
       apiVersion: 'v1',
       kind: 'Secret',
       metadata: metadata(registry, names.admin, 'registry'),
       type: 'Opaque',
       stringData: { username: 'admin', password: secrets.adminPassword },
-    },
+    } satisfies V1Secret,
     {
       apiVersion: 'v1',
       kind: 'Service',
@@ -195,7 +214,7 @@ export function renderRegistry(
         // and owning the field puts back a hand-set ClientIP.
         ...(registry.spec.storage.s3 ? { sessionAffinity: 'None' } : {}),
       },
-    },
+    } satisfies V1Service,
   ];
   if (!registry.spec.tls.certificateSecret) {
     const certificates = secrets.certificates;
@@ -211,7 +230,7 @@ export function renderRegistry(
           'ca.crt': certificates.ca.certificatePem,
           'ca.key': certificates.ca.privateKeyPem,
         },
-      },
+      } satisfies V1Secret,
       {
         apiVersion: 'v1',
         kind: 'Secret',
@@ -222,7 +241,7 @@ export function renderRegistry(
           'tls.key': certificates.serving.privateKeyPem,
           'ca.crt': certificates.ca.certificatePem,
         },
-      },
+      } satisfies V1Secret,
     );
   }
   if (filesystem) {
@@ -235,7 +254,7 @@ export function renderRegistry(
         resources: { requests: { storage: filesystem.size } },
         ...(filesystem.storageClassName ? { storageClassName: filesystem.storageClassName } : {}),
       },
-    });
+    } satisfies V1PersistentVolumeClaim);
   }
   if (registry.spec.storage.s3) objects.push(renderDisruptionBudget(registry, selector));
   objects.push(renderDeployment(registry, options, selector));
@@ -270,7 +289,7 @@ function renderDisruptionBudget(
       selector: { matchLabels: selector },
       unhealthyPodEvictionPolicy: 'AlwaysAllow',
     },
-  };
+  } satisfies V1PodDisruptionBudget;
 }
 
 /**
@@ -397,7 +416,7 @@ function renderDeployment(
         },
       },
     },
-  };
+  } satisfies V1Deployment;
 }
 
 /**
@@ -502,5 +521,5 @@ export function renderNodeProxy(
         },
       },
     },
-  };
+  } satisfies V1DaemonSet;
 }

@@ -1,3 +1,4 @@
+import type { V1ClusterRole, V1ClusterRoleBinding } from '@kubernetes/client-node';
 import type { KubeObject } from '../../kube/client.ts';
 import type { RegistryResource } from '../api/registry-resource.ts';
 import { fieldManager, registryObjectNames } from './labels.ts';
@@ -59,7 +60,7 @@ export function renderTokenReviewBinding(registries: readonly RegistryResource[]
     metadata: { name: tokenReviewBinding, labels },
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: tokenReviewRole },
     subjects,
-  };
+  } satisfies V1ClusterRoleBinding;
 }
 
 /**
@@ -79,5 +80,5 @@ export function renderNodeAudienceRole(registries: readonly RegistryResource[]):
       audiences.length > 0
         ? [{ apiGroups: [''], resources: audiences, verbs: [requestAudienceVerb] }]
         : [],
-  };
+  } satisfies V1ClusterRole;
 }
