@@ -25,7 +25,8 @@ commands:
   check        verify a registry's storage: every link names existing content, every
                manifest's blobs are present (--config FILE | --storage-dir DIR [--verify-content])
   gc           remove unreferenced blobs (and, with gc.untagged: delete, untagged manifests) older
-               than gc.gracePeriod, printing each; safe while registries serve the storage
+               than gc.gracePeriod, and the tags the policy file's retention gives up, printing
+               each; safe while registries serve the storage
                (--config FILE | --storage-dir DIR [--dry-run: print, remove nothing])
 
 registry flags:
@@ -294,11 +295,25 @@ async function runGc(args: string[]): Promise<void> {
   });
   const services = createRegistryServices(openStorage(config.storage), config);
   const dryRun = values['dry-run'];
+  // Retention and immutable tags come from the policy file; Repository objects (Kubernetes
+  // mode) are applied by the registry's scheduled collector, which watches them.
+  const policyFile = config.auth?.policyFile;
+  if (config.auth?.kubernetes) {
+    process.stderr.write(
+      'berth: retention of Repository objects is applied by the registry (gc in its config); this run keeps every tag\n',
+    );
+  }
+  const policy =
+    policyFile && !config.auth?.kubernetes
+      ? await (
+          await import('./policy/source.ts')
+        ).loadPolicyFile(policyFile, { anonymousPull: config.auth?.anonymousPull ?? true })
+      : undefined;
   const outcome = await runCollection(
     services.driver,
     services.manifests,
     config.gc ?? gcConfigSchema.parse({}),
-    { dryRun },
+    { dryRun, policy },
   );
   if (outcome.result === 'skipped') {
     process.stderr.write('berth: another collector holds the lease on this storage; try later\n');
@@ -307,6 +322,8 @@ async function runGc(args: string[]): Promise<void> {
   }
   const { report } = outcome;
   const verb = dryRun ? 'would remove' : 'removed';
+  for (const { repository, tag, digest } of report.removedTags)
+    process.stdout.write(`${verb} tag ${repository}:${tag} ${digest}\n`);
   for (const { repository, digest } of report.removedManifests)
     process.stdout.write(`${verb} manifest ${repository}@${digest}\n`);
   for (const { repository, digest } of report.removedLinks)
@@ -314,7 +331,7 @@ async function runGc(args: string[]): Promise<void> {
   for (const { digest, size } of report.removedBlobs)
     process.stdout.write(`${verb} blob ${digest} ${size}\n`);
   process.stdout.write(
-    `${report.removedManifests.length} manifests, ${report.removedLinks.length} links, ${report.removedBlobs.length} blobs (${report.bytesFreed} bytes) ${verb}; ${report.restored} restored\n`,
+    `${report.removedTags.length} tags, ${report.removedManifests.length} manifests, ${report.removedLinks.length} links, ${report.removedBlobs.length} blobs (${report.bytesFreed} bytes) ${verb}; ${report.restored} restored\n`,
   );
 }
 

@@ -42,6 +42,29 @@ const s3StorageSchema = z
     }
   });
 
+/**
+ * What stops pushes for the whole registry. A push past either is refused with STORAGE_FULL
+ * (507) naming the limit; pulls, deletes and garbage collection go on.
+ */
+export const storageLimitsSchema = z
+  .object({
+    size: sizeSchema
+      .refine((bytes) => bytes > 0, 'must be more than 0')
+      .optional()
+      .describe(
+        'Most bytes of blobs (layers, configs and manifests) the registry stores, on any driver.',
+      ),
+    minFree: sizeSchema
+      .refine((bytes) => bytes > 0, 'must be more than 0')
+      .optional()
+      .describe(
+        'Filesystem storage only: pushes stop while the volume has less free space than this.',
+      ),
+  })
+  .strict();
+
+export type StorageLimits = Readonly<z.infer<typeof storageLimitsSchema>>;
+
 /** `HH:MM-HH:MM` in UTC; a window whose end is before its start runs over midnight. */
 const timeWindowPattern = /^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$/;
 
@@ -200,10 +223,15 @@ export const registryConfigSchema = z
         minClientRate: sizeSchema
           .prefault('1Ki')
           .describe('Bytes per second a client must at least move while the registry waits on it.'),
+        storage: storageLimitsSchema
+          .optional()
+          .describe(
+            'Registry-wide storage limits that stop pushes (never pulls) before storage fills.',
+          ),
       })
       .strict()
       .prefault({})
-      .describe('What one client may hold: connections and time.'),
+      .describe('What one client may hold (connections and time), and what all may store.'),
     log: z
       .object({
         level: z
@@ -306,6 +334,14 @@ export const registryConfigSchema = z
   })
   .strict()
   .superRefine((config, context) => {
+    if (config.storage.s3 && config.limits.storage?.minFree !== undefined) {
+      context.addIssue({
+        code: 'custom',
+        path: ['limits', 'storage', 'minFree'],
+        message:
+          'applies to storage.filesystem only: a bucket has no free space to measure; use limits.storage.size',
+      });
+    }
     if (config.storage.s3 && config.auth && config.auth.signingKeyFile === undefined) {
       context.addIssue({
         code: 'custom',

@@ -128,3 +128,52 @@ describe('compilePolicy', () => {
     ).toEqual([true, true, false]);
   });
 });
+
+describe('quotas and retention', () => {
+  const policy = compilePolicy(
+    {
+      namespaces,
+      repositories: [
+        repository('team-a', 'web', {
+          quota: { size: '1.5Gi' },
+          retention: { keepLast: 3, keepTags: ['v*'], untaggedAfter: '72h' },
+        }),
+        repository('team-a', 'everything', { path: 'team-a/*', quota: { size: '10Gi' } }),
+      ],
+    },
+    { anonymousPull: true },
+  );
+
+  it('gives each repository the quota of the Repository governing it, the most specific', () => {
+    expect(policy.quotaFor('team-a/web')).toEqual({
+      source: 'team-a/web',
+      path: 'team-a/web',
+      size: '1.5Gi',
+      bytes: 1.5 * 1024 ** 3,
+    });
+    expect(policy.quotaFor('team-a/api')?.source).toBe('team-a/everything');
+    expect(policy.governedBy('team-a/web/debug')).toBe('team-a/everything');
+    expect(policy.quotaFor('team-b/api')).toBeUndefined();
+  });
+
+  it('compiles retention: globs, durations in milliseconds, orphan referrers kept by default', () => {
+    const retention = policy.retentionFor('team-a/web');
+    expect(retention?.keepLast).toBe(3);
+    expect(retention?.keepTags.map((pattern) => pattern.test('v1.2'))).toEqual([true]);
+    expect(retention?.untaggedAfter).toBe(72 * 3600 * 1000);
+    expect(retention?.deleteOrphanReferrers).toBe(false);
+    expect(policy.retentionFor('team-a/api')).toBeUndefined();
+  });
+
+  it('refuses a quota or duration it cannot read, saying what to write', () => {
+    const parse = (spec: Record<string, unknown>) =>
+      repositoryDocumentSchema.safeParse({ metadata: { namespace: 'a', name: 'b' }, spec });
+    expect(parse({ quota: { size: '0' } }).error?.issues[0]?.message).toBe(
+      'is not a size above zero; write e.g. 512Mi or 20Gi',
+    );
+    expect(parse({ retention: { untaggedAfter: 'soon' } }).error?.issues[0]?.message).toBe(
+      'is not a duration; write e.g. 30s, 5m or 24h',
+    );
+    expect(parse({ retention: { keepLast: -1 } }).success).toBe(false);
+  });
+});

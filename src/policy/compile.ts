@@ -1,6 +1,7 @@
 import { ByteLru } from '../util/byte-lru.ts';
 import type { RepositoryDocument } from './schema.ts';
 import { matchesSelector } from './selector.ts';
+import { parseDuration, parseSize } from '../config/units.ts';
 
 export type Action = 'pull' | 'push' | 'delete';
 
@@ -29,6 +30,26 @@ export interface RejectedRepository {
   readonly message: string;
 }
 
+/** The storage quota of the Repository that governs a repository path. */
+export interface RepositoryQuota {
+  /** `<namespace>/<name>` of the Repository. */
+  readonly source: string;
+  /** Its path: an exact name, or `prefix/*`; every repository it governs shares the quota. */
+  readonly path: string;
+  /** Bytes, and the size as written (`10Gi`), for messages. */
+  readonly bytes: number;
+  readonly size: string;
+}
+
+/** What garbage collection keeps of the repositories a Repository governs. */
+export interface RepositoryRetention {
+  readonly keepLast: number | undefined;
+  readonly keepTags: readonly RegExp[];
+  /** Milliseconds; undefined leaves untagged manifests to the registry-wide gc.untagged. */
+  readonly untaggedAfter: number | undefined;
+  readonly deleteOrphanReferrers: boolean;
+}
+
 /** What one accepted Repository grants, for the operator's pull secrets and status. */
 export interface RepositoryGrant {
   /** `<namespace>/<name>` of the Repository. */
@@ -37,6 +58,8 @@ export interface RepositoryGrant {
   readonly visibility: 'Private' | 'Public';
   /** Existing namespaces that may pull: the owner, and those granted pull or push. */
   readonly pullNamespaces: ReadonlySet<string>;
+  /** spec.quota.size, as written. */
+  readonly quota: string | undefined;
 }
 
 interface Rule {
@@ -47,6 +70,8 @@ interface Rule {
   readonly pull: ReadonlySet<string>;
   readonly push: ReadonlySet<string>;
   readonly immutableTags: readonly RegExp[];
+  readonly quota: RepositoryQuota | undefined;
+  readonly retention: RepositoryRetention | undefined;
 }
 
 const none: ReadonlySet<Action> = new Set();
@@ -108,6 +133,7 @@ export class Policy {
       source: rule.source,
       path: rule.path,
       visibility: rule.visibility,
+      quota: rule.quota?.size,
       pullNamespaces: new Set(
         [rule.owner, ...rule.pull, ...rule.push].filter((namespace) =>
           this.namespaces.has(namespace),
@@ -119,6 +145,24 @@ export class Policy {
   /** Whether a push may not move `tag` once it exists. */
   isImmutableTag(repository: string, tag: string): boolean {
     return this.ruleFor(repository)?.immutableTags.some((pattern) => pattern.test(tag)) ?? false;
+  }
+
+  /**
+   * The quota that applies to `repository`: that of the Repository governing it (the most
+   * specific path, as for access). Two repositories share a quota when it has the same source.
+   */
+  quotaFor(repository: string): RepositoryQuota | undefined {
+    return this.ruleFor(repository)?.quota;
+  }
+
+  /** `<namespace>/<name>` of the Repository governing `repository`; undefined for none. */
+  governedBy(repository: string): string | undefined {
+    return this.ruleFor(repository)?.source;
+  }
+
+  /** The retention of the Repository governing `repository`; undefined keeps every tag. */
+  retentionFor(repository: string): RepositoryRetention | undefined {
+    return this.ruleFor(repository)?.retention;
   }
 
   private ruleFor(repository: string): Rule | undefined {
@@ -198,6 +242,15 @@ export function compilePolicy(input: PolicyInput, options: PolicyOptions): Polic
       pull: resolveNamespaces(document.spec.pull, input.namespaces),
       push: resolveNamespaces(document.spec.push, input.namespaces),
       immutableTags: (document.spec.immutableTags ?? []).map(globToRegExp),
+      quota: document.spec.quota
+        ? {
+            source: `${namespace}/${name}`,
+            path,
+            size: document.spec.quota.size,
+            bytes: parseSize(document.spec.quota.size) as number,
+          }
+        : undefined,
+      retention: compileRetention(document.spec.retention),
     });
   }
   return new Policy(
@@ -221,6 +274,19 @@ export function resolveNamespaces(
     }
   }
   return resolved;
+}
+
+function compileRetention(
+  retention: RepositoryDocument['spec']['retention'],
+): RepositoryRetention | undefined {
+  if (!retention) return undefined;
+  return {
+    keepLast: retention.keepLast,
+    keepTags: (retention.keepTags ?? []).map(globToRegExp),
+    untaggedAfter:
+      retention.untaggedAfter === undefined ? undefined : parseDuration(retention.untaggedAfter),
+    deleteOrphanReferrers: retention.deleteOrphanReferrers ?? false,
+  };
 }
 
 function globToRegExp(glob: string): RegExp {

@@ -4,7 +4,10 @@ import { Informer } from '../kube/informer.ts';
 import { compilePolicy, type Policy, type PolicyOptions } from './compile.ts';
 import { scopeRepositories } from './registry-scope.ts';
 import { repositoryDocumentSchema, type LabelSelector, type RepositoryDocument } from './schema.ts';
-import type { PolicySource } from './source.ts';
+import type { PolicySource, RepositoryUsage } from './source.ts';
+
+/** The field manager of what the registry writes: status.usage, beside the operator's status. */
+export const usageFieldManager = 'berth-registry';
 
 export interface KubernetesPolicyOptions extends PolicyOptions {
   /** Only Repositories whose spec.registry names this Registry (and those naming none) count. */
@@ -67,8 +70,37 @@ export async function watchKubernetesPolicy(
     { repositories: repositories.list().length, namespaces: namespaces.list().length },
     'policy watching the cluster',
   );
+  const registry = options.registry;
   return {
     current: () => policy,
+    // Each Registry owns its own entry of status.usage (a map list keyed by registry), so
+    // registries serving one Repository and the operator's status never overwrite each other.
+    ...(registry
+      ? {
+          reportUsage: async (source: string, usage: RepositoryUsage): Promise<void> => {
+            const [namespace, name] = source.split('/') as [string, string];
+            await client.apply(
+              `/apis/berth.dev/v1alpha1/namespaces/${namespace}/repositories/${name}/status`,
+              {
+                apiVersion: 'berth.dev/v1alpha1',
+                kind: 'Repository',
+                metadata: { name, namespace },
+                status: {
+                  usage: [
+                    {
+                      registry: `${registry.namespace}/${registry.name}`,
+                      bytes: usage.bytes,
+                      size: usage.size,
+                      ...(usage.quota === undefined ? {} : { quota: usage.quota }),
+                    },
+                  ],
+                },
+              },
+              usageFieldManager,
+            );
+          },
+        }
+      : {}),
     close: () => {
       namespaces.stop();
       repositories.stop();

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseDuration, parseSize } from '../config/units.ts';
 
 /**
  * The Repository resource as the policy sees it. This zod schema is the one source of truth:
@@ -90,6 +91,50 @@ const accessGrantSchema = z
   .strict();
 
 /** A repository path: an exact name, or `prefix/*` for a whole subtree. */
+const tagGlob = z
+  .string()
+  .regex(/^[A-Za-z0-9_.*?-]+$/, 'a tag glob: letters, digits, _ . - and the wildcards * ?');
+
+/**
+ * What garbage collection keeps of a repository. With keepLast or keepTags set, a tag is kept
+ * when it is one of the keepLast most recently pushed, matches keepTags, is immutable, or was
+ * pushed within the grace period; the other tags are deleted, and with them the manifests only
+ * they reached. Children of kept indexes and referrers of kept manifests are always kept.
+ */
+const retentionSchema = z
+  .object({
+    keepLast: z
+      .number()
+      .int()
+      .min(0)
+      .max(100_000)
+      .optional()
+      .describe('Keep the tags pushed most recently, this many (by when the tag was last set).'),
+    keepTags: z
+      .array(tagGlob)
+      .max(50)
+      .optional()
+      .describe('Keep every tag matching one of these globs, e.g. [v*, latest].'),
+    untaggedAfter: z
+      .string()
+      .max(32)
+      .refine(
+        (text) => parseDuration(text) !== undefined,
+        'is not a duration; write e.g. 30s, 5m or 24h',
+      )
+      .optional()
+      .describe(
+        'Delete manifests no kept tag, index or subject reaches once they were pushed this long ago, e.g. 72h. Left out, the registry-wide gc.untagged decides.',
+      ),
+    deleteOrphanReferrers: z
+      .boolean()
+      .optional()
+      .describe(
+        'Delete referrers (signatures, SBOMs) whose subject is gone or being deleted, even where untagged manifests are kept.',
+      ),
+  })
+  .strict();
+
 const repositoryPathPattern =
   /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*(?:\/\*)?$/;
 
@@ -133,15 +178,32 @@ export const repositorySpecSchema = z
         'Namespaces that may push (and pull), besides the owning namespace. Left out, only the owning namespace may push.',
       ),
     immutableTags: z
-      .array(
-        z
-          .string()
-          .regex(/^[A-Za-z0-9_.*?-]+$/, 'a tag glob: letters, digits, _ . - and the wildcards * ?'),
-      )
+      .array(tagGlob)
       .optional()
       .describe(
         'Tag patterns (globs) that may not be moved once pushed. Left out, every tag may be pushed again.',
       ),
+    retention: retentionSchema
+      .optional()
+      .describe(
+        'What garbage collection deletes here: old tags and untagged manifests. Immutable tags are never deleted. Left out, tags are kept.',
+      ),
+    quota: z
+      .object({
+        size: z
+          .string()
+          .max(32)
+          .refine(
+            (text) => (parseSize(text) ?? 0) > 0,
+            'is not a size above zero; write e.g. 512Mi or 20Gi',
+          )
+          .describe(
+            'Most bytes of unique content (blobs and manifests, each counted once) the path may hold, e.g. 10Gi. A blob upload or manifest push that would go past it is refused with DENIED (403), naming the quota and the usage.',
+          ),
+      })
+      .strict()
+      .optional()
+      .describe('Storage this path may use. Left out, only the Registry-wide limits apply.'),
   })
   .strict();
 export type RepositorySpec = z.infer<typeof repositorySpecSchema>;

@@ -10,6 +10,18 @@ import { firstZodIssue } from '../util/zod-issues.ts';
 export interface PolicySource {
   current(): Policy;
   close(): void;
+  /**
+   * Publishes a Repository's storage usage where its owner can see it (Kubernetes mode: its
+   * status); absent where there is nowhere to publish.
+   */
+  reportUsage?(source: string, usage: RepositoryUsage): Promise<void>;
+}
+
+export interface RepositoryUsage {
+  readonly bytes: number;
+  /** The bytes, readable: `12.5Mi`. */
+  readonly size: string;
+  readonly quota: string | undefined;
 }
 
 export function staticPolicySource(policy: Policy): PolicySource {

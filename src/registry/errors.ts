@@ -63,6 +63,9 @@ export const ociErrorCatalogue = {
   // Full storage is 507 Insufficient Storage (RFC 4918): the request was fine and a retry will
   // not help until an operator makes room, which a 503 would not say.
   STORAGE_FULL: { code: 'UNAVAILABLE', status: 507, message: 'registry storage is full' },
+  // A push past a Repository's quota.size: what Harbor answers too. The client may not store
+  // more there until content is deleted, which is what 403 DENIED says.
+  QUOTA_EXCEEDED: { code: 'DENIED', status: 403, message: 'repository quota exceeded' },
 } as const satisfies Record<string, { code: string; status: number; message: string }>;
 
 /** An entry of the catalogue: what a throw names. */

@@ -6,6 +6,7 @@ import { MirrorService } from './mirror/mirrors.ts';
 import { BlobService } from './service/blobs.ts';
 import { CatalogService } from './service/catalog.ts';
 import { ManifestService } from './service/manifests.ts';
+import { StorageQuotas } from './service/quotas.ts';
 import { ReferrerService } from './service/referrers.ts';
 import { TagService } from './service/tags.ts';
 import { UploadService } from './service/uploads.ts';
@@ -20,6 +21,8 @@ export interface RegistryServices {
   readonly tags: TagService;
   readonly referrers: ReferrerService;
   readonly catalog: CatalogService;
+  /** Repository quotas and registry-wide storage limits; the server gives it the live policy. */
+  readonly quotas: StorageQuotas;
   /** Pull-through mirrors; resolves no repository when none is configured. */
   readonly mirrors: MirrorService;
 }
@@ -37,6 +40,14 @@ export function createRegistryServices(
     ttlMillis: config.cache.ttl,
   });
   const referrers = new ReferrerService(driver, manifests);
+  const quotas = new StorageQuotas(
+    driver,
+    config.limits.storage,
+    config.storage.filesystem?.rootDirectory,
+  );
+  blobs.quotas = quotas;
+  uploads.quotas = quotas;
+  manifests.quotas = quotas;
   const catalog = new CatalogService(driver, 30_000);
   manifests.onChange = (repository) => catalog.touched(repository);
   const mirrors = new MirrorService(config.mirrors, {
@@ -46,5 +57,5 @@ export function createRegistryServices(
     metrics: new MirrorMetrics(observe.metrics ?? new MetricsRegistry()),
     logger: observe.logger,
   });
-  return { driver, blobs, uploads, manifests, tags, referrers, catalog, mirrors };
+  return { driver, blobs, uploads, manifests, tags, referrers, catalog, mirrors, quotas };
 }

@@ -136,6 +136,18 @@ const kinds: Kind[] = [
         jsonPath: '.status.pullNamespaces',
         description: 'Namespaces that may pull.',
       },
+      {
+        name: 'Size',
+        type: 'string',
+        jsonPath: '.status.usage[0].size',
+        description: 'Storage used under the path, as the first Registry serving it reports.',
+      },
+      {
+        name: 'Quota',
+        type: 'string',
+        jsonPath: '.spec.quota.size',
+        description: 'The most the path may store.',
+      },
       ageColumn,
       messageColumn,
     ],

@@ -38,6 +38,27 @@ export const repositoryStatusSchema = z
       .describe(
         'Every Registry that serves this repository (one naming no Registry is served by each that accepts it), by namespace/name; the Ready message counts them all.',
       ),
+    usage: z
+      .array(
+        z
+          .object({
+            registry: z.string().describe('The Registry that measured it, namespace/name.'),
+            bytes: z
+              .number()
+              .int()
+              .nonnegative()
+              .describe('Bytes of unique content (blobs and manifests) under the path.'),
+            size: z.string().describe('The same, readable: 12.5Mi.'),
+            quota: z.string().optional().describe('spec.quota.size when one is set.'),
+          })
+          .strict(),
+      )
+      .max(maxStatusRegistries)
+      .optional()
+      .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['registry'] })
+      .describe(
+        'Storage used under the path, one entry per serving Registry, written by the registry itself (not the operator) about every 30 seconds.',
+      ),
     pullNamespaces: z.number().int().optional().describe('How many namespaces may pull.'),
     pullNamespaceNames: z
       .array(z.string())

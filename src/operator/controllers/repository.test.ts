@@ -64,6 +64,20 @@ describe('RepositoryController', () => {
     expect(events.recorded).toHaveLength(1);
   });
 
+  it("leaves the registry's status.usage alone: neither rewritten nor a reason to write", async () => {
+    const { api, repositories, controller } = setup();
+    await controller.reconcile(key, new Date('2025-01-01T00:00:00Z'));
+    const written = api.writes[0]?.body as RepositoryObject;
+    expect(written.status?.usage).toBeUndefined();
+    const usage = [{ registry: 'berth-system/main', bytes: 2048, size: '2Ki' }];
+    repositories.put({
+      ...(repositories.get('team-a/web') as RepositoryObject),
+      status: { ...written.status, usage },
+    });
+    await controller.reconcile(key, new Date('2025-01-01T01:00:00Z'));
+    expect(api.writes).toHaveLength(1);
+  });
+
   it('says RegistryUnavailable while no Registry serving it has a ready pod', async () => {
     const { api, registries, controller } = setup();
     registries.put({ metadata: { name: 'main', namespace: 'berth-system' }, status: {} });

@@ -106,7 +106,8 @@ export class RepositoryController implements Controller<'Repository'> {
       const written = await about(
         'write the status of',
         { kind: 'Repository', namespace, name: object.metadata.name },
-        () => writeStatus(this.api, object, status),
+        // status.usage is the registry's (its own field manager): neither compared nor applied.
+        () => writeStatus(this.api, { ...object, status: withoutUsage(object.status) }, status),
       );
       if (!written) return {};
     } catch (error) {
@@ -200,4 +201,11 @@ export function renderRepositoryStatus(
       ? { pullNamespaceNames: [...state.pullNamespaceNames] }
       : {}),
   };
+}
+
+/** A status without the part the registry writes. */
+function withoutUsage(status: RepositoryStatus | undefined): RepositoryStatus | undefined {
+  if (!status?.usage) return status;
+  const { usage: _usage, ...rest } = status;
+  return rest;
 }

@@ -5,11 +5,21 @@ import { paths } from '../storage/paths.ts';
 import { entryDigests, listOrEmpty, writeLink } from '../service/links.ts';
 import type { ManifestService } from '../service/manifests.ts';
 import { walkRepositories } from '../service/repositories.ts';
+import { concurrently } from './concurrently.ts';
 import type { CollectorLease } from './lease.ts';
-import { planRepository, type RepositoryPlan, type UntaggedPolicy } from './repository-plan.ts';
+import type { RepositoryRetention } from '../../policy/compile.ts';
+import {
+  planRepository,
+  type RepositoryPlan,
+  type TagEntry,
+  type UntaggedPolicy,
+} from './repository-plan.ts';
 
 /** Blobs on their way out: moved here, and back if a link to them appears before they go. */
 export const trashDirectory = '/_berth/gc-trash';
+
+/** Storage calls in flight at once when moving or deleting blobs, and when reading their sizes. */
+const storageConcurrency = 16;
 
 export interface CollectionOptions {
   /** Content written, linked or mounted more recently than this is kept. */
@@ -17,10 +27,19 @@ export interface CollectionOptions {
   readonly untagged: UntaggedPolicy;
   /** Decide and report, remove nothing. */
   readonly dryRun: boolean;
+  /** Per-repository retention and immutable tags (the live policy); none keeps every tag. */
+  readonly policy?: RetentionSource | undefined;
+}
+
+/** What the collector needs of the policy; `Policy` is one. */
+export interface RetentionSource {
+  retentionFor(repository: string): RepositoryRetention | undefined;
+  isImmutableTag(repository: string, tag: string): boolean;
 }
 
 export interface CollectionReport {
   readonly dryRun: boolean;
+  readonly removedTags: { repository: string; tag: string; digest: string }[];
   readonly removedManifests: { repository: string; digest: string }[];
   readonly removedLinks: { repository: string; digest: string }[];
   readonly removedBlobs: { digest: string; size: number }[];
@@ -62,6 +81,7 @@ export async function collectGarbage(
   const settleMillis = Math.min(options.gracePeriodMillis, 10_000);
   const report = {
     dryRun: options.dryRun,
+    removedTags: [] as { repository: string; tag: string; digest: string }[],
     removedManifests: [] as { repository: string; digest: string }[],
     removedLinks: [] as { repository: string; digest: string }[],
     removedBlobs: [] as { digest: string; size: number }[],
@@ -77,33 +97,58 @@ export async function collectGarbage(
   const changed: RepositoryPlan[] = [];
   for await (const repository of walkRepositories(driver)) {
     await manifests.whileExclusive(repository, async () => {
-      const plan = await planRepository(driver, repository, { cutoff, untagged: options.untagged });
+      const policy = options.policy;
+      const plan = await planRepository(driver, repository, {
+        cutoff,
+        untagged: options.untagged,
+        retention: policy?.retentionFor(repository),
+        isImmutableTag: (tag) => policy?.isImmutableTag(repository, tag) ?? false,
+      });
       for (const digest of plan.keeps) marked.add(digest);
-      if (plan.removeManifests.length === 0 && plan.removeLinks.length === 0) return;
+      const removesNothing =
+        plan.removeTags.length === 0 &&
+        plan.removeManifests.length === 0 &&
+        plan.removeLinks.length === 0;
+      if (removesNothing) return;
       changed.push(plan);
       await assertLease();
-      for (const manifest of plan.removeManifests) {
+      // Tags first: a crash part way leaves manifests without tags, never a tag pointing at
+      // nothing. The next plans of this run see the tags gone.
+      for (const entry of plan.removeTags) {
+        if (!options.dryRun) await removeTag(driver, manifests, repository, entry);
+        report.removedTags.push({ repository, tag: entry.tag, digest: entry.digest.value });
+      }
+      // Each removal is independent of the others (a delete on S3 is several round trips).
+      await concurrently(plan.removeManifests, storageConcurrency, async (manifest) => {
         if (!options.dryRun) await manifests.forget(repository, manifest.digest, manifest.subject);
         report.removedManifests.push({ repository, digest: manifest.digest.value });
-      }
-      for (const digest of plan.removeLinks) {
+      });
+      await concurrently(plan.removeLinks, storageConcurrency, async (digest) => {
         if (!options.dryRun) await driver.delete(paths.layerDirectory(repository, digest));
         report.removedLinks.push({ repository, digest: digest.value });
-      }
+      });
     });
   }
 
   const trashed: { digest: Digest; size: number }[] = [];
-  for await (const blob of storedBlobs(driver)) {
-    if (marked.has(blob.digest.value) || blob.writtenAt >= cutoff) continue;
+  for await (const batch of storedBlobs(driver)) {
+    const unmarked = batch.filter(
+      (blob) => !marked.has(blob.digest.value) && blob.writtenAt < cutoff,
+    );
     if (options.dryRun) {
-      report.removedBlobs.push({ digest: blob.digest.value, size: blob.size });
-      report.bytesFreed += blob.size;
+      for (const blob of unmarked) {
+        report.removedBlobs.push({ digest: blob.digest.value, size: blob.size });
+        report.bytesFreed += blob.size;
+      }
       continue;
     }
+    if (unmarked.length === 0) continue;
+    // One lease check per batch: a lease lasts far longer than one batch of moves takes.
     await assertLease();
-    await driver.move(paths.blobData(blob.digest), trashPath(blob.digest));
-    trashed.push(blob);
+    await concurrently(unmarked, storageConcurrency, async (blob) => {
+      await driver.move(paths.blobData(blob.digest), trashPath(blob.digest));
+      trashed.push(blob);
+    });
   }
   if (options.dryRun || (changed.length === 0 && trashed.length === 0)) return report;
 
@@ -113,19 +158,38 @@ export async function collectGarbage(
     report.restored += await restoreRacedPush(driver, manifests, plan, needed);
   }
   for (const digest of await linkedAnywhere(driver, trashed)) needed.add(digest);
-  for (const blob of trashed) {
+  await concurrently(trashed, storageConcurrency, async (blob) => {
     if (needed.has(blob.digest.value)) {
       await restoreBlob(driver, blob.digest);
       report.restored += 1;
-      continue;
+      return;
     }
     // Only the trashed copy: an upload may have stored the same content again meanwhile, so
     // the blob's directory stays (the next upload of this digest reuses it).
     await driver.delete(trashPath(blob.digest));
     report.removedBlobs.push({ digest: blob.digest.value, size: blob.size });
     report.bytesFreed += blob.size;
-  }
+  });
   return report;
+}
+
+/**
+ * Removes a tag retention gave up, unless it was set again since the plan read it (a push in
+ * another process, which the repository's lock does not hold off): then it stays.
+ */
+async function removeTag(
+  driver: StorageDriver,
+  manifests: ManifestService,
+  repository: string,
+  entry: TagEntry,
+): Promise<void> {
+  await manifests.tags.locked(repository, [entry.tag], async () => {
+    const info = await driver.stat(paths.tagCurrentLink(repository, entry.tag));
+    const current = await manifests.tags.current(repository, entry.tag);
+    if (info?.modifiedAt.getTime() !== entry.linkedAt || current?.value !== entry.digest.value)
+      return;
+    await manifests.tags.remove(repository, entry.tag);
+  });
 }
 
 /**
@@ -217,23 +281,34 @@ async function restoreLeftoverTrash(driver: StorageDriver): Promise<number> {
   return restored;
 }
 
-/** Every blob in storage with its size and when its data was written, one at a time. */
-async function* storedBlobs(
-  driver: StorageDriver,
-): AsyncGenerator<{ digest: Digest; size: number; writtenAt: number }> {
+interface StoredBlob {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly writtenAt: number;
+}
+
+/**
+ * Every blob in storage with its size and when its data was written, a prefix directory
+ * (`blobs/sha256/ab`) at a time, so memory holds one directory's blobs, not the store's.
+ */
+async function* storedBlobs(driver: StorageDriver): AsyncGenerator<StoredBlob[]> {
   for (const algorithm of await listOrEmpty(driver, paths.blobsRoot)) {
     for (const prefix of await listOrEmpty(driver, `${paths.blobsRoot}/${algorithm}`)) {
+      const digests: Digest[] = [];
       for (const hex of await listOrEmpty(driver, `${paths.blobsRoot}/${algorithm}/${prefix}`)) {
-        let digest: Digest;
         try {
-          digest = parseDigest(`${algorithm}:${hex}`);
+          digests.push(parseDigest(`${algorithm}:${hex}`));
         } catch {
-          continue;
+          // Not a blob: nothing to collect.
         }
-        const info = await driver.stat(paths.blobData(digest));
-        if (!info || info.isDirectory) continue;
-        yield { digest, size: info.size, writtenAt: info.modifiedAt.getTime() };
       }
+      const batch: StoredBlob[] = [];
+      await concurrently(digests, storageConcurrency, async (digest) => {
+        const info = await driver.stat(paths.blobData(digest));
+        if (!info || info.isDirectory) return;
+        batch.push({ digest, size: info.size, writtenAt: info.modifiedAt.getTime() });
+      });
+      yield batch;
     }
   }
 }

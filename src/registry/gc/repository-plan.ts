@@ -4,9 +4,29 @@ import { paths } from '../storage/paths.ts';
 import { listOrEmpty, readLink } from '../service/links.ts';
 import { parseManifest, type ParsedManifest } from '../service/manifest-schema.ts';
 import { readStoredMediaType } from '../service/manifests.ts';
+import type { RepositoryRetention } from '../../policy/compile.ts';
+import { concurrently } from './concurrently.ts';
 import { linkedEntries } from './entries.ts';
 
 export type UntaggedPolicy = 'keep' | 'delete';
+
+export interface PlanOptions {
+  /** The grace period's start: content linked (or a tag set) since is kept. */
+  readonly cutoff: number;
+  readonly untagged: UntaggedPolicy;
+  /** The Repository's retention; without it every tag is kept. */
+  readonly retention?: RepositoryRetention | undefined;
+  readonly isImmutableTag?: (tag: string) => boolean;
+  /** The time retention's durations count back from. */
+  readonly now?: number;
+}
+
+/** A tag as the plan read it: what it pointed at and when it was last set. */
+export interface TagEntry {
+  readonly tag: string;
+  readonly digest: Digest;
+  readonly linkedAt: number;
+}
 
 /** A manifest revision the collector may remove, with what restoring it would need. */
 export interface RemovableManifest {
@@ -18,6 +38,8 @@ export interface RemovableManifest {
 /** What one repository keeps and gives up, decided from one consistent reading of it. */
 export interface RepositoryPlan {
   readonly repository: string;
+  /** Tags retention deletes; removed before the manifests. */
+  readonly removeTags: TagEntry[];
   readonly removeManifests: RemovableManifest[];
   /** Layer links that no kept manifest needs and that are older than the grace period. */
   readonly removeLinks: Digest[];
@@ -36,38 +58,52 @@ interface Revision {
 }
 
 /**
- * Decides, for one repository, what garbage collection removes. Kept manifests: those a tag
- * points at, every revision when untagged ones are kept, revisions linked after `cutoff` (the
- * grace period), and, transitively, the children of a kept index and the referrers of a kept
- * manifest (those whose `subject` is kept). A layer link goes when no kept manifest needs its
- * blob and it was written before `cutoff`. A manifest Berth cannot read names blobs the
- * collector cannot know, so a repository holding one gives up no layer link at all.
+ * Decides, for one repository, what garbage collection removes. First the tags: with a
+ * retention that sets keepLast or keepTags, a tag goes unless it is among the keepLast most
+ * recently set (ties by name), matches keepTags, is immutable or was set after `cutoff`.
+ * Kept manifests: those a kept tag points at; untagged ones linked after `cutoff` (the grace
+ * period) or that Berth cannot read; other untagged ones as retention.untaggedAfter, else
+ * `untagged`, says (with `keep`, not those whose tags retention removes, nor, with
+ * deleteOrphanReferrers, referrers); and, transitively, the children of a kept index and the
+ * referrers of a kept manifest (those whose `subject` is kept). A layer link goes when no kept
+ * manifest needs its blob and it was written before `cutoff`. A manifest Berth cannot read
+ * names blobs the collector cannot know, so a repository holding one gives up no layer link.
  * The caller holds the repository's lock, so no push of this process changes it meanwhile.
  */
 export async function planRepository(
   driver: StorageDriver,
   repository: string,
-  options: { cutoff: number; untagged: UntaggedPolicy },
+  options: PlanOptions,
 ): Promise<RepositoryPlan> {
   const revisions = new Map<string, Revision>();
   const revisionsRoot = `${paths.manifestsRoot(repository)}/revisions`;
-  for (const entry of await linkedEntries(driver, revisionsRoot)) {
-    revisions.set(entry.digest.value, await readRevision(driver, repository, entry));
-  }
+  const entries = await linkedEntries(driver, revisionsRoot);
+  const read = new Map<string, Revision>();
+  await concurrently(entries, 16, async (entry) => {
+    read.set(entry.digest.value, await readRevision(driver, repository, entry));
+  });
+  // In listing order, whatever order the reads finished in.
+  for (const entry of entries)
+    revisions.set(entry.digest.value, read.get(entry.digest.value) as Revision);
 
   const kept = new Set<string>();
   const keep = (digest: string): void => {
     if (revisions.has(digest)) kept.add(digest);
   };
-  for (const tag of await listOrEmpty(driver, paths.tagsRoot(repository))) {
-    const current = await readLink(driver, paths.tagCurrentLink(repository, tag)).catch(
-      () => undefined,
-    );
-    if (current) keep(current.value);
-  }
+  const tags = await readTags(driver, repository);
+  const removeTags = tagsToRemove(tags, options);
+  const removed = new Set(removeTags.map((entry) => entry.tag));
+  for (const entry of tags) if (!removed.has(entry.tag)) keep(entry.digest.value);
+  const dropped = new Set(removeTags.map((entry) => entry.digest.value));
+  const retention = options.retention;
+  const now = options.now ?? Date.now();
   for (const revision of revisions.values()) {
-    const young = revision.linkedAt >= options.cutoff;
-    if (options.untagged === 'keep' || young || !revision.parsed) keep(revision.digest.value);
+    const digest = revision.digest.value;
+    if (revision.linkedAt >= options.cutoff || !revision.parsed) keep(digest);
+    else if (retention?.deleteOrphanReferrers && revision.parsed.subject) continue;
+    else if (retention?.untaggedAfter !== undefined) {
+      if (revision.linkedAt >= now - retention.untaggedAfter) keep(digest);
+    } else if (options.untagged === 'keep' && !dropped.has(digest)) keep(digest);
   }
   // Children of kept indexes and referrers of kept manifests, until nothing more is added.
   for (let grew = true; grew;) {
@@ -109,11 +145,44 @@ export async function planRepository(
     }));
   return {
     repository,
+    removeTags,
     removeManifests,
     removeLinks,
     keeps,
     revisionsSeen: new Set(revisions.keys()),
   };
+}
+
+/** The repository's tags whose current link is readable, with when each was last set. */
+async function readTags(driver: StorageDriver, repository: string): Promise<TagEntry[]> {
+  const entries: TagEntry[] = [];
+  for (const tag of await listOrEmpty(driver, paths.tagsRoot(repository))) {
+    const link = paths.tagCurrentLink(repository, tag);
+    const info = await driver.stat(link);
+    if (!info) continue;
+    const digest = await readLink(driver, link).catch(() => undefined);
+    if (digest) entries.push({ tag, digest, linkedAt: info.modifiedAt.getTime() });
+  }
+  return entries;
+}
+
+function tagsToRemove(tags: readonly TagEntry[], options: PlanOptions): TagEntry[] {
+  const retention = options.retention;
+  if (!retention || (retention.keepLast === undefined && retention.keepTags.length === 0)) {
+    return [];
+  }
+  const newestFirst = [...tags].sort(
+    (a, b) => b.linkedAt - a.linkedAt || (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0),
+  );
+  const recent = new Set(newestFirst.slice(0, retention.keepLast ?? 0).map((entry) => entry.tag));
+  const immutable = options.isImmutableTag ?? (() => false);
+  return tags.filter(
+    (entry) =>
+      !recent.has(entry.tag) &&
+      !retention.keepTags.some((pattern) => pattern.test(entry.tag)) &&
+      !immutable(entry.tag) &&
+      entry.linkedAt < options.cutoff,
+  );
 }
 
 async function readRevision(

@@ -1,7 +1,7 @@
 import type { GcConfig } from '../../config/registry.ts';
 import type { StorageDriver } from '../storage/driver.ts';
 import type { ManifestService } from '../service/manifests.ts';
-import { collectGarbage, type CollectionReport } from './collector.ts';
+import { collectGarbage, type CollectionReport, type RetentionSource } from './collector.ts';
 import { CollectorLease } from './lease.ts';
 
 /** How long a collector's lease lasts unrenewed: a crashed collector blocks others this long. */
@@ -17,7 +17,7 @@ export async function runCollection(
   driver: StorageDriver,
   manifests: ManifestService,
   settings: Pick<GcConfig, 'gracePeriod' | 'untagged'>,
-  options: { dryRun: boolean },
+  options: { dryRun: boolean; policy?: RetentionSource | undefined },
 ): Promise<CollectionOutcome> {
   const lease = new CollectorLease(driver, leaseTtlMillis);
   if (!(await lease.acquire())) return { result: 'skipped' };
@@ -26,6 +26,7 @@ export async function runCollection(
       gracePeriodMillis: settings.gracePeriod,
       untagged: settings.untagged,
       dryRun: options.dryRun,
+      policy: options.policy,
     });
     return { result: 'success', report };
   } finally {

@@ -2,6 +2,7 @@ import type { GcConfig } from '../../config/registry.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { Counter, Gauge, Histogram, type MetricsRegistry } from '../../observability/metrics.ts';
 import type { RegistryServices } from '../services.ts';
+import type { RetentionSource } from './collector.ts';
 import { runCollection } from './run.ts';
 
 export interface CollectionSchedule {
@@ -12,13 +13,15 @@ export interface CollectionSchedule {
 /**
  * Collects every `interval` (measured from the end of the previous run, so runs never
  * overlap in this process), only inside `window` when one is set. Every run is counted by
- * result: `success`, `skipped` (another process holds the lease) or `failure`.
+ * result: `success`, `skipped` (another process holds the lease) or `failure`. `policy` gives
+ * the live policy at the start of each run, for retention; none keeps every tag.
  */
 export function scheduleCollection(
   services: RegistryServices,
   config: GcConfig,
   metrics: MetricsRegistry,
   logger: Logger,
+  policy: () => RetentionSource | undefined = () => undefined,
 ): CollectionSchedule {
   const runs = metrics.register(
     new Counter('berth_registry_gc_runs_total', 'Garbage collections by result.', ['result']),
@@ -32,7 +35,7 @@ export function scheduleCollection(
   const freedObjects = metrics.register(
     new Counter(
       'berth_registry_gc_freed_objects_total',
-      'What garbage collection removed: blobs, manifests (revisions) and layer links.',
+      'What garbage collection removed: blobs, manifests (revisions), layer links and tags (retention).',
       ['kind'],
     ),
   );
@@ -58,6 +61,7 @@ export function scheduleCollection(
     try {
       const outcome = await runCollection(services.driver, services.manifests, config, {
         dryRun: false,
+        policy: policy(),
       });
       runs.inc({ result: outcome.result });
       if (outcome.result === 'skipped') {
@@ -70,9 +74,11 @@ export function scheduleCollection(
       freedObjects.inc({ kind: 'blob' }, report.removedBlobs.length);
       freedObjects.inc({ kind: 'manifest' }, report.removedManifests.length);
       freedObjects.inc({ kind: 'link' }, report.removedLinks.length);
+      freedObjects.inc({ kind: 'tag' }, report.removedTags.length);
       lastSuccess = Date.now() / 1000;
       logger.info(
         {
+          tags: report.removedTags.length,
           blobs: report.removedBlobs.length,
           manifests: report.removedManifests.length,
           links: report.removedLinks.length,

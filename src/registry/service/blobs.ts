@@ -4,6 +4,7 @@ import type { Digest } from '../reference.ts';
 import type { StorageDriver } from '../storage/driver.ts';
 import { paths } from '../storage/paths.ts';
 import { readLink, writeLink } from './links.ts';
+import type { StorageQuotas } from './quotas.ts';
 
 export interface BlobRange {
   /** First byte, inclusive. */
@@ -18,6 +19,8 @@ export interface BlobRange {
  */
 export class BlobService {
   private readonly driver: StorageDriver;
+  /** Quotas a mount is held to; none when unset. */
+  quotas: StorageQuotas | undefined;
 
   constructor(driver: StorageDriver) {
     this.driver = driver;
@@ -54,16 +57,20 @@ export class BlobService {
 
   /**
    * Cross-repository mount: links a blob that `source` can read into `target`. Returns false
-   * when the source does not have it, so the caller can fall back to an upload session.
+   * when the source does not have it, so the caller can fall back to an upload session. A
+   * mount counts against the target's quota like an upload of the same content.
    */
   async mount(target: string, source: string, digest: Digest): Promise<boolean> {
+    let size: number;
     try {
-      await this.stat(source, digest);
+      size = await this.stat(source, digest);
     } catch (error) {
       if (error instanceof OciError && error.code === 'BLOB_UNKNOWN') return false;
       throw error;
     }
-    await this.link(target, digest);
+    if (this.quotas)
+      await this.quotas.admit(target, [{ digest, size }], () => this.link(target, digest));
+    else await this.link(target, digest);
     return true;
   }
 

@@ -7,6 +7,7 @@ import { paths } from '../storage/paths.ts';
 import { blobUnknown, type BlobService } from './blobs.ts';
 import { findDependent } from './dependents.ts';
 import { listOrEmpty, readLink, writeLink } from './links.ts';
+import type { StorageQuotas } from './quotas.ts';
 import { KeyedLock } from './locks.ts';
 import { inferMediaType, parseManifest, type ParsedManifest } from './manifest-schema.ts';
 import type { TagService } from './tags.ts';
@@ -46,6 +47,8 @@ export class ManifestService {
   private readonly manifests: ByteLru<StoredManifest>;
   private readonly repositories = new KeyedLock();
   private readonly revisions = new KeyedLock();
+  /** Quotas and registry-wide limits every push is held to; none when unset. */
+  quotas: StorageQuotas | undefined;
   /** Called after any change to a repository's manifests or tags. */
   onChange: (repository: string) => void = () => undefined;
 
@@ -132,21 +135,29 @@ export class ManifestService {
         for (const tag of tags) {
           await this.tags.assertMayPoint(repository, tag, digest, immutable(tag));
         }
-        if (!(await this.blobs.exists(digest)))
-          await this.driver.putContent(paths.blobData(digest), bytes);
-        await this.driver.putContent(
-          paths.revisionMediaType(repository, digest),
-          manifest.mediaType,
-        );
-        await writeLink(this.driver, paths.revisionLink(repository, digest), digest);
-        if (manifest.subject) {
-          await writeLink(
-            this.driver,
-            paths.referrerLink(repository, manifest.subject, digest),
-            digest,
+        const store = async (): Promise<void> => {
+          if (!(await this.blobs.exists(digest)))
+            await this.driver.putContent(paths.blobData(digest), bytes);
+          await this.driver.putContent(
+            paths.revisionMediaType(repository, digest),
+            manifest.mediaType,
           );
+          await writeLink(this.driver, paths.revisionLink(repository, digest), digest);
+          if (manifest.subject) {
+            await writeLink(
+              this.driver,
+              paths.referrerLink(repository, manifest.subject, digest),
+              digest,
+            );
+          }
+          for (const tag of tags) await this.tags.point(repository, tag, digest, immutable(tag));
+        };
+        // Refused before anything is written when the manifest's bytes do not fit.
+        if (this.quotas) {
+          await this.quotas.admit(repository, [{ digest, size: bytes.length }], store);
+        } else {
+          await store();
         }
-        for (const tag of tags) await this.tags.point(repository, tag, digest, immutable(tag));
         // Under the repository's lock: a delete of this digest cannot have run in between.
         const key = revisionKey(repository, digest);
         this.manifests.set(key, { digest, bytes, mediaType: manifest.mediaType }, bytes.length);

@@ -8,6 +8,7 @@ import { PathNotFoundError, type FileWriter, type StorageDriver } from '../stora
 import { paths } from '../storage/paths.ts';
 import type { BlobService } from './blobs.ts';
 import { listOrEmpty } from './links.ts';
+import { budgetExhausted, type StorageQuotas } from './quotas.ts';
 import { walkRepositories } from './repositories.ts';
 
 const uploadIdPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -66,6 +67,8 @@ export class UploadService {
   private readonly keptHashes = new Map<string, { hash: Hash; bytes: number }>();
   private readonly shared: boolean;
   private readonly sweeper: NodeJS.Timeout;
+  /** Quotas and registry-wide limits every upload is held to; none when unset. */
+  quotas: StorageQuotas | undefined;
 
   constructor(driver: StorageDriver, blobs: BlobService) {
     this.driver = driver;
@@ -74,7 +77,9 @@ export class UploadService {
     this.sweeper = setInterval(() => void this.closeIdleSessions(), idleSessionMillis).unref();
   }
 
+  /** Refused with STORAGE_FULL while a registry-wide limit stops pushes. */
   async start(repository: string): Promise<string> {
+    await this.quotas?.writeBudget();
     const id = randomUUID();
     await this.driver.putContent(paths.uploadStartedAt(repository, id), new Date().toISOString());
     return id;
@@ -149,10 +154,18 @@ export class UploadService {
       // PATCH must not reopen the data file while it is being renamed into a shared blob.
       try {
         await session.writer.close();
-        if (!(await this.blobs.exists(digest))) {
-          await this.driver.move(paths.uploadData(repository, id), paths.blobData(digest));
+        const store = async (): Promise<void> => {
+          if (!(await this.blobs.exists(digest))) {
+            await this.driver.move(paths.uploadData(repository, id), paths.blobData(digest));
+          }
+          await this.blobs.link(repository, digest);
+        };
+        // Past a quota or limit the upload is discarded below, so it leaves nothing behind.
+        if (this.quotas) {
+          await this.quotas.admit(repository, [{ digest, size: session.writer.size }], store);
+        } else {
+          await store();
         }
-        await this.blobs.link(repository, digest);
       } catch (error) {
         // What failed is the answer; storage that also refuses this leaves it for the purge.
         await this.driver.delete(paths.uploadDirectory(repository, id)).catch(() => undefined);
@@ -243,6 +256,8 @@ export class UploadService {
         detail: { expected: before, received: expect.start },
       });
     }
+    // A chunk that would take storage past a registry-wide limit is cut off where it would.
+    const budget = (await this.quotas?.writeBudget()) ?? Number.POSITIVE_INFINITY;
     await this.claim(session, before);
     // A hash that lags the upload (another replica appended) cannot follow this chunk.
     if (session.hashedBytes !== before) session.hash = undefined;
@@ -255,6 +270,7 @@ export class UploadService {
             detail: { declared: expect.length },
           });
         }
+        if (received > budget) throw budgetExhausted(budget);
         session.hash?.update(chunk);
         noteTransientBytes(chunk.length);
         return session.writer.write(chunk);
