@@ -245,9 +245,19 @@ describe('pull-through mirrors', () => {
     } finally {
       await proxy.start();
     }
+    const askedBefore = proxy.count(/\/v2\/library\/kept\/manifests\/1$/);
     proxy.rateLimited = true;
     try {
-      await crane('manifest', `${berth.host}/${prefix}/library/kept:1`);
+      // The whole image, tag and blobs, while every upstream request would get a 429.
+      await crane(
+        'pull',
+        '--format',
+        'oci',
+        `${berth.host}/${prefix}/library/kept:1`,
+        join(work.path, 'limited'),
+      );
+      // The tag was past its TTL: Berth asked upstream, got 429, and served what it had.
+      expect(proxy.count(/\/v2\/library\/kept\/manifests\/1$/)).toBeGreaterThan(askedBefore);
       const limited = await fetch(`${berth.url}/v2/${prefix}/library/never/manifests/1`);
       expect(limited.status).toBe(429);
       expect(((await limited.json()) as { errors: { code: string }[] }).errors[0]?.code).toBe(

@@ -55,3 +55,30 @@ export async function startContainerd(
 export function criEndpoints(socket: string): string[] {
   return ['--runtime-endpoint', `unix://${socket}`, '--image-endpoint', `unix://${socket}`];
 }
+
+/**
+ * Makes `registryName` (e.g. docker.io) pull through the plain-HTTP mirror at `mirrorUrl` for the
+ * CRI plugin of the containerd under `directory`: what a node's
+ * /etc/containerd/certs.d/<name>/hosts.toml holds. containerd then asks the mirror for
+ * `/v2/<repository>/...?ns=<registryName>` and falls back to the registry itself on failure.
+ */
+export async function mirrorRegistry(
+  directory: string,
+  registryName: string,
+  mirrorUrl: string,
+): Promise<string> {
+  const hosts = join(directory, 'certs.d', registryName);
+  await mkdir(hosts, { recursive: true });
+  const file = join(hosts, 'hosts.toml');
+  await writeFile(
+    file,
+    [
+      `server = "https://${registryName}"`,
+      '',
+      `[host."${mirrorUrl}"]`,
+      '  capabilities = ["pull", "resolve"]',
+      '',
+    ].join('\n'),
+  );
+  return file;
+}

@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { isOciError } from '../errors.ts';
-import type { ManifestReference } from '../reference.ts';
+import { parseDigest, type ManifestReference } from '../reference.ts';
+import { parseManifest } from '../service/manifest-schema.ts';
 import { mediaTypes } from '../service/media-types.ts';
 import {
   maxManifestBytes,
@@ -7,6 +9,7 @@ import {
   type StoredManifest,
 } from '../service/manifests.ts';
 import type { MirroredRepository } from './mirrors.ts';
+import { isStorageRefusal } from './storage-refusal.ts';
 import { readBody } from './upstream-client.ts';
 import { UpstreamError } from './upstream-error.ts';
 
@@ -41,13 +44,15 @@ export async function upstreamDigest(
 /**
  * GETs a manifest upstream and stores it in the mirrored repository as a push would (by tag:
  * pointing the tag at it), without requiring its blobs yet. The digest is computed from the
- * bytes (and must equal a requested one), never taken from upstream's headers.
+ * bytes (and must equal a requested one), never taken from upstream's headers. Storage that
+ * refuses it (full, or past a quota or limit, which hold mirrored content like pushed content:
+ * isStorageRefusal) does not fail the pull: the manifest is served as fetched, `stored` false.
  */
 export async function fetchManifest(
   target: MirroredRepository,
   reference: ManifestReference,
   manifests: ManifestService,
-): Promise<StoredManifest> {
+): Promise<{ manifest: StoredManifest; stored: boolean }> {
   const upstream = target.mirror.client.name;
   const wanted = reference.kind === 'digest' ? reference.digest.value : reference.tag;
   const response = await target.mirror.client.send(
@@ -75,7 +80,19 @@ export async function fetchManifest(
   } catch (error) {
     if (isOciError(error, 'DIGEST_INVALID') || isOciError(error, 'MANIFEST_INVALID'))
       throw new UpstreamError(upstream, 'bad-response', `sent an invalid manifest for ${wanted}`);
+    if (isStorageRefusal(error)) {
+      // put validated it (digest and schema) before storage refused it.
+      const algorithm = reference.kind === 'digest' ? reference.digest.algorithm : 'sha256';
+      return {
+        manifest: {
+          digest: parseDigest(`${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`),
+          mediaType: parseManifest(bytes, contentType).mediaType,
+          bytes,
+        },
+        stored: false,
+      };
+    }
     throw error;
   }
-  return manifests.getByDigest(target.repository, digest);
+  return { manifest: await manifests.getByDigest(target.repository, digest), stored: true };
 }

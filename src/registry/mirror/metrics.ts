@@ -1,7 +1,7 @@
 import { Counter, type MetricsRegistry } from '../../observability/metrics.ts';
 import type { UpstreamProblem } from './upstream-error.ts';
 
-export type MirrorOutcome = 'hit' | 'miss' | 'stale';
+export type MirrorOutcome = 'hit' | 'miss' | 'stale' | 'uncached';
 
 /** What mirrors count: answers from storage or upstream, upstream failures, bytes saved. */
 export class MirrorMetrics {
@@ -13,7 +13,7 @@ export class MirrorMetrics {
     this.requests = registry.register(
       new Counter(
         'berth_registry_mirror_requests_total',
-        'Mirrored manifest and blob reads by mirror, kind and outcome (hit: from storage; miss: fetched upstream; stale: from storage because upstream failed).',
+        'Mirrored manifest and blob reads by mirror, kind and outcome (hit: from storage; miss: fetched upstream; stale: from storage because upstream failed; uncached: fetched upstream and served, but a quota or storage limit refused to keep it).',
         ['mirror', 'kind', 'outcome'],
       ),
     );

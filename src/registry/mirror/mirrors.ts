@@ -56,7 +56,7 @@ export class MirrorService {
   private readonly mirrors: readonly Mirror[];
   private readonly deps: MirrorDependencies;
   private readonly manifestFlights = new SingleFlight<StoredManifest>();
-  private readonly blobFlights = new SingleFlight<number>();
+  private readonly blobFlights = new SingleFlight<{ sent: number; stored: boolean }>();
 
   constructor(configs: readonly MirrorConfig[], deps: MirrorDependencies) {
     this.mirrors = configs.map((config) => new Mirror(config));
@@ -111,10 +111,14 @@ export class MirrorService {
             return local;
           }
         }
-        const fetched = await fetchManifest(target, reference, manifests);
+        const { manifest, stored } = await fetchManifest(target, reference, manifests);
+        if (!stored) {
+          this.storageRefused(target, 'manifest');
+          return manifest;
+        }
         if (reference.kind === 'tag') target.mirror.freshTags.set(key, true, key.length * 2);
         this.deps.metrics.outcome(name, 'manifest', 'miss');
-        return fetched;
+        return manifest;
       } catch (error) {
         if (!(error instanceof UpstreamError)) throw error;
         this.upstreamFailed(target, error);
@@ -158,23 +162,24 @@ export class MirrorService {
     res: ServerResponse,
   ): Promise<{ streamed: number | undefined }> {
     const key = `${target.repository}@${digest.value}`;
-    const running = this.blobFlights.current(key);
-    if (running) {
-      await running;
-      return { streamed: undefined };
+    // A fill that storage refused to keep leaves nothing to serve: who waited on it fills anew.
+    for (let running = this.blobFlights.current(key); running;) {
+      if ((await running).stored) return { streamed: undefined };
+      running = this.blobFlights.current(key);
     }
-    const streamed = await this.blobFlights.run(key, async () => {
+    const { sent } = await this.blobFlights.run(key, async () => {
       try {
-        const sent = await fillBlob(target, digest, res, this.deps);
-        this.deps.metrics.outcome(target.mirror.prefix, 'blob', 'miss');
-        return sent;
+        const filled = await fillBlob(target, digest, res, this.deps);
+        if (filled.stored) this.deps.metrics.outcome(target.mirror.prefix, 'blob', 'miss');
+        else this.storageRefused(target, 'blob');
+        return filled;
       } catch (error) {
         if (!(error instanceof UpstreamError)) throw error;
         this.upstreamFailed(target, error);
         throw error.toOciError('BLOB_UNKNOWN');
       }
     });
-    return { streamed };
+    return { streamed: sent };
   }
 
   /** Counts a blob of a mirrored repository served from storage. */
@@ -196,6 +201,14 @@ export class MirrorService {
 
   close(): void {
     for (const mirror of this.mirrors) mirror.client.close();
+  }
+
+  private storageRefused(target: MirroredRepository, kind: 'manifest' | 'blob'): void {
+    this.deps.metrics.outcome(target.mirror.prefix, kind, 'uncached');
+    this.deps.logger?.warn(
+      { mirror: target.mirror.prefix, repository: target.repository, kind },
+      'mirror served content storage refused to keep',
+    );
   }
 
   private upstreamFailed(target: MirroredRepository, error: UpstreamError): void {
