@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { S3Driver } from '../../src/registry/storage/s3/driver.ts';
 import { Daemon, ExitedError, freePort, temporaryDirectory, waitFor } from './processes.ts';
@@ -16,6 +16,8 @@ export interface S3Server {
   readonly env: NodeJS.ProcessEnv;
   /** Creates an empty bucket and returns its name. */
   createBucket(): Promise<string>;
+  /** Removes a bucket and everything in it, behind the server's back (a bench between rounds). */
+  removeBucket(name: string): Promise<void>;
   /** A driver on `bucket`, as `berth registry` would build it. */
   driver(bucket: string, options?: { prefix?: string; partBytes?: number }): S3Driver;
   stop(): Promise<void>;
@@ -24,13 +26,21 @@ export interface S3Server {
 let buckets = 0;
 
 /**
- * Starts versitygw on a loopback port over a fresh temporary directory, where a bucket is a
- * directory. Stopping it removes the directory.
+ * Starts versitygw on a loopback port over a fresh temporary directory (under `parent` when
+ * given, e.g. /dev/shm), where a bucket is a directory. Stopping it removes the directory.
+ * `keepAlive` keeps client connections open between requests, as AWS S3 does.
  */
-export async function startS3Server(): Promise<S3Server> {
+export async function startS3Server(
+  options: { parent?: string; keepAlive?: boolean } = {},
+): Promise<S3Server> {
   const binary = findTool(s3Tool);
   if (!binary) throw new Error(`${s3Tool} is not installed; run test/tools/install.sh`);
-  const directory = await temporaryDirectory('s3');
+  const directory = options.parent
+    ? await (async () => {
+        const path = await mkdtemp(join(options.parent as string, 'berth-s3-'));
+        return { path, remove: () => rm(path, { recursive: true, force: true }) };
+      })()
+    : await temporaryDirectory('s3');
   const port = await freePort();
   const accessKeyId = 'berth-test';
   const secretAccessKey = 'berth-test-secret';
@@ -41,7 +51,15 @@ export async function startS3Server(): Promise<S3Server> {
   };
   const daemon = new Daemon(
     binary,
-    ['--port', `127.0.0.1:${port}`, 'posix', directory.path],
+    [
+      '--port',
+      `127.0.0.1:${port}`,
+      // versitygw closes every connection after one answer unless told otherwise; AWS S3 keeps
+      // them open, and a client's cost per request depends on it.
+      ...(options.keepAlive ? ['--keep-alive'] : []),
+      'posix',
+      directory.path,
+    ],
     environment,
   );
   const endpoint = `http://127.0.0.1:${port}`;
@@ -77,6 +95,9 @@ export async function startS3Server(): Promise<S3Server> {
       await mkdir(join(directory.path, name));
       return name;
     },
+    async removeBucket(name) {
+      await rm(join(directory.path, name), { recursive: true, force: true });
+    },
     driver(bucket, options = {}) {
       return new S3Driver({
         bucket,
@@ -98,7 +119,7 @@ export async function startS3Server(): Promise<S3Server> {
 export async function startBerthOnS3(
   server: S3Server,
   bucket: string,
-  options: { prefix?: string; extraArgs?: string[]; port?: number } = {},
+  options: { prefix?: string; extraArgs?: string[]; port?: number; built?: boolean } = {},
 ): Promise<RegistryProcess & { configFile: string; removeConfig: () => Promise<void> }> {
   const directory = await temporaryDirectory('s3-config');
   const configFile = join(directory.path, 'registry.yaml');
@@ -118,6 +139,7 @@ export async function startBerthOnS3(
   );
   const registry = await startBerth(undefined, {
     ...(options.port ? { port: options.port } : {}),
+    ...(options.built ? { built: true } : {}),
     extraArgs: ['--config', configFile, ...(options.extraArgs ?? [])],
     env: server.env,
   });

@@ -4,6 +4,12 @@ import type { S3Client } from './client.ts';
 
 /** S3's smallest part but the last. */
 export const minimumPartBytes = 5 * 1024 * 1024;
+/**
+ * Parts of one writer travelling to S3 at once while the next fills; memory per writer is this
+ * many parts plus the one filling. Against a local S3 server two in flight measured no faster
+ * than one (the registry's CPU is the bound there) and cost a part of memory more.
+ */
+export const partsInFlight = 1;
 /** S3's largest CopyObject; larger objects are copied part by part. */
 export const maximumCopyBytes = 5 * 1024 * 1024 * 1024;
 
@@ -77,11 +83,13 @@ export async function openS3Writer(
 
 /**
  * An append-only file as an S3 multipart upload. Bytes collect in a part-sized buffer; a full
- * buffer is uploaded as the next part while the following one fills, so memory is at most two
- * parts. `flush` stores what is left, smaller than a part, as a tail object and records the
- * state, then lets go of the buffer: a small chunk costs a write of at most one part, never a
- * copy of the whole file, and an idle writer holds no memory. `commit` completes the upload with
- * the tail as its last part (or puts a file smaller than a part as one object).
+ * buffer is uploaded as the next part while the following one fills, up to `partsInFlight` at a
+ * time, and its memory is reused for a later part once S3 has it, so memory is at most
+ * `partsInFlight + 1` parts and a long upload makes no garbage of them. `flush` stores what is
+ * left, smaller than a part, as a tail object and records the state, then lets go of the buffer:
+ * a small chunk costs a write of at most one part, never a copy of the whole file, and an idle
+ * writer holds no memory. `commit` completes the upload with the tail as its last part (or puts
+ * a file smaller than a part as one object).
  */
 class S3Writer implements FileWriter {
   private readonly client: S3Client;
@@ -96,9 +104,14 @@ class S3Writer implements FileWriter {
   /** Whether the durable tail (or base object) has been read into `buffer`/`parts`. */
   private loaded = false;
   private dirty = false;
-  private uploading: Promise<void> | undefined;
-  private uploadingBytes = 0;
+  /** Part uploads under way, by part number. */
+  private readonly uploading = new Map<number, { bytes: number; done: Promise<void> }>();
+  /** Part buffers S3 has taken, for the next parts to fill. */
+  private spare: Buffer[] = [];
+  private nextPart: number;
   private failure: unknown;
+  /** The CreateMultipartUpload the first part of a new upload waits for. */
+  private creating: Promise<string> | undefined;
 
   constructor(client: S3Client, location: WriterLocation, partBytes: number, state: WriterState) {
     this.client = client;
@@ -107,11 +120,14 @@ class S3Writer implements FileWriter {
     this.durable = state;
     this.uploadId = state.uploadId;
     this.parts = [...state.parts];
+    this.nextPart = this.parts.length + 1;
   }
 
   get size(): number {
     if (!this.loaded) return sizeOf(this.durable);
-    return partsSize(this.parts) + this.uploadingBytes + this.buffered;
+    let uploading = 0;
+    for (const part of this.uploading.values()) uploading += part.bytes;
+    return partsSize(this.parts) + uploading + this.buffered;
   }
 
   write(chunk: Buffer): Promise<void> | undefined {
@@ -129,14 +145,13 @@ class S3Writer implements FileWriter {
     await this.load();
     let offset = 0;
     while (offset < chunk.length) {
-      const buffer = (this.buffer ??= Buffer.allocUnsafe(this.partBytes));
+      const buffer = (this.buffer ??= this.spare.pop() ?? Buffer.allocUnsafe(this.partBytes));
       const copied = chunk.copy(buffer, this.buffered, offset);
       this.buffered += copied;
       offset += copied;
       this.dirty = true;
       if (this.buffered === this.partBytes) {
-        // One part in flight at a time: the next fills while this one travels.
-        await this.settleUpload();
+        await this.waitForSlot();
         this.startUpload(buffer);
         this.buffer = undefined;
         this.buffered = 0;
@@ -207,19 +222,21 @@ class S3Writer implements FileWriter {
     await this.settleUpload().catch(() => undefined);
     this.buffer = undefined;
     this.buffered = 0;
+    this.spare = [];
   }
 
-  /** Forgets everything not durable, as after a failure. */
+  /** Forgets everything not durable, as after a failure. Only called with no upload under way. */
   private reset(): void {
     this.failure = undefined;
-    this.uploading = undefined;
-    this.uploadingBytes = 0;
+    this.uploading.clear();
+    this.spare = [];
     this.buffer = undefined;
     this.buffered = 0;
     this.loaded = false;
     this.dirty = false;
     this.uploadId = this.durable.uploadId;
     this.parts = [...this.durable.parts];
+    this.nextPart = this.parts.length + 1;
   }
 
   /** Reads the durable tail into the buffer, or turns a committed object into part 1. */
@@ -238,6 +255,7 @@ class S3Writer implements FileWriter {
         { offset: 0, end: base.size - 1 },
       );
       this.parts = [{ number: 1, etag, size: base.size }];
+      this.nextPart = 2;
     } else if ((base && base.size > 0) || tail) {
       const bytes = await this.client.getBuffer(base ? this.location.key : (tail?.key ?? ''));
       if (!bytes) throw new Error(`the tail of ${this.location.key} is missing`);
@@ -248,23 +266,43 @@ class S3Writer implements FileWriter {
   }
 
   private startUpload(part: Buffer): void {
-    const number = this.parts.length + 1;
-    this.uploadingBytes = part.length;
-    this.uploading = (async () => {
-      this.uploadId ??= await this.client.createMultipart(this.location.key, {
-        [metadataName]: this.durable.generation,
-      });
-      const etag = await this.client.uploadPart(this.location.key, this.uploadId, number, part);
+    const number = this.nextPart;
+    this.nextPart += 1;
+    // The first part creates the multipart upload; the others wait for its id.
+    const created =
+      this.uploadId !== undefined
+        ? Promise.resolve(this.uploadId)
+        : (this.creating ??= this.client.createMultipart(this.location.key, {
+            [metadataName]: this.durable.generation,
+          }));
+    const done = (async () => {
+      const uploadId = await created;
+      this.uploadId = uploadId;
+      const etag = await this.client.uploadPart(this.location.key, uploadId, number, part);
+      // In one step, so that `size` never counts the part twice.
       this.parts.push({ number, etag, size: part.length });
-      this.uploadingBytes = 0;
+      this.parts.sort((a, b) => a.number - b.number);
+      this.uploading.delete(number);
+      if (part.length === this.partBytes && this.spare.length < partsInFlight)
+        this.spare.push(part);
     })().catch((error: unknown) => {
-      this.failure = error;
+      // A failed part stays counted in `size` until `truncate` or `reset` forgets it.
+      this.failure ??= error;
     });
+    this.uploading.set(number, { bytes: part.length, done });
+  }
+
+  /** Waits until fewer than `partsInFlight` parts are under way; throws a failed upload's error. */
+  private async waitForSlot(): Promise<void> {
+    while (this.uploading.size >= partsInFlight && this.failure === undefined) {
+      await Promise.race([...this.uploading.values()].map((part) => part.done));
+    }
+    if (this.failure !== undefined) throw this.failure;
   }
 
   private async settleUpload(): Promise<void> {
-    await this.uploading;
-    this.uploading = undefined;
+    await Promise.all([...this.uploading.values()].map((part) => part.done));
+    this.creating = undefined;
     if (this.failure !== undefined) throw this.failure;
   }
 
