@@ -22,7 +22,9 @@ export const nodeProxyConfigSchema = z
       .string()
       .min(1)
       .optional()
-      .describe('PEM CA that signed the registry certificate; the system CAs when unset.'),
+      .describe(
+        'PEM CA (or CAs) that signed the registry certificate, re-read when the file changes; the system CAs when unset.',
+      ),
     cacheDirectory: z.string().min(1).describe('Where cached blobs live.'),
     cacheSize: sizeSchema.describe('Most bytes the blob cache keeps; LRU eviction beyond.'),
     logLevel: z.string().default('info'),

@@ -68,7 +68,9 @@ export async function startNodeProxy(
   const ca = config.caFile ? await readFile(config.caFile) : undefined;
   if (config.caFile)
     registerCertificateExpiry(metrics, [{ certificate: 'ca', file: config.caFile }]);
-  const upstream = new Upstream(config.upstream, ca, config.tlsServerName);
+  const upstream = new Upstream(config.upstream, ca, config.tlsServerName, {
+    caFile: config.caFile,
+  });
   const health = new UpstreamHealth(upstream, upstreamChecks, logger);
   metrics.register(
     new Gauge(

@@ -1,6 +1,8 @@
 import { request as httpRequest, Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
+import { readFile } from 'node:fs/promises';
+import { reloadIntervalMillis, watchFiles, type FileWatch } from '../tls/reload.ts';
 
 /** Headers that describe one connection, not the message; a proxy must not forward them. */
 const hopByHop = new Set([
@@ -29,6 +31,18 @@ const notConnectedCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH'
 /** The request never reached the registry, so sending it again cannot do anything twice. */
 class NotConnectedError extends Error {}
 
+/**
+ * A pooled connection the registry closed while it sat idle (a pod shutting down, a keep-alive
+ * timeout): the request failed before any answer, so the registry never saw it, and one without
+ * a body can be sent again on a new connection.
+ */
+function closedWhileIdle(
+  request: { reusedSocket: boolean },
+  error: NodeJS.ErrnoException,
+): boolean {
+  return request.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE');
+}
+
 /** A request for the registry, as the node proxy forwards it. */
 export interface UpstreamRequest {
   readonly method: string;
@@ -55,24 +69,74 @@ export class BadTargetError extends Error {
  * With a server name, `url` only says where to connect (the Service's ClusterIP, so no DNS is
  * needed); the name is what TLS verifies in the registry's certificate and what Host says.
  */
+export interface UpstreamOptions {
+  /**
+   * The file `ca` was read from: re-read when it changes (a renewed or added CA in the mounted
+   * Secret), and new connections verify with what it holds then.
+   */
+  readonly caFile?: string | undefined;
+  readonly reloadIntervalMillis?: number;
+}
+
 export class Upstream {
   readonly url: URL;
   /** Host of every request, so also the host the registry names in its token realm and Location. */
   private readonly host: string;
-  private readonly agent: HttpAgent | HttpsAgent;
+  private readonly serverName: string | undefined;
+  private agent: HttpAgent | HttpsAgent;
+  private ca: Buffer | undefined;
+  private readonly caWatch: FileWatch | undefined;
 
-  constructor(url: URL, ca: Buffer | undefined, serverName?: string) {
+  constructor(
+    url: URL,
+    ca: Buffer | undefined,
+    serverName?: string,
+    options: UpstreamOptions = {},
+  ) {
     this.url = url;
     this.host = serverName ? `${serverName}${url.port ? `:${url.port}` : ''}` : url.host;
-    this.agent =
-      url.protocol === 'https:'
-        ? new HttpsAgent({
-            keepAlive: true,
-            maxSockets: 128,
-            ...(ca ? { ca } : {}),
-            ...(serverName ? { servername: serverName } : {}),
-          })
-        : new HttpAgent({ keepAlive: true, maxSockets: 128 });
+    this.serverName = serverName;
+    this.ca = ca;
+    this.agent = this.newAgent();
+    const caFile = options.caFile;
+    this.caWatch =
+      caFile && url.protocol === 'https:'
+        ? watchFiles(
+            [caFile],
+            async () => {
+              const next = await readFile(caFile).catch(() => undefined);
+              // Missing or empty while the volume is swapped: keep the CA in use.
+              if (!next || !next.includes('-----BEGIN CERTIFICATE-----')) return false;
+              if (!this.ca?.equals(next)) this.replaceCa(next);
+              return true;
+            },
+            options.reloadIntervalMillis ?? reloadIntervalMillis,
+          )
+        : undefined;
+  }
+
+  private newAgent(): HttpAgent | HttpsAgent {
+    return this.url.protocol === 'https:'
+      ? new HttpsAgent({
+          keepAlive: true,
+          maxSockets: 128,
+          ...(this.ca ? { ca: this.ca } : {}),
+          ...(this.serverName ? { servername: this.serverName } : {}),
+        })
+      : new HttpAgent({ keepAlive: true, maxSockets: 128 });
+  }
+
+  /**
+   * New connections verify with `ca`. Requests in flight finish on their connections; each of
+   * the old pool's connections is closed once idle, so none outlives the CA it was verified with.
+   */
+  private replaceCa(ca: Buffer): void {
+    const old = this.agent;
+    this.ca = ca;
+    this.agent = this.newAgent();
+    // After the agent's own 'free' handler, which may hand the socket to a queued request.
+    old.on('free', () => setImmediate(() => closeIdle(old)));
+    closeIdle(old);
   }
 
   /**
@@ -159,7 +223,7 @@ export class Upstream {
       });
       request.on('error', (error: NodeJS.ErrnoException) =>
         reject(
-          notConnectedCodes.has(error.code ?? '')
+          notConnectedCodes.has(error.code ?? '') || closedWhileIdle(request, error)
             ? new NotConnectedError(error.message, { cause: error })
             : error,
         ),
@@ -198,6 +262,13 @@ export class Upstream {
   }
 
   close(): void {
+    this.caWatch?.stop();
     this.agent.destroy();
   }
+}
+
+/** Closes the agent's idle pooled connections (none is serving a request). */
+function closeIdle(agent: HttpAgent): void {
+  for (const sockets of Object.values(agent.freeSockets))
+    for (const socket of sockets ?? []) socket.destroy();
 }

@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type { RegistryConfig } from '../config/registry.ts';
 import type { Logger } from '../observability/logger.ts';
 import { MetricsRegistry } from '../observability/metrics.ts';
@@ -14,6 +13,10 @@ import { setUpAuth } from './auth/setup.ts';
 import { Readiness } from './readiness.ts';
 import { limitConnections } from './connection-limits.ts';
 import { scheduleCollection, type CollectionSchedule } from './gc/schedule.ts';
+import { reportUsage } from './service/usage-reports.ts';
+import { reloadServerCertificate, type FileWatch } from '../tls/reload.ts';
+import { registerCertificateExpiry } from '../observability/certificate-expiry.ts';
+import { formatAddress } from '../observability/probes.ts';
 
 export interface RunningRegistry {
   readonly server: Server;
@@ -58,10 +61,17 @@ export async function startRegistry(
   const purgeTimer = setInterval(() => void purge(), config.uploads.purgeInterval).unref();
   // Beside the purge: the collector leaves `_uploads` to it.
   const collection: CollectionSchedule | undefined = config.gc
-    ? scheduleCollection(services, config.gc, metrics, logger)
+    ? scheduleCollection(services, config.gc, metrics, logger, () => services.quotas.policy())
     : undefined;
 
   const authentication = await setUpAuth(config, logger);
+  // Quotas follow the live policy, as access does.
+  if (authentication) services.quotas.policy = () => authentication.auth.policy.current();
+  // Kubernetes mode: each Repository's usage in its status, measured here (the operator
+  // never reads storage).
+  const usageReports = authentication
+    ? reportUsage(services.quotas, authentication.auth.policy, logger)
+    : undefined;
   const app = createRegistryApp({
     services,
     logger,
@@ -81,9 +91,21 @@ export async function startRegistry(
     // Larger socket reads: measured 370 -> 580 MB/s on a 256 MiB push to tmpfs.
     highWaterMark: 1024 * 1024,
   };
-  const server: Server = tls
-    ? createHttpsServer({ ...serverOptions, ...tls }, app)
-    : createServer(serverOptions, app);
+  let certificateWatch: FileWatch | undefined;
+  let server: Server;
+  if (config.tls && tls) {
+    const secure = createHttpsServer({ ...serverOptions, ...tls }, app);
+    // A renewed certificate (Berth's own or cert-manager's, in the mounted Secret) is served
+    // without a restart.
+    certificateWatch = reloadServerCertificate(secure, config.tls, tls, logger);
+    // Read at scrape, so a renewed certificate shows at the next one.
+    registerCertificateExpiry(metrics, [
+      { certificate: 'serving', file: config.tls.certificateFile },
+    ]);
+    server = secure;
+  } else {
+    server = createServer(serverOptions, app);
+  }
   // An idle socket (no bytes either way) is dropped after this long.
   server.setTimeout(10 * 60_000);
   const stopLimits = limitConnections(server, config.limits, metrics, logger);
@@ -95,8 +117,7 @@ export async function startRegistry(
       resolve();
     });
   });
-  const bound = server.address() as AddressInfo;
-  const address = `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
+  const address = formatAddress(server.address());
   logger.info(
     { address, tls: tls !== undefined, storage: describeStorage(config.storage) },
     'registry listening',
@@ -107,6 +128,7 @@ export async function startRegistry(
     stopping ??= (async () => {
       readiness.shutDown();
       clearInterval(purgeTimer);
+      certificateWatch?.stop();
       const collected = collection?.stop();
       stopLimits();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -118,6 +140,7 @@ export async function startRegistry(
       clearInterval(reaper);
       clearTimeout(timer);
       await collected;
+      await usageReports?.stop();
       await services.uploads.close();
       services.mirrors.close();
       authentication?.close();

@@ -71,7 +71,7 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
       replicas: 1,
       storage: { filesystem: { size: '20Gi', reclaimPolicy: 'Retain' } },
       nodeAccess: { mode: 'NodeProxy', port: 5000 },
-      pullSecrets: { serviceAccounts: 'All' },
+      pullSecrets: { mode: 'Secrets' },
     });
     const repository = JSON.parse(
       (await cluster.kubectl(['get', 'repository', 'web', '-n', 'team-a', '-o', 'json'])).stdout,
@@ -238,6 +238,11 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
       'an unknown service account mode',
       { pullSecrets: { serviceAccounts: 'Some' } },
       'Unsupported value: "Some"',
+    ],
+    [
+      'serviceAccounts with mode CredentialProvider, which writes no Secret',
+      { pullSecrets: { mode: 'CredentialProvider', serviceAccounts: 'Default' } },
+      'mode CredentialProvider writes none: remove it',
     ],
   ])('refuses %s at apply time, saying what is wrong', async (_label, spec, message) => {
     const result = await cluster.kubectl(['apply', '-f', '-'], {

@@ -184,10 +184,27 @@ export const registrySpecSchema = z
           .min(1)
           .optional()
           .describe(
-            'A kubernetes.io/tls Secret (e.g. from cert-manager) the registry serves, valid for berth-<name>.<namespace>.svc and, in NodeProxy mode, holding ca.crt, which the node proxies verify it with; else Berth makes a CA and a certificate.',
+            'A kubernetes.io/tls Secret (e.g. from cert-manager) the registry serves, valid for berth-<name>.<namespace>.svc and, in NodeProxy mode, holding ca.crt, which the node proxies verify it with; else Berth makes a CA and a certificate. A renewed Secret is picked up by the running pods.',
+          ),
+        certificateLifetime: boundedDuration(
+          'tls.certificateLifetime',
+          '5m',
+          '8760h',
+          "a renewed certificate reaches the pods at their kubelet's next sync (up to about 90s), which must come within the third of the lifetime the old one still has; longer than a year is what strict clients refuse",
+        )
+          .optional()
+          .describe(
+            'Lifetime of the serving certificate Berth makes, from 5m to 8760h (a year), 2160h (90 days) when unset; it is renewed at two thirds of it, and its CA, which lives eight times as long, at two thirds of its own. Not with certificateSecret, whose issuer decides.',
           ),
       })
       .strict()
+      .meta(
+        celRules({
+          rule: '!has(self.certificateSecret) || !has(self.certificateLifetime)',
+          message:
+            "tls.certificateLifetime applies to the certificate Berth makes, not to certificateSecret: set the lifetime in the issuer of that Secret (e.g. cert-manager's Certificate duration)",
+        }),
+      )
       .default({})
       .describe(
         'The registry serves HTTPS inside the cluster. Left out, with a CA and certificate Berth makes and keeps.',
@@ -237,21 +254,30 @@ export const registrySpecSchema = z
           .describe(
             'Audience of the ServiceAccount tokens the registry accepts (the kubelet CredentialProviderConfig tokenAttributes.serviceAccountTokenAudience); berth.dev/<namespace>/<name> when unset. Only with mode CredentialProvider or Both.',
           ),
+        // No default: a defaulted value would be present in mode CredentialProvider too, where
+        // the rule below refuses it.
         serviceAccounts: z
           .enum(['All', 'Default', 'None'])
-          .default('All')
+          .optional()
           .describe(
-            'ServiceAccounts that get the pull secret (modes Secrets and Both): All (the default), only "default", or None (pods then name the Secret berth-pull.<registry namespace>.<registry name> in imagePullSecrets).',
+            'ServiceAccounts that get the pull secret (modes Secrets and Both): All (when unset), only "default", or None (pods then name the Secret berth-pull.<registry namespace>.<registry name> in imagePullSecrets). Not with mode CredentialProvider, which writes no Secret.',
           ),
       })
       .strict()
-      .default({ mode: 'Secrets', serviceAccounts: 'All' })
+      .default({ mode: 'Secrets' })
       .meta(
-        celRules({
-          rule: "!has(self.audience) || (has(self.mode) && self.mode != 'Secrets')",
-          message:
-            'pullSecrets.audience is only used with mode CredentialProvider or Both: pull Secrets carry no ServiceAccount token',
-        }),
+        celRules(
+          {
+            rule: "!has(self.audience) || (has(self.mode) && self.mode != 'Secrets')",
+            message:
+              'pullSecrets.audience is only used with mode CredentialProvider or Both: pull Secrets carry no ServiceAccount token',
+          },
+          {
+            rule: "!has(self.serviceAccounts) || !has(self.mode) || self.mode != 'CredentialProvider'",
+            message:
+              'pullSecrets.serviceAccounts chooses which ServiceAccounts get the pull Secret, and mode CredentialProvider writes none: remove it (every pod of a namespace that may pull then authenticates with its own token)',
+          },
+        ),
       )
       .describe(
         'How pods get credentials for their pulls: pull Secrets, ServiceAccount tokens, or both.',

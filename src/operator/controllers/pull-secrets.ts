@@ -125,7 +125,10 @@ export class PullSecretController implements Controller<'Namespace'> {
     for (const account of this.sources.serviceAccounts.listNamespace(namespace)) {
       const entries = [...wanted]
         .filter(([, registry]) =>
-          servedServiceAccount(registry.spec.pullSecrets.serviceAccounts, account.metadata.name),
+          servedServiceAccount(
+            registry.spec.pullSecrets.serviceAccounts ?? 'All',
+            account.metadata.name,
+          ),
         )
         .map(([name]) => name);
       const next = withPullSecrets(account.imagePullSecrets, entries);

@@ -8,6 +8,8 @@ import {
 import type { KubeObject } from '../../kube/client.ts';
 import type { RegistryObject } from '../api/registry-resource.ts';
 import type { DaemonSetObject, DeploymentObject, SecretObject } from '../kube-objects.ts';
+import { X509Certificate } from 'node:crypto';
+import { planCertificates } from '../../tls/renewal.ts';
 import { RegistryController } from './registry.ts';
 
 const key = { kind: 'Registry', namespace: 'berth-system', name: 'main' } as const;
@@ -91,5 +93,79 @@ describe('RegistryController', () => {
     owned.put({ metadata: { name: 'unlabelled', namespace: 'berth-system' } });
     expect(keys).toEqual([key]);
     expect([...controller.keys()]).toEqual([key]);
+  });
+
+  describe('certificates', () => {
+    const caPath = '/api/v1/namespaces/berth-system/secrets/berth-main-ca';
+    const tlsPath = '/api/v1/namespaces/berth-system/secrets/berth-main-tls';
+    const decoded = (api: FakeApi, path: string, key: string) =>
+      Buffer.from((api.objects.get(path) as SecretObject).data?.[key] ?? '', 'base64').toString();
+
+    it('issues the serving certificate for tls.certificateLifetime and comes back at two thirds', async () => {
+      const { api, controller } = setup({ tls: { certificateLifetime: '10m' } });
+      const result = await controller.reconcile(key);
+      const certificate = new X509Certificate(decoded(api, tlsPath, 'tls.crt'));
+      const issuedAt = certificate.validFromDate.getTime() + 60_000;
+      expect(certificate.validToDate.getTime() - issuedAt).toBe(600_000);
+      // Due at 6m40s after issue; the reconcile took a moment of that.
+      expect(result.requeueAfterMillis).toBeLessThanOrEqual(400_000);
+      expect(result.requeueAfterMillis).toBeGreaterThan(390_000);
+      expect(decoded(api, tlsPath, 'ca.crt')).toBe(decoded(api, caPath, 'ca.crt'));
+    });
+
+    it('renews a serving certificate past two thirds of its lifetime, keeping the CA', async () => {
+      const { api, events, controller } = setup({ tls: { certificateLifetime: '10m' } });
+      const names = ['berth-main', 'berth-main.berth-system', 'berth-main.berth-system.svc'];
+      const old = planCertificates(
+        {},
+        {
+          caName: 'old CA',
+          commonName: 'berth-main.berth-system',
+          names: [...names, 'berth-main.berth-system.svc.cluster.local', 'localhost', '127.0.0.1'],
+          lifetimeMillis: 600_000,
+        },
+        new Date(Date.now() - 7 * 60_000),
+      );
+      const secret = (name: string, data: Record<string, string>) => ({
+        apiVersion: 'v1',
+        kind: 'Secret',
+        metadata: { name, namespace: 'berth-system' },
+        data: Object.fromEntries(
+          Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
+        ),
+      });
+      api.objects.set(
+        caPath,
+        secret('berth-main-ca', {
+          'ca.crt': old.ca.certificatePem,
+          'ca.key': old.ca.privateKeyPem,
+        }),
+      );
+      api.objects.set(
+        tlsPath,
+        secret('berth-main-tls', {
+          'tls.crt': old.serving.certificatePem,
+          'tls.key': old.serving.privateKeyPem,
+          'ca.crt': old.ca.certificatePem,
+        }),
+      );
+      const result = await controller.reconcile(key);
+      const renewed = decoded(api, tlsPath, 'tls.crt');
+      expect(renewed).not.toBe(old.serving.certificatePem);
+      expect(decoded(api, caPath, 'ca.crt')).toBe(old.ca.certificatePem);
+      expect(
+        new X509Certificate(renewed).checkIssued(new X509Certificate(old.ca.certificatePem)),
+      ).toBe(true);
+      expect(events.recorded.map((event) => event.reason)).toContain('CertificateRenewed');
+      expect(result.requeueAfterMillis).toBeGreaterThan(390_000);
+
+      // Nothing due: nothing renewed, no second Event.
+      const before = events.recorded.length;
+      await controller.reconcile(key);
+      expect(decoded(api, tlsPath, 'tls.crt')).toBe(renewed);
+      expect(events.recorded.slice(before).map((event) => event.reason)).not.toContain(
+        'CertificateRenewed',
+      );
+    });
   });
 });

@@ -1,11 +1,12 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Logger } from '../../observability/logger.ts';
 import { isNotFound, type KubeObject } from '../../kube/client.ts';
 import type { QueueResult } from '../../kube/queue.ts';
 import { objectPath } from '../../kube/resources.ts';
 import { generateKeyFile } from '../../credentials/keys.ts';
-import { createCertificateAuthority, issueServingCertificate } from '../../tls/certificates.ts';
+import { planCertificates } from '../../tls/renewal.ts';
+import { parseDuration } from '../../config/units.ts';
 import type { RegistryStatus } from '../api/registry.ts';
 import {
   parseRegistry,
@@ -49,7 +50,8 @@ import { nodePortCondition, nodePortContenders, withoutNodeProxy } from '../node
 import { writeStatus } from '../status-writer.ts';
 import { namedSecrets } from '../render/named-secrets.ts';
 
-const day = 86_400_000;
+/** The serving certificate's lifetime when `tls.certificateLifetime` is unset: 90 days. */
+const defaultCertificateLifetimeMillis = 90 * 86_400_000;
 /** How soon a Registry whose named Secret is missing looks again. */
 const namedSecretRecheckMillis = 15_000;
 
@@ -163,7 +165,20 @@ export class RegistryController implements Controller<'Registry'> {
         return undefined;
       }
     };
-    const secrets = await attempt(() => this.secretsFor(registry));
+    const generated = await attempt(() => this.secretsFor(registry));
+    const secrets = generated?.secrets;
+    if (generated?.renewed) {
+      const { renewed, notAfter } = generated.renewed;
+      this.logger.info({ registry: key, renewed, notAfter }, 'certificate renewed');
+      await this.events.record(
+        object,
+        'Normal',
+        renewed === 'ca' ? 'CertificateAuthorityRenewed' : 'CertificateRenewed',
+        renewed === 'ca'
+          ? `a new CA is trusted beside the old one (ca.crt) and signs the next serving certificate; this one is valid until ${notAfter}`
+          : `the serving certificate is renewed, valid until ${notAfter}; the pods pick it up without a restart`,
+      );
+    }
     if (secrets) {
       let service: ServiceObject | undefined;
       for (const desired of renderRegistry(effective, secrets, this.options)) {
@@ -272,7 +287,12 @@ export class RegistryController implements Controller<'Registry'> {
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) throw new AggregateError(failures, summarize(failures));
     // The user's Secret is not watched (the Secret cache holds Berth's own): look again soon.
-    return missingSecret ? { requeueAfterMillis: namedSecretRecheckMillis } : {};
+    // The certificate is renewed when due, not when some event happens to come.
+    const waits = [
+      ...(missingSecret ? [namedSecretRecheckMillis] : []),
+      ...(generated?.renewAt ? [Math.max(0, generated.renewAt.getTime() - Date.now())] : []),
+    ];
+    return waits.length > 0 ? { requeueAfterMillis: Math.min(...waits) } : {};
   }
 
   /**
@@ -310,8 +330,11 @@ export class RegistryController implements Controller<'Registry'> {
     return undefined;
   }
 
-  /** The Secrets' generated values: kept once they exist, made once when they do not. */
-  private async secretsFor(registry: RegistryResource): Promise<RegistrySecrets> {
+  /**
+   * The Secrets' generated values: kept once they exist, made once when they do not; the CA and
+   * serving certificate renewed when due (planCertificates), with when to look again.
+   */
+  private async secretsFor(registry: RegistryResource): Promise<GeneratedSecrets> {
     const names = registryObjectNames(registry.metadata.name);
     const read = (name: string): Promise<Record<string, string> | undefined> =>
       about('read', { kind: 'Secret', namespace: registry.metadata.namespace, name }, async () => {
@@ -332,48 +355,66 @@ export class RegistryController implements Controller<'Registry'> {
       });
     const keys = await read(names.keys);
     const admin = await read(names.admin);
+    const plan = registry.spec.tls.certificateSecret
+      ? undefined
+      : await this.certificatesFor(registry, read);
     return {
-      signingKeys: keys?.['signing-keys.json'] ?? (await generateKeyFile()),
-      adminPassword: admin?.password ?? randomBytes(24).toString('base64url'),
-      certificates: registry.spec.tls.certificateSecret
-        ? undefined
-        : await this.certificatesFor(registry, read),
+      secrets: {
+        signingKeys: keys?.['signing-keys.json'] ?? (await generateKeyFile()),
+        adminPassword: admin?.password ?? randomBytes(24).toString('base64url'),
+        certificates: plan ? { ca: plan.ca, serving: plan.serving } : undefined,
+      },
+      renewAt: plan?.nextAt,
+      renewed:
+        plan && plan.renewed !== 'none' && plan.hadCertificate
+          ? { renewed: plan.renewed, notAfter: plan.servingNotAfter }
+          : undefined,
     };
   }
 
-  /** Berth's own CA (ten years) and serving certificate (one year) for the registry Service. */
+  /**
+   * Berth's own CA and serving certificate for the registry Service, from the stored ones:
+   * `ca.crt` of the CA Secret is the trust bundle (the signing CA first, then older CAs until
+   * they expire), which the serving Secret's `ca.crt` repeats for the node proxies.
+   */
   private async certificatesFor(
     registry: RegistryResource,
     read: (name: string) => Promise<Record<string, string> | undefined>,
-  ): Promise<NonNullable<RegistrySecrets['certificates']>> {
+  ) {
     const names = registryObjectNames(registry.metadata.name);
     const stored = await read(names.ca);
-    const ca =
-      stored?.['ca.crt'] && stored['ca.key']
-        ? { certificatePem: stored['ca.crt'], privateKeyPem: stored['ca.key'] }
-        : createCertificateAuthority(
-            `berth ${registry.metadata.namespace}/${registry.metadata.name} CA`,
-            10 * 365 * day,
-          );
     const tls = await read(names.tls);
-    const current = tls?.['tls.crt'] && tls['tls.key'] && tls['ca.crt'] === ca.certificatePem;
     const service = `${names.service}.${registry.metadata.namespace}`;
-    const serving = current
-      ? { certificatePem: tls['tls.crt'] as string, privateKeyPem: tls['tls.key'] as string }
-      : issueServingCertificate(
-          ca,
+    const plan = planCertificates(
+      {
+        ca:
+          stored?.['ca.crt'] && stored['ca.key']
+            ? { certificatePem: stored['ca.crt'], privateKeyPem: stored['ca.key'] }
+            : undefined,
+        serving:
+          tls?.['tls.crt'] && tls['tls.key']
+            ? { certificatePem: tls['tls.crt'], privateKeyPem: tls['tls.key'] }
+            : undefined,
+      },
+      {
+        caName: `berth ${registry.metadata.namespace}/${registry.metadata.name} CA`,
+        commonName: service,
+        names: [
+          names.service,
           service,
-          [
-            names.service,
-            service,
-            `${service}.svc`,
-            `${service}.svc.cluster.local`,
-            'localhost',
-            '127.0.0.1',
-          ],
-          365 * day,
-        );
-    return { ca, serving };
+          `${service}.svc`,
+          `${service}.svc.cluster.local`,
+          'localhost',
+          '127.0.0.1',
+        ],
+        lifetimeMillis: certificateLifetime(registry),
+      },
+    );
+    return {
+      ...plan,
+      hadCertificate: tls?.['tls.crt'] !== undefined,
+      servingNotAfter: new X509Certificate(plan.serving.certificatePem).validToDate.toISOString(),
+    };
   }
 
   /** Whether the caches hold a Berth-managed object of this kind (label-selected caches). */
@@ -394,6 +435,23 @@ export class RegistryController implements Controller<'Registry'> {
     if (await writeStatus(this.api, object, status))
       this.logger.debug({ registry: registryKey(object) }, 'status written');
   }
+}
+
+/** What secretsFor generated, and when the certificates are next due. */
+interface GeneratedSecrets {
+  readonly secrets: RegistrySecrets;
+  readonly renewAt?: Date | undefined;
+  /** Set when this reconcile renewed a certificate that existed (not on the first issue). */
+  readonly renewed?: { readonly renewed: 'serving' | 'ca'; readonly notAfter: string } | undefined;
+}
+
+/** `spec.tls.certificateLifetime`, or 90 days. */
+export function certificateLifetime(registry: RegistryResource): number {
+  const text = registry.spec.tls.certificateLifetime;
+  if (text === undefined) return defaultCertificateLifetimeMillis;
+  const millis = parseDuration(text);
+  if (millis === undefined) throw new Error(`tls.certificateLifetime ${text} is not a duration`);
+  return millis;
 }
 
 function keyOf(registry: RegistryObject): KeyOf<'Registry'> {
