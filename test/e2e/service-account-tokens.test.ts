@@ -209,6 +209,69 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'ServiceAccount token log
     await auth.writePolicy(policy);
   });
 
+  it('refuses a token bound to a pod once the pod is deleted, its ServiceAccount still there', async () => {
+    await cluster.kubectl(['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'bound', namespace: 'team-b' },
+        // Never scheduled (this control plane has no node): the pod exists, which is all a
+        // bound token needs.
+        spec: { serviceAccountName: 'puller', containers: [{ name: 'c', image: 'none' }] },
+      }),
+    });
+    const uid = (
+      await cluster.kubectl([
+        'get',
+        'pod',
+        'bound',
+        '-n',
+        'team-b',
+        '-o',
+        'jsonpath={.metadata.uid}',
+      ])
+    ).stdout.trim();
+    const bound = (
+      await cluster.kubectl([
+        'create',
+        'token',
+        'puller',
+        '-n',
+        'team-b',
+        '--audience',
+        audience,
+        '--bound-object-kind',
+        'Pod',
+        '--bound-object-name',
+        'bound',
+        '--bound-object-uid',
+        uid,
+      ])
+    ).stdout.trim();
+    expect(decodeJwt(bound)['kubernetes.io']).toMatchObject({ pod: { name: 'bound', uid } });
+    expect((await logIn(bound, 'pod-alive')).status).toBe(200);
+    await cluster.kubectl([
+      'delete',
+      'pod',
+      'bound',
+      '-n',
+      'team-b',
+      '--grace-period=0',
+      '--force',
+    ]);
+    const deletedAt = Date.now();
+    let attempt = 0;
+    await waitFor(
+      async () => (await logIn(bound, `pod-deleted-${attempt++}`)).status === 401,
+      20_000,
+      'refusal of a token whose pod is deleted',
+    );
+    // As for a deleted ServiceAccount: the API server's 10 s and the registry's 5 s caches.
+    expect(Date.now() - deletedAt).toBeLessThan(16_000);
+    // The ServiceAccount itself still logs in with a token of its own.
+    expect((await logIn(await mint('team-b', 'puller'), 'account-alive')).status).toBe(200);
+  });
+
   it('does not start when the API server has no issuer for it to read', async () => {
     const config = join(work.path, 'unreachable.yaml');
     const kubeconfig = join(work.path, 'nowhere.kubeconfig');

@@ -24,10 +24,14 @@ const compactJws = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
  */
 export class ServiceAccountAuthenticator {
   private readonly issuer: ServiceAccountIssuer;
-  private readonly reviewer: TokenReviewer;
+  private readonly reviewer: Pick<TokenReviewer, 'username'>;
   private readonly logger: Logger;
 
-  constructor(issuer: ServiceAccountIssuer, reviewer: TokenReviewer, logger: Logger) {
+  constructor(
+    issuer: ServiceAccountIssuer,
+    reviewer: Pick<TokenReviewer, 'username'>,
+    logger: Logger,
+  ) {
     this.issuer = issuer;
     this.reviewer = reviewer;
     this.logger = logger;
@@ -40,8 +44,10 @@ export class ServiceAccountAuthenticator {
     try {
       claims = await this.issuer.verify(token);
     } catch (error) {
-      if (error instanceof InvalidTokenError) return undefined;
-      throw error;
+      if (!(error instanceof InvalidTokenError)) throw error;
+      // The reason is jose's code or the claim at fault, never a part of the token.
+      this.logger.info({ reason: error.message }, 'service account token refused');
+      return undefined;
     }
     let username: string | undefined;
     try {
@@ -57,7 +63,18 @@ export class ServiceAccountAuthenticator {
         },
       );
     }
-    if (username !== claims.username) return undefined;
+    if (username !== claims.username) {
+      this.logger.info(
+        { namespace: claims.namespace, serviceAccount: claims.serviceAccount, reason: 'review' },
+        'service account token refused',
+      );
+      return undefined;
+    }
+    // One line per login: which namespace's pod pulled, for audits and the cache checks.
+    this.logger.info(
+      { namespace: claims.namespace, serviceAccount: claims.serviceAccount },
+      'service account login',
+    );
     return {
       identity: { kind: 'namespace', namespace: claims.namespace },
       serviceAccount: claims.serviceAccount,

@@ -15,6 +15,8 @@ import {
   containerdConfig,
   kubeProxyConfig,
   kubeletConfig,
+  kubeletFlags,
+  type KubeletOptions,
   type NodeLayout,
 } from './node-config.ts';
 import { removeNodeState } from './teardown.ts';
@@ -40,10 +42,7 @@ export const clusterToolNames = [
   'busybox',
 ];
 
-export interface KubeletOptions {
-  /** KEP-2535: `NeverVerify`, `NeverVerifyPreloadedImages` (the default), `AlwaysVerify`. */
-  readonly imagePullCredentialsVerificationPolicy?: string;
-}
+export type { KubeletOptions } from './node-config.ts';
 
 /**
  * A real single-node Kubernetes cluster: etcd, kube-apiserver, kube-controller-manager,
@@ -295,6 +294,7 @@ export async function startCluster(): Promise<Cluster> {
         `--hostname-override=${clusterNetwork.nodeName}`,
         `--node-ip=${clusterNetwork.nodeIp}`,
         '--v=1',
+        ...kubeletFlags(options),
       ]);
     };
     await startKubelet({});

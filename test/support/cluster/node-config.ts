@@ -101,16 +101,35 @@ export function cniConfig(layout: NodeLayout): string {
   );
 }
 
+/** What a test may change of the kubelet, at start or with `restartKubelet`. */
+export interface KubeletOptions {
+  /** KEP-2535: `NeverVerify`, `NeverVerifyPreloadedImages` (the default), `AlwaysVerify`. */
+  readonly imagePullCredentialsVerificationPolicy?: string;
+  /**
+   * KEP-4412: an image credential provider. `configFile` is a CredentialProviderConfig (file or
+   * directory) and `binDir` the directory holding the executable named as each provider; both
+   * are paths on the node (this machine), as the kubelet flags take them.
+   */
+  readonly credentialProvider?: { readonly configFile: string; readonly binDir: string };
+}
+
+/** The kubelet flags `options` need beyond its configuration file. */
+export function kubeletFlags(options: KubeletOptions): string[] {
+  const provider = options.credentialProvider;
+  if (!provider) return [];
+  return [
+    `--image-credential-provider-config=${provider.configFile}`,
+    `--image-credential-provider-bin-dir=${provider.binDir}`,
+  ];
+}
+
 /**
  * The kubelet: cgroup v1 with cgroupfs (kubelet 1.36 refuses v1 unless failCgroupV1 is false),
  * x509 and webhook authentication, every path under the cluster's directory.
  * `imagePullCredentialsVerificationPolicy` is the kubelet's KEP-2535 setting; the tests run
  * the default and `AlwaysVerify`.
  */
-export function kubeletConfig(
-  layout: NodeLayout,
-  options: { imagePullCredentialsVerificationPolicy?: string } = {},
-): string {
+export function kubeletConfig(layout: NodeLayout, options: KubeletOptions = {}): string {
   const pki = layout.pki;
   return stringify({
     apiVersion: 'kubelet.config.k8s.io/v1beta1',
