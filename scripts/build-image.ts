@@ -168,16 +168,20 @@ const name = `docker.io/library/berth:${version}`;
 const file = join(output, `berth-${version}.oci.tar`);
 const node = await nodeBinary();
 const dependencies = await productionDependencies(node);
-const root = join(output, 'rootfs');
+// Per process, and the archive renamed into place when complete: two builds at once (two test
+// files, or a developer beside a test) never hand out a half-written image.
+const root = join(output, `rootfs-${process.pid}`);
+const partial = `${file}.${process.pid}.partial`;
 await rm(root, { recursive: true, force: true });
 try {
   await stageRootfs(root, node, dependencies);
   const { manifest, layer, uncompressedSize } = await writeOciArchive({
     root,
-    file,
+    file: partial,
     name,
     config: berthConfig,
   });
+  await rename(partial, file);
   console.log(`image     ${name}`);
   console.log(`manifest  ${manifest.digest} (${manifest.size} bytes)`);
   console.log(
@@ -186,4 +190,5 @@ try {
   console.log(`archive   ${file} (${megabytes((await stat(file)).size)})`);
 } finally {
   await rm(root, { recursive: true, force: true });
+  await rm(partial, { force: true });
 }

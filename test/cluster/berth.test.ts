@@ -10,7 +10,7 @@ import {
   type Cluster,
 } from '../support/cluster/cluster.ts';
 import { leftovers } from '../support/cluster/teardown.ts';
-import { busyboxEntrypoint } from '../support/cluster/test-images.ts';
+import { importBerthImage, restrictedPodSpec } from '../support/cluster/berth-image.ts';
 import { resourceExists, serviceAccountCan } from '../support/control-plane.ts';
 import { run, waitFor } from '../support/processes.ts';
 import { describeWithTools } from '../support/tools.ts';
@@ -60,23 +60,8 @@ describeWithTools([...clusterToolNames, 'crane'], 'Berth on a real single-node c
     pod.status.containerStatuses?.[0]?.state.waiting?.reason;
 
   /** A pod of the pushed image with no imagePullSecrets: the ServiceAccount brings them. */
-  const appPodSpec = (pullPolicy: 'Always' | 'IfNotPresent') => ({
-    terminationGracePeriodSeconds: 1,
-    securityContext: {
-      runAsNonRoot: true,
-      runAsUser: 65532,
-      seccompProfile: { type: 'RuntimeDefault' },
-    },
-    containers: [
-      {
-        name: 'web',
-        image: pushedImage,
-        imagePullPolicy: pullPolicy,
-        command: busyboxEntrypoint,
-        securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
-      },
-    ],
-  });
+  const appPodSpec = (pullPolicy: 'Always' | 'IfNotPresent') =>
+    restrictedPodSpec(pushedImage, pullPolicy);
   const appPod = (namespace: string, name: string, pullPolicy: 'Always' | 'IfNotPresent') =>
     stringify({
       apiVersion: 'v1',
@@ -220,21 +205,7 @@ describeWithTools([...clusterToolNames, 'crane'], 'Berth on a real single-node c
     await mkdir(work, { recursive: true });
     // The image as users build it without Docker, loaded as a preloaded image under the name
     // the overlay's `images:` sets.
-    await run('npm', ['run', '-s', 'image'], { cwd: repositoryRoot, timeoutMs: 600_000 });
-    const { version } = JSON.parse(
-      await readFile(join(repositoryRoot, 'package.json'), 'utf8'),
-    ) as { version: string };
-    await cluster.importImage(join(repositoryRoot, 'dist', 'image', `berth-${version}.oci.tar`));
-    await run('ctr', [
-      '--address',
-      join(cluster.root, 'containerd', 'containerd.sock'),
-      '--namespace',
-      'k8s.io',
-      'images',
-      'tag',
-      `docker.io/library/berth:${version}`,
-      overriddenImage,
-    ]);
+    await importBerthImage(cluster, overriddenImage);
   }, 900_000);
 
   afterAll(async () => {

@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { stringify } from 'yaml';
 import { repositoryRoot } from '../support/cli.ts';
@@ -9,6 +9,7 @@ import {
   startCluster,
   type Cluster,
 } from '../support/cluster/cluster.ts';
+import { importBerthImage } from '../support/cluster/berth-image.ts';
 import { startNodeS3Server, type NodeS3Server } from '../support/cluster/s3-server.ts';
 import { leftovers } from '../support/cluster/teardown.ts';
 import { randomLayerTar } from '../support/images.ts';
@@ -126,21 +127,7 @@ describeWithTools(
       cluster = await startCluster();
       work = join(cluster.root, 'test');
       await mkdir(work, { recursive: true });
-      await run('npm', ['run', '-s', 'image'], { cwd: repositoryRoot, timeoutMs: 600_000 });
-      const { version } = JSON.parse(
-        await readFile(join(repositoryRoot, 'package.json'), 'utf8'),
-      ) as { version: string };
-      await cluster.importImage(join(repositoryRoot, 'dist', 'image', `berth-${version}.oci.tar`));
-      await run('ctr', [
-        '--address',
-        join(cluster.root, 'containerd', 'containerd.sock'),
-        '--namespace',
-        'k8s.io',
-        'images',
-        'tag',
-        `docker.io/library/berth:${version}`,
-        berthImage,
-      ]);
+      await importBerthImage(cluster, berthImage);
       s3 = await startNodeS3Server(cluster);
     }, 900_000);
 

@@ -367,6 +367,9 @@ function renderDeployment(
                 httpGet: { path: '/readyz', port: 'registry', scheme: 'HTTPS' },
                 periodSeconds: 5,
               },
+              // Endpoints are removed while the pod terminates, but kube-proxy on every node
+              // applies that a moment later: the pause keeps serving until no node routes here.
+              lifecycle: { preStop: { sleep: { seconds: 5 } } },
               livenessProbe: {
                 httpGet: { path: '/healthz', port: 'registry', scheme: 'HTTPS' },
                 periodSeconds: 10,
