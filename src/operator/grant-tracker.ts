@@ -11,6 +11,9 @@ import type { Cache } from './cluster.ts';
 import { computeGrants, type GrantTable } from './grants.ts';
 import { nodePortConflicts, withoutNodeProxy } from './node-ports.ts';
 import { pullSecretHosts } from './render/endpoints.ts';
+import type { DeploymentObject } from './kube-objects.ts';
+import { effectivePullModes, type PullModes, type Running } from './pull-modes.ts';
+import { registryObjectNames } from './render/labels.ts';
 import { tokenAudience } from './render/token-access.ts';
 import { sameContent } from './same-content.ts';
 
@@ -34,6 +37,12 @@ export interface GrantView {
   readonly table: GrantTable;
   /** Registry key → the older Registry holding its node port. */
   readonly nodePortConflicts: ReadonlyMap<string, string>;
+  /**
+   * Registry key → what its pods may run while a change of `pullSecrets.mode` rolls out: pull
+   * Secrets and token access are written for the union of the old and new modes. Absent (or a
+   * key missing), the spec's mode says.
+   */
+  readonly pullModes?: ReadonlyMap<string, PullModes>;
   onChange(listener: (change: GrantChange) => void): void;
 }
 
@@ -47,28 +56,41 @@ export class GrantTracker implements GrantView {
   table: GrantTable = { secrets: new Map(), repositories: new Map() };
   /** Registry key → the older Registry holding its node port. */
   nodePortConflicts: ReadonlyMap<string, string> = new Map();
+  pullModes: ReadonlyMap<string, PullModes> = new Map();
   private readonly sources: {
     registries: Cache<RegistryObject>;
     repositories: Cache<KubeObject>;
     namespaces: Cache<KubeObject>;
+    deployments: Cache<DeploymentObject> | undefined;
   };
+  /** Registry key → the modes its pods may run since its last finished rollout. */
+  private running = new Map<string, Running>();
   private readonly logger: Logger;
   private readonly listeners: ((change: GrantChange) => void)[] = [];
   private scheduled: NodeJS.Immediate | undefined;
   /** Per Registry, what its pull Secrets depend on besides who is granted. */
   private secretSettings = new Map<string, string>();
 
-  /** Watches the three caches: any change of theirs schedules a recompute. */
+  /**
+   * Watches the caches: any change of theirs schedules a recompute. Without `deployments`, every
+   * Registry's pods are taken to run its spec's mode already.
+   */
   constructor(
     registries: Cache<RegistryObject>,
     repositories: Cache<KubeObject>,
     namespaces: Cache<KubeObject>,
     logger: Logger,
+    deployments?: Cache<DeploymentObject>,
   ) {
-    this.sources = { registries, repositories, namespaces };
+    this.sources = { registries, repositories, namespaces, deployments };
     this.logger = logger;
     for (const source of [registries, repositories, namespaces])
       source.onChange(() => this.schedule());
+    // A registry rollout finishing ends the union of old and new pull modes.
+    deployments?.onChange((_type, deployment) => {
+      if (deployment.metadata.labels?.['app.kubernetes.io/component'] === 'registry')
+        this.schedule();
+    });
   }
 
   onChange(listener: (change: GrantChange) => void): void {
@@ -130,10 +152,22 @@ export class GrantTracker implements GrantView {
         .filter((namespace) => !namespace.metadata.deletionTimestamp)
         .map((namespace) => [namespace.metadata.name, namespace.metadata.labels ?? {}]),
     );
+    const running = new Map<string, Running>();
+    const pullModes = new Map<string, PullModes>();
+    for (const [key, registry] of registries) {
+      const { namespace, name } = registry.metadata;
+      const deployment = this.sources.deployments?.get(
+        `${namespace}/${registryObjectNames(name).deployment}`,
+      );
+      const modes = effectivePullModes(registry, deployment, this.running.get(key));
+      running.set(key, modes.running);
+      pullModes.set(key, modes);
+    }
     const next = computeGrants({
       registries: [...registries.values()],
       repositories: documents,
       namespaces,
+      pullModes,
     });
 
     const changedNamespaces = new Set<string>();
@@ -161,7 +195,8 @@ export class GrantTracker implements GrantView {
       if (!sameContent(this.table.repositories.get(key), state)) changedRepositories.add(key);
     }
     // Which Registries exist, and which take ServiceAccount tokens for which audience.
-    const registryAccess = accessSignature(registries) !== accessSignature(this.registries);
+    const registryAccess =
+      accessSignature(registries, pullModes) !== accessSignature(this.registries, this.pullModes);
     const changedRegistries = new Set<string>();
     // Both sides: the Registry kept out and the one holding the port, whose status names it.
     for (const key of new Set([...conflicts.keys(), ...this.nodePortConflicts.keys()])) {
@@ -174,6 +209,8 @@ export class GrantTracker implements GrantView {
     this.nodePortConflicts = conflicts;
     this.table = next;
     this.secretSettings = settings;
+    this.pullModes = pullModes;
+    this.running = running;
     const change = {
       registries: changedRegistries,
       namespaces: changedNamespaces,
@@ -184,12 +221,24 @@ export class GrantTracker implements GrantView {
   }
 }
 
-function accessSignature(registries: ReadonlyMap<string, RegistryResource>): string {
+function accessSignature(
+  registries: ReadonlyMap<string, RegistryResource>,
+  pullModes: ReadonlyMap<string, PullModes>,
+): string {
   return JSON.stringify(
     [...registries]
-      .map(([key, registry]) => [key, tokenAudience(registry) ?? ''])
+      // Audiences are empty exactly when no pod takes tokens: they cover the review binding too.
+      .map(([key, registry]) => [
+        key,
+        (pullModes.get(key)?.audiences ?? specAudience(registry)).join(' '),
+      ])
       .sort(([a], [b]) => (a ?? '').localeCompare(b ?? '')),
   );
+}
+
+function specAudience(registry: RegistryResource): string[] {
+  const audience = tokenAudience(registry);
+  return audience ? [audience] : [];
 }
 
 function sameSet(a: ReadonlySet<string> | undefined, b: ReadonlySet<string> | undefined): boolean {

@@ -5,6 +5,7 @@ import type { RepositoryDocument } from '../policy/schema.ts';
 import { registryEndpoints } from './render/endpoints.ts';
 import { writesPullSecrets } from './render/token-access.ts';
 import { registryKey, type RegistryResource } from './api/registry-resource.ts';
+import type { PullModes } from './pull-modes.ts';
 import { namespaceCount, selectorNotes } from './selector-notes.ts';
 
 /** What the operator knows of one Repository after compiling every Registry's policy. */
@@ -49,6 +50,11 @@ export interface GrantInput {
   readonly repositories: readonly RepositoryDocument[];
   /** Namespaces that exist (not terminating), with their labels. */
   readonly namespaces: ReadonlyMap<string, Readonly<Record<string, string>>>;
+  /**
+   * Registry key → whether its pods may still take only Berth credentials, while a change of
+   * `pullSecrets.mode` rolls out (pull-modes.ts); absent, the spec's mode says.
+   */
+  readonly pullModes?: ReadonlyMap<string, Pick<PullModes, 'secrets'>>;
 }
 
 /**
@@ -86,7 +92,9 @@ export function computeGrants(input: GrantInput): GrantTable {
     for (const grant of policy.grants()) {
       const needsCredential = grant.visibility === 'Private' || !anonymousPull;
       // Mode CredentialProvider: pods log in with their own token, so no Secret is written.
-      const secretWanted = needsCredential && writesPullSecrets(registry);
+      // Secrets -> CredentialProvider: written until no pod takes only Berth credentials.
+      const secretWanted =
+        needsCredential && (input.pullModes?.get(key)?.secrets ?? writesPullSecrets(registry));
       // Public without anonymous pulls: every namespace may pull, so every one needs the secret.
       const pullers =
         grant.visibility === 'Public' ? input.namespaces.keys() : grant.pullNamespaces;

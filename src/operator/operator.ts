@@ -120,7 +120,7 @@ export async function startOperator(
     (path) => new Informer<KubeObject>(client, { path, labelSelector: managedSelector }, logger),
   );
 
-  const grants = new GrantTracker(registries, repositories, namespaces, logger);
+  const grants = new GrantTracker(registries, repositories, namespaces, logger, deployments);
   const signer = new CredentialSigner((registry) => {
     const keys = secrets.get(
       `${registry.metadata.namespace}/${registryObjectNames(registry.metadata.name).keys}`,

@@ -4,6 +4,7 @@ import type { Daemon } from '../support/processes.ts';
 import { waitFor } from '../support/processes.ts';
 import { describeWithTools } from '../support/tools.ts';
 
+const settleFor = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis));
 const secretName = 'berth-pull.berth-system.main';
 const audience = 'berth.dev/berth-system/main';
 
@@ -102,6 +103,28 @@ describeWithTools(controlPlaneToolNames, 'pull secret modes on a real API server
       ).rules ?? []
     ).flatMap((rule) => rule.resources ?? []);
 
+  /** The config hash the registry Deployment's pod template carries. */
+  const templateHash = async (): Promise<string> =>
+    (
+      await harness.getJson<{
+        spec: { template: { metadata: { annotations?: Record<string, string> } } };
+      }>(['get', 'deployment', 'berth-main', '-n', 'berth-system'])
+    ).spec.template.metadata.annotations?.['berth.dev/config-sha256'] ?? '';
+
+  /**
+   * Applies the Registry and waits until the operator has written the Deployment's new pod
+   * template: from then on, until the test marks the rollout done, old pods "run".
+   */
+  const switchMode = async (pullSecrets: Record<string, unknown>, log: () => string) => {
+    const before = await templateHash();
+    await applyRegistry(pullSecrets);
+    await waitFor(
+      async () => (await templateHash()) !== before,
+      30_000,
+      `a new registry pod template for ${JSON.stringify(pullSecrets)} ${log()}`,
+    );
+  };
+
   /** What the API server's authorizer answers a kubelet asking for a token of `wanted`. */
   const nodeMayRequest = async (wanted: string): Promise<boolean> => {
     const review = await harness.cluster.kubectl(['create', '-o', 'json', '-f', '-'], {
@@ -124,7 +147,7 @@ describeWithTools(controlPlaneToolNames, 'pull secret modes on a real API server
     return (JSON.parse(review.stdout) as { status: { allowed?: boolean } }).status.allowed === true;
   };
 
-  it('removes Secrets and entries in CredentialProvider mode, grants the token RBAC, and restores them in Both and Secrets', async () => {
+  it('removes Secrets and entries in CredentialProvider mode once its pods rolled out, grants the token RBAC, and restores them in Both and Secrets', async () => {
     const log = () => `(operator: ${operator?.output ?? ''})`;
     await harness.apply({
       apiVersion: 'berth.dev/v1alpha1',
@@ -144,8 +167,23 @@ describeWithTools(controlPlaneToolNames, 'pull secret modes on a real API server
     );
     expect(await registryConfig()).not.toContain('serviceAccountTokens');
     expect(await nodeAudiences()).toEqual([]);
+    expect(await tokenReviewers()).toEqual([]);
+    // No kubelet here: the test plays the Deployment controller, one pod running the template.
+    await harness.markRegistryPodsReady('berth-system', 'main');
 
-    await applyRegistry({ mode: 'CredentialProvider' });
+    // The pod of the Secrets template still takes only pull Secrets; the new pods take tokens.
+    await switchMode({ mode: 'CredentialProvider' }, log);
+    await waitFor(
+      async () => (await tokenReviewers()).includes('berth-system/berth-main'),
+      30_000,
+      `the token review for the new pods ${log()}`,
+    );
+    // Time for any revocation the switch would have started to land.
+    await settleFor(2000);
+    expect(await secretsExist()).toEqual([true, true]);
+    expect(await entries('team-b')).toContain(secretName);
+    // The rollout finishes: no pod takes only Secrets any more.
+    await harness.markRegistryPodsReady('berth-system', 'main');
     await waitFor(
       async () =>
         (await secretsExist()).every((exists) => !exists) &&
@@ -172,8 +210,6 @@ describeWithTools(controlPlaneToolNames, 'pull secret modes on a real API server
     // The authorizer's cache may lag the role by a moment.
     await waitFor(() => nodeMayRequest(audience), 30_000, 'nodes may request the audience');
     expect(await nodeMayRequest('https://other.example')).toBe(false);
-    // Ready needs a ready registry pod, which nothing runs here.
-    await harness.markRegistryPodsReady('berth-system', 'main');
     await waitFor(
       async () =>
         (await harness.condition('repository', 'web', 'team-a', 'Ready'))?.reason ===
@@ -182,14 +218,21 @@ describeWithTools(controlPlaneToolNames, 'pull secret modes on a real API server
       `the Repository reports ServiceAccountTokens ${log()}`,
     );
 
-    await applyRegistry({ mode: 'Both', audience: 'registry.example' });
+    await switchMode({ mode: 'Both', audience: 'registry.example' }, log);
+    // Old pods take the old audience until they are gone.
     await waitFor(
       async () =>
         (await secretsExist()).every(Boolean) &&
         (await entries('team-b')).includes(secretName) &&
-        (await nodeAudiences()).join() === 'registry.example',
+        (await nodeAudiences()).join() === `${audience},registry.example`,
       60_000,
-      `pull Secrets and the audience role in mode Both ${log()}`,
+      `pull Secrets and both audiences while mode Both rolls out ${log()}`,
+    );
+    await harness.markRegistryPodsReady('berth-system', 'main');
+    await waitFor(
+      async () => (await nodeAudiences()).join() === 'registry.example',
+      30_000,
+      `only the new audience once mode Both rolled out ${log()}`,
     );
     expect((await entries('team-b')).sort()).toEqual([secretName, 'theirs'].sort());
     expect(await tokenReviewers()).toEqual(['berth-system/berth-main']);
@@ -199,18 +242,23 @@ describeWithTools(controlPlaneToolNames, 'pull secret modes on a real API server
       `the registry takes the new audience ${log()}`,
     );
 
-    await applyRegistry({ mode: 'Secrets' });
+    await switchMode({ mode: 'Secrets' }, log);
+    // The operator has seen the switch (the config) while the old pods still take tokens.
+    await waitFor(
+      async () => !(await registryConfig()).includes('serviceAccountTokens'),
+      30_000,
+      `the registry configured without tokens ${log()}`,
+    );
+    await settleFor(2000);
+    expect(await tokenReviewers()).toEqual(['berth-system/berth-main']);
+    expect(await nodeAudiences()).toEqual(['registry.example']);
+    await harness.markRegistryPodsReady('berth-system', 'main');
     await waitFor(
       async () => (await nodeAudiences()).length === 0 && (await tokenReviewers()).length === 0,
       30_000,
       `no token RBAC in mode Secrets ${log()}`,
     );
     expect(await secretsExist()).toEqual([true, true]);
-    await waitFor(
-      async () => !(await registryConfig()).includes('serviceAccountTokens'),
-      30_000,
-      `the registry takes no tokens in mode Secrets ${log()}`,
-    );
   });
 
   it('refuses an audience it would not use, and the API server audience', async () => {

@@ -4,10 +4,13 @@ import { watch, type Controller, type KeyOf } from '../controller.ts';
 import type { GrantView } from '../grant-tracker.ts';
 import { fieldManager } from '../render/labels.ts';
 import { registryAccessBinding, renderRegistryAccessBinding } from '../render/registry-access.ts';
+import { registryKey, type RegistryResource } from '../api/registry-resource.ts';
 import {
+  acceptsServiceAccountTokens,
   nodeAudienceRole,
   renderNodeAudienceRole,
   renderTokenReviewBinding,
+  tokenAudience,
   tokenReviewBinding,
 } from '../render/token-access.ts';
 
@@ -45,14 +48,26 @@ export class RegistryAccessController implements Controller<'RegistryAccess'> {
       fieldManager,
     );
     const registries = [...this.grants.registries.values()];
+    // While a change of mode rolls out, old and new pods alike: CredentialProvider -> Secrets
+    // keeps the review for the pods that still take tokens until none runs.
+    const modes = this.grants.pullModes;
+    const modeOf = (registry: RegistryResource) => modes?.get(registryKey(registry));
     await this.api.apply(
       `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${tokenReviewBinding}`,
-      renderTokenReviewBinding(registries),
+      renderTokenReviewBinding(registries, (registry) => {
+        const mode = modeOf(registry);
+        return mode ? mode.tokens : acceptsServiceAccountTokens(registry);
+      }),
       fieldManager,
     );
     await this.api.apply(
       `/apis/rbac.authorization.k8s.io/v1/clusterroles/${nodeAudienceRole}`,
-      renderNodeAudienceRole(registries),
+      renderNodeAudienceRole(registries, (registry) => {
+        const mode = modeOf(registry);
+        if (mode) return mode.audiences;
+        const audience = tokenAudience(registry);
+        return audience ? [audience] : [];
+      }),
       fieldManager,
     );
     return {};

@@ -34,6 +34,11 @@ export function tokenAudience(registry: RegistryResource): string | undefined {
   return registry.spec.pullSecrets.audience ?? `berth.dev/${namespace}/${name}`;
 }
 
+function specAudiences(registry: RegistryResource): readonly string[] {
+  const audience = tokenAudience(registry);
+  return audience ? [audience] : [];
+}
+
 const labels = {
   'app.kubernetes.io/name': 'berth',
   'app.kubernetes.io/component': 'registry',
@@ -43,11 +48,15 @@ const labels = {
 /**
  * The ClusterRoleBinding that lets the pods of every Registry taking ServiceAccount tokens put
  * them to a TokenReview (create tokenreviews, nothing else); sorted, so it renders the same for
- * the same Registries. Pure.
+ * the same Registries. `accepts` says which take them: by default their spec, the operator's
+ * answer also while a change of mode rolls out. Pure.
  */
-export function renderTokenReviewBinding(registries: readonly RegistryResource[]): KubeObject {
+export function renderTokenReviewBinding(
+  registries: readonly RegistryResource[],
+  accepts: (registry: RegistryResource) => boolean = acceptsServiceAccountTokens,
+): KubeObject {
   const subjects = registries
-    .filter(acceptsServiceAccountTokens)
+    .filter((registry) => accepts(registry))
     .map((registry) => ({
       kind: 'ServiceAccount',
       name: registryObjectNames(registry.metadata.name).serviceAccount,
@@ -68,10 +77,12 @@ export function renderTokenReviewBinding(registries: readonly RegistryResource[]
  * the audience of every Registry taking them (KEP-4412: the audience is the resource, in the
  * core group), and for no other audience. No rule at all when no Registry takes them. Pure.
  */
-export function renderNodeAudienceRole(registries: readonly RegistryResource[]): KubeObject {
-  const audiences = [
-    ...new Set(registries.map(tokenAudience).filter((audience): audience is string => !!audience)),
-  ].sort();
+export function renderNodeAudienceRole(
+  registries: readonly RegistryResource[],
+  /** The audiences a Registry's pods take: by default its spec's. */
+  audiencesOf: (registry: RegistryResource) => readonly string[] = specAudiences,
+): KubeObject {
+  const audiences = [...new Set(registries.flatMap((registry) => audiencesOf(registry)))].sort();
   return {
     apiVersion: 'rbac.authorization.k8s.io/v1',
     kind: 'ClusterRole',
