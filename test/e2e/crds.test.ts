@@ -1,7 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify } from 'yaml';
-import { registrySpecSchema, replicasNeedS3 } from '../../src/operator/api/registry.ts';
+import {
+  minFreeNeedsFilesystem,
+  registrySpecSchema,
+  replicasNeedS3,
+} from '../../src/operator/api/registry.ts';
 import { renderPullSecret } from '../../src/operator/render/pull-secret.ts';
 import { renderRegistry } from '../../src/operator/render/registry.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../src/tls/certificates.ts';
@@ -73,6 +77,22 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
       nodeAccess: { mode: 'NodeProxy', port: 5000 },
       pullSecrets: { mode: 'Secrets' },
     });
+    // No online collection and no registry-wide limit unless the Registry asks for them.
+    expect(minimal.spec).not.toHaveProperty('gc');
+    expect(minimal.spec).not.toHaveProperty('limits');
+    const collecting = JSON.parse(
+      (
+        await cluster.kubectl(['apply', '--dry-run=server', '-o', 'json', '-f', '-'], {
+          input: stringify({
+            apiVersion: 'berth.dev/v1alpha1',
+            kind: 'Registry',
+            metadata: { name: 'collecting', namespace: 'berth-system' },
+            spec: { gc: {} },
+          }),
+        })
+      ).stdout,
+    ) as { spec: Record<string, unknown> };
+    expect(collecting.spec.gc).toEqual({ interval: '1h', gracePeriod: '1h', untagged: 'keep' });
     const repository = JSON.parse(
       (await cluster.kubectl(['get', 'repository', 'web', '-n', 'team-a', '-o', 'json'])).stdout,
     ) as {
@@ -137,6 +157,11 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
     );
     const port = (await cluster.kubectl(['explain', 'registry.spec.nodeAccess.port'])).stdout;
     expect(port.replace(/\s+/g, ' ')).toContain('5000 by default');
+    const gc = (await cluster.kubectl(['explain', 'registry.spec.gc'])).stdout;
+    expect(gc.replace(/\s+/g, ' ')).toContain('Left out, the registry never collects by itself.');
+    const minFree = (await cluster.kubectl(['explain', 'registry.spec.limits.storage.minFree']))
+      .stdout;
+    expect(minFree.replace(/\s+/g, ' ')).toContain('a bucket has no free space to measure');
   });
 
   it.each([
@@ -244,6 +269,50 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
       { pullSecrets: { mode: 'CredentialProvider', serviceAccounts: 'Default' } },
       'mode CredentialProvider writes none: remove it',
     ],
+    [
+      'a gc interval that is not a duration',
+      { gc: { interval: 'hourly' } },
+      'gc.interval "hourly" is not a duration; write e.g. 30s, 5m or 24h',
+    ],
+    [
+      'a gc interval of zero',
+      { gc: { interval: '0s' } },
+      'gc.interval 0s is too short: write at least 1ms',
+    ],
+    [
+      'a grace period shorter than a second',
+      { gc: { gracePeriod: '500ms' } },
+      'gc.gracePeriod 500ms is too short: write at least 1s',
+    ],
+    [
+      'a gc window that is not HH:MM-HH:MM',
+      { gc: { window: '1:00-25:00' } },
+      'gc.window "1:00-25:00" is not HH:MM-HH:MM (UTC)',
+    ],
+    ['an unknown untagged mode', { gc: { untagged: 'all' } }, 'Unsupported value: "all"'],
+    [
+      'a gc field Berth does not act on',
+      { gc: { schedule: '@daily' } },
+      'unknown field "spec.gc.schedule"',
+    ],
+    [
+      'a storage limit that is not a size',
+      { limits: { storage: { size: 'lots' } } },
+      'limits.storage.size "lots" is not a size',
+    ],
+    [
+      'a storage limit of nothing',
+      { limits: { storage: { size: '0' } } },
+      'limits.storage.size must be more than 0',
+    ],
+    [
+      'a free-space floor on a bucket',
+      {
+        storage: { s3: { bucket: 'images', credentialsSecret: 's3' } },
+        limits: { storage: { minFree: '1Gi' } },
+      },
+      minFreeNeedsFilesystem,
+    ],
   ])('refuses %s at apply time, saying what is wrong', async (_label, spec, message) => {
     const result = await cluster.kubectl(['apply', '-f', '-'], {
       input: registry(spec),
@@ -259,6 +328,20 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
     ['lifetimes in other units', { auth: { tokenTTL: '0.5m', credentialLifetime: '1h30m' } }],
     ['an externalURL with a port', { externalURL: 'https://registry.example.com:8443/' }],
     ['a stopped registry', { replicas: 0 }],
+    [
+      'gc and storage limits on a volume',
+      {
+        gc: { interval: '30m', window: '22:00-04:00', gracePeriod: '1s', untagged: 'delete' },
+        limits: { storage: { size: '100Gi', minFree: '1Gi' } },
+      },
+    ],
+    [
+      'a storage size limit on a bucket',
+      {
+        storage: { s3: { bucket: 'images', credentialsSecret: 's3' } },
+        limits: { storage: { size: '1Ti' } },
+      },
+    ],
     [
       'three replicas on S3',
       {

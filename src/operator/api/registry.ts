@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { labelSelectorSchema } from '../../policy/schema.ts';
+import { gcConfigSchema, storageLimitsSchema } from '../../config/registry.ts';
 import {
   boundedDuration,
   celRules,
@@ -8,6 +9,7 @@ import {
   isDuration,
   observedGenerationSchema,
   sizeField,
+  type CelRule,
 } from './common.ts';
 
 const filesystemStorageSchema = z
@@ -103,6 +105,128 @@ const s3StorageSchema = z
       ),
   })
   .strict();
+
+/**
+ * A duration of at least `min`, refused at apply time (CEL) when it is not one or shorter, and
+ * by zod through `accepts`, the registry config's own field, so that whatever the API server
+ * admits the registry reads the same way.
+ */
+function durationFrom(field: string, min: string, why: string, accepts: z.ZodType) {
+  return z
+    .string()
+    .max(32)
+    .refine((text) => accepts.safeParse(text).success, `is not a duration of at least ${min}`)
+    .meta(
+      celRules(
+        {
+          rule: isDuration('self'),
+          message: `${field} is not a duration; write e.g. 30s, 5m or 24h`,
+          messageExpression: `${celString(`${field} "`)} + self + ${celString('" is not a duration; write e.g. 30s, 5m or 24h')}`,
+        },
+        {
+          rule: `!${isDuration('self')} || duration(self) >= duration(${celString(min)})`,
+          message: `${field} must be at least ${min}: ${why}`,
+          messageExpression: `${celString(`${field} `)} + self + ${celString(` is too short: write at least ${min}; ${why}`)}`,
+        },
+      ),
+    );
+}
+
+/** HH:MM-HH:MM in UTC, as the registry config's gc.window reads it. */
+const gcWindowPattern = '^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$';
+
+const gcSchema = z
+  .object({
+    interval: durationFrom(
+      'gc.interval',
+      '1ms',
+      'the registry waits this long between collections',
+      gcConfigSchema.shape.interval,
+    )
+      .default('1h')
+      .describe(
+        'Time from the end of one collection to the start of the next, 1h by default. Only one registry pod collects at a time.',
+      ),
+    window: z
+      .string()
+      .max(11)
+      .refine(
+        (text) => gcConfigSchema.shape.window.safeParse(text).success,
+        'must be HH:MM-HH:MM (UTC)',
+      )
+      .meta(
+        celRules({
+          rule: `self.matches(${celString(gcWindowPattern)})`,
+          message: 'gc.window is a daily window in UTC, HH:MM-HH:MM, e.g. 01:00-05:00',
+          messageExpression: `${celString('gc.window "')} + self + ${celString('" is not HH:MM-HH:MM (UTC); write e.g. 01:00-05:00, which may run over midnight as 22:00-04:00')}`,
+        }),
+      )
+      .optional()
+      .describe(
+        'Collect only inside this daily window, HH:MM-HH:MM in UTC (22:00-04:00 runs over midnight); at any time when unset.',
+      ),
+    gracePeriod: durationFrom(
+      'gc.gracePeriod',
+      '1s',
+      'content is kept at least this long after it was written, so that a push in progress never loses a blob it uploaded',
+      gcConfigSchema.shape.gracePeriod,
+    )
+      .default('1h')
+      .describe(
+        'Content written, linked or mounted more recently than this is never removed, 1h by default; at least 1s.',
+      ),
+    untagged: z
+      .enum(gcConfigSchema.shape.untagged.unwrap().options)
+      .default('keep')
+      .describe(
+        'keep (the default) or delete the manifests no tag reaches and no kept index or subject (signature, SBOM) needs.',
+      ),
+  })
+  .strict();
+
+const storageLimitsRule: CelRule = {
+  rule: "!isQuantity(self) || quantity(self).compareTo(quantity('1')) >= 0",
+  message: 'a storage limit must be at least 1 byte, e.g. 100Gi',
+};
+
+const limitsSchema = z
+  .object({
+    storage: z
+      .object({
+        size: sizeField('limits.storage.size', {
+          ...storageLimitsRule,
+          message: 'limits.storage.size must be more than 0, e.g. 100Gi',
+        })
+          .refine(
+            (text) => storageLimitsSchema.shape.size.safeParse(text).success,
+            'must be more than 0',
+          )
+          .optional()
+          .describe(
+            'Most bytes of blobs (layers, configs and manifests) the registry stores, on either storage; pushes past it are refused with STORAGE_FULL (507), pulls go on. Unlimited when unset.',
+          ),
+        minFree: sizeField('limits.storage.minFree', {
+          ...storageLimitsRule,
+          message: 'limits.storage.minFree must be more than 0, e.g. 1Gi',
+        })
+          .refine(
+            (text) => storageLimitsSchema.shape.minFree.safeParse(text).success,
+            'must be more than 0',
+          )
+          .optional()
+          .describe(
+            'storage.filesystem only: pushes are refused with STORAGE_FULL (507) while the volume has less free space than this. Not with storage.s3: a bucket has no free space to measure.',
+          ),
+      })
+      .strict()
+      .optional()
+      .describe('Registry-wide limits that stop pushes (never pulls) before storage fills.'),
+  })
+  .strict();
+
+/** Why limits.storage.minFree cannot be set with a bucket, in the words the API server answers. */
+export const minFreeNeedsFilesystem =
+  'limits.storage.minFree applies to storage.filesystem only: a bucket has no free space to measure; use limits.storage.size';
 
 /** Why more than one pod cannot share a filesystem volume, in the words the API server answers. */
 export const replicasNeedS3 =
@@ -322,13 +446,27 @@ export const registrySpecSchema = z
         }),
       )
       .describe('Token and credential settings.'),
+    gc: gcSchema
+      .optional()
+      .describe(
+        'Online garbage collection: unreferenced blobs and manifests, and what Repository retention rules select, are removed on a schedule. Left out, the registry never collects by itself.',
+      ),
+    limits: limitsSchema
+      .optional()
+      .describe('Registry-wide limits. Left out, pushes are limited only by Repository quotas.'),
   })
   .strict()
   .meta(
-    celRules({
-      rule: '!has(self.replicas) || self.replicas <= 1 || (has(self.storage) && has(self.storage.s3))',
-      message: replicasNeedS3,
-    }),
+    celRules(
+      {
+        rule: '!has(self.replicas) || self.replicas <= 1 || (has(self.storage) && has(self.storage.s3))',
+        message: replicasNeedS3,
+      },
+      {
+        rule: '!has(self.limits) || !has(self.limits.storage) || !has(self.limits.storage.minFree) || !has(self.storage) || !has(self.storage.s3)',
+        message: minFreeNeedsFilesystem,
+      },
+    ),
   );
 
 export const registryStatusSchema = z

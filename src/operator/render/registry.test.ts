@@ -286,3 +286,107 @@ describe('renderRegistry on S3', () => {
     expect(keys?.metadata.ownerReferences).toBeUndefined();
   });
 });
+
+describe('renderRegistry with garbage collection and storage limits', () => {
+  const renderedConfig = (objects: ReturnType<typeof renderRegistry>) => {
+    const [configMap] = byKind(objects, 'ConfigMap');
+    const text = (configMap?.data as Record<string, string>)['registry.yaml'] as string;
+    return { text, config: parseRegistryConfig(parse(text), 'rendered registry.yaml') };
+  };
+  const configSha = (objects: ReturnType<typeof renderRegistry>) =>
+    (
+      byKind(objects, 'Deployment')[0]?.spec as {
+        template: { metadata: { annotations: Record<string, string> } };
+      }
+    ).template.metadata.annotations['berth.dev/config-sha256'];
+
+  it('leaves both out of the config when the Registry sets neither', () => {
+    const { text, config } = renderedConfig(renderRegistry(registry(), secrets, options));
+    expect(config.gc).toBeUndefined();
+    expect(config.limits.storage).toBeUndefined();
+    expect(parse(text)).not.toHaveProperty('gc');
+    expect(parse(text)).not.toHaveProperty('limits');
+  });
+
+  it('renders gc with its defaults, and every field the Registry sets', () => {
+    const defaults = renderedConfig(renderRegistry(registry({ gc: {} }), secrets, options));
+    expect(defaults.config.gc).toEqual({
+      interval: 3_600_000,
+      gracePeriod: 3_600_000,
+      untagged: 'keep',
+    });
+    const set = renderedConfig(
+      renderRegistry(
+        registry({
+          gc: { interval: '30m', window: '22:00-04:00', gracePeriod: '2h', untagged: 'delete' },
+        }),
+        secrets,
+        options,
+      ),
+    );
+    expect(set.config.gc).toEqual({
+      interval: 1_800_000,
+      window: '22:00-04:00',
+      gracePeriod: 7_200_000,
+      untagged: 'delete',
+    });
+  });
+
+  it('renders limits.storage on a volume, and size alone on a bucket', () => {
+    const volume = renderedConfig(
+      renderRegistry(
+        registry({ limits: { storage: { size: '100Gi', minFree: '1Gi' } } }),
+        secrets,
+        options,
+      ),
+    );
+    expect(volume.config.limits.storage).toEqual({ size: 100 * 1024 ** 3, minFree: 1024 ** 3 });
+    const bucket = renderedConfig(
+      renderRegistry(
+        registry({
+          storage: { s3: { bucket: 'images', credentialsSecret: 'images-s3' } },
+          limits: { storage: { size: '1Ti' } },
+        }),
+        secrets,
+        options,
+      ),
+    );
+    expect(bucket.config.limits.storage).toEqual({ size: 1024 ** 4 });
+    // An empty limits section renders nothing, as if it were left out.
+    const empty = renderedConfig(
+      renderRegistry(registry({ limits: { storage: {} } }), secrets, options),
+    );
+    expect(parse(empty.text)).not.toHaveProperty('limits');
+  });
+
+  it('rolls the pods when gc or a limit changes', () => {
+    const shas = [
+      registry(),
+      registry({ gc: {} }),
+      registry({ gc: { untagged: 'delete' } }),
+      registry({ limits: { storage: { size: '10Gi' } } }),
+    ].map((resource) => configSha(renderRegistry(resource, secrets, options)));
+    expect(shas.every((sha) => typeof sha === 'string')).toBe(true);
+    expect(new Set(shas).size).toBe(shas.length);
+  });
+
+  it('refuses in zod what the registry config would refuse', () => {
+    for (const spec of [
+      { gc: { interval: '0s' } },
+      { gc: { interval: 'hourly' } },
+      { gc: { gracePeriod: '500ms' } },
+      { gc: { window: '25:00-04:00' } },
+      { gc: { window: '1:00-4:00' } },
+      { gc: { untagged: 'all' } },
+      { gc: { schedule: '@daily' } },
+      { limits: { storage: { size: '0' } } },
+      { limits: { storage: { minFree: 'lots' } } },
+      { limits: { maxConnections: 10 } },
+    ]) {
+      expect({ spec, success: registrySpecSchema.safeParse(spec).success }).toEqual({
+        spec,
+        success: false,
+      });
+    }
+  });
+});

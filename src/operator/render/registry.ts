@@ -96,11 +96,44 @@ export function renderRegistryConfig(registry: RegistryResource): string {
       // Pods' own tokens as logins, checked with the pod's in-cluster account.
       ...(audience ? { serviceAccountTokens: { audience } } : {}),
     },
+    ...renderCollection(registry),
   } satisfies z.input<typeof registryConfigSchema>;
   return stringify(config);
 }
 
 type StorageConfig = z.input<typeof registryConfigSchema>['storage'];
+type RegistryConfigInput = z.input<typeof registryConfigSchema>;
+
+/**
+ * Online garbage collection and the registry-wide storage limits, each only when the Registry
+ * sets it: an absent gc means the registry never collects by itself, absent limits none.
+ */
+function renderCollection(registry: RegistryResource) {
+  const { gc, limits } = registry.spec;
+  const storage = limits?.storage;
+  return {
+    ...(gc
+      ? {
+          gc: {
+            interval: gc.interval,
+            ...(gc.window !== undefined ? { window: gc.window } : {}),
+            gracePeriod: gc.gracePeriod,
+            untagged: gc.untagged,
+          },
+        }
+      : {}),
+    ...(storage && (storage.size !== undefined || storage.minFree !== undefined)
+      ? {
+          limits: {
+            storage: {
+              ...(storage.size !== undefined ? { size: storage.size } : {}),
+              ...(storage.minFree !== undefined ? { minFree: storage.minFree } : {}),
+            },
+          },
+        }
+      : {}),
+  } satisfies Pick<RegistryConfigInput, 'gc' | 'limits'>;
+}
 
 /**
  * Where the registry keeps images: the mounted volume, or the bucket. The S3 credentials are not
