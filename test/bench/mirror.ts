@@ -19,18 +19,20 @@ import { pullThrough, type ProtocolPull } from '../support/node-proxy.ts';
 import { temporaryDirectory } from '../support/processes.ts';
 import { startBerth } from '../support/registries.ts';
 import { pushPlatformImage, startUpstreamRegistry } from '../support/upstream-registry.ts';
-import { machineLine, median, orderOfRound, roundsFromEnvironment } from './rounds.ts';
+import {
+  machineLine,
+  orderOfRound,
+  pullTable,
+  roundsFromEnvironment,
+  type PullSeries,
+} from './rounds.ts';
 
 const layerMB = Number(process.env.BENCH_LAYER_MB ?? 256);
 const rounds = roundsFromEnvironment(5);
 const built = process.env.BENCH_SOURCE !== '1';
 const prefix = 'upstream.bench';
 
-interface Series {
-  direct: number[];
-  cold: number[];
-  warm: number[];
-}
+type Series = PullSeries;
 
 /** MB/s of one pull; a pull that failed or got wrong bytes ends the bench. */
 async function timed(pull: () => Promise<ProtocolPull>): Promise<number> {
@@ -84,25 +86,6 @@ async function measure(): Promise<Series> {
   }
 }
 
-/** Each round's MB/s and its ratio to that round's direct pull, with the medians. */
-function table(series: Series): string {
-  const row = (name: string, values: number[]) => {
-    const ratios = values.map((value, index) => value / (series.direct[index] as number));
-    const cells = values.map(
-      (value, index) => `${value.toFixed(0)} (${((ratios[index] as number) * 100).toFixed(0)}%)`,
-    );
-    return `| ${name} | ${cells.join(', ')} | ${median(values).toFixed(0)} | ${(median(ratios) * 100).toFixed(0)}% |`;
-  };
-  return [
-    "| pull | MB/s per round (vs that round's direct) | median MB/s | median vs direct |",
-    '| --- | --- | --- | --- |',
-    row('direct from the upstream (docker-registry)', series.direct),
-    row('through the Berth mirror, cold (streamed from upstream while stored)', series.cold),
-    row('through the Berth mirror, warm (from Berth storage)', series.warm),
-    '',
-  ].join('\n');
-}
-
 const machine = await machineLine();
 const series = await measure();
 process.stdout.write(
@@ -110,6 +93,10 @@ process.stdout.write(
     '',
     `${layerMB} MiB layer, ${rounds} rounds, Berth from ${built ? 'dist/' : 'src/'}, ${machine}.`,
     '',
-    table(series),
+    pullTable('pull', series, {
+      direct: 'direct from the upstream (docker-registry)',
+      cold: 'through the Berth mirror, cold (streamed from upstream while stored)',
+      warm: 'through the Berth mirror, warm (from Berth storage)',
+    }),
   ].join('\n'),
 );

@@ -27,16 +27,12 @@ import {
 } from '../support/node-proxy.ts';
 import { run, temporaryDirectory } from '../support/processes.ts';
 import { findTool } from '../support/tools.ts';
-import { machineLine, median, roundsFromEnvironment } from './rounds.ts';
+import { machineLine, pullTable, roundsFromEnvironment, type PullSeries } from './rounds.ts';
 
 const layerMB = Number(process.env.BENCH_LAYER_MB ?? 512);
 const rounds = roundsFromEnvironment(5);
 
-interface Series {
-  direct: number[];
-  cold: number[];
-  warm: number[];
-}
+type Series = PullSeries;
 
 async function measure(layout: 'shared' | 'split'): Promise<{ protocol: Series; cri: Series }> {
   const work = await temporaryDirectory('bench-node-proxy');
@@ -156,24 +152,12 @@ async function criPull(
   }
 }
 
-/** Each round's MB/s and its ratio to that round's direct pull, with the medians. */
-function table(title: string, series: Series): string {
-  const row = (name: string, values: number[]) => {
-    const ratios = values.map((value, index) => value / (series.direct[index] as number));
-    const rounds = values.map(
-      (value, index) => `${value.toFixed(0)} (${((ratios[index] as number) * 100).toFixed(0)}%)`,
-    );
-    return `| ${name} | ${rounds.join(', ')} | ${median(values).toFixed(0)} | ${(median(ratios) * 100).toFixed(0)}% |`;
-  };
-  return [
-    `| ${title} | MB/s per round (vs that round's direct) | median MB/s | median vs direct |`,
-    '| --- | --- | --- | --- |',
-    row('direct from the registry (HTTPS)', series.direct),
-    row('through the node proxy, cache cold', series.cold),
-    row('through the node proxy, cache warm', series.warm),
-    '',
-  ].join('\n');
-}
+const proxyRows = {
+  direct: 'direct from the registry (HTTPS)',
+  cold: 'through the node proxy, cache cold',
+  warm: 'through the node proxy, cache warm',
+};
+const table = (title: string, series: Series): string => pullTable(title, series, proxyRows);
 
 const machine = await machineLine();
 const results = { shared: await measure('shared'), split: await measure('split') };

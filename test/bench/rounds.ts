@@ -48,3 +48,36 @@ export async function machineLine(): Promise<string> {
 export function orderOfRound<T>(round: number, sides: readonly [T, T]): [T, T] {
   return round % 2 === 0 ? [sides[0], sides[1]] : [sides[1], sides[0]];
 }
+
+/** A pull measured directly and two other ways, cold and warm, round by round (MB/s). */
+export interface PullSeries {
+  direct: number[];
+  cold: number[];
+  warm: number[];
+}
+
+/**
+ * A Markdown table of each round's MB/s with its ratio to that round's direct figure, and the
+ * medians; `names` labels the direct, cold and warm rows.
+ */
+export function pullTable(
+  title: string,
+  series: PullSeries,
+  names: { direct: string; cold: string; warm: string },
+): string {
+  const row = (name: string, values: number[]) => {
+    const ratios = values.map((value, index) => value / (series.direct[index] as number));
+    const cells = values.map(
+      (value, index) => `${value.toFixed(0)} (${((ratios[index] as number) * 100).toFixed(0)}%)`,
+    );
+    return `| ${name} | ${cells.join(', ')} | ${median(values).toFixed(0)} | ${(median(ratios) * 100).toFixed(0)}% |`;
+  };
+  return [
+    `| ${title} | MB/s per round (vs that round's direct) | median MB/s | median vs direct |`,
+    '| --- | --- | --- | --- |',
+    row(names.direct, series.direct),
+    row(names.cold, series.cold),
+    row(names.warm, series.warm),
+    '',
+  ].join('\n');
+}

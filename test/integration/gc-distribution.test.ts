@@ -1,10 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { cp, mkdir, writeFile } from 'node:fs/promises';
+import { cp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FilesystemDriver } from '../../src/registry/storage/filesystem/driver.ts';
-import { berthGc, deleteTag, pushLooseBlob, storedBlobs, writeGcConfig } from '../support/gc.ts';
-import { randomLayerTar } from '../support/images.ts';
+import {
+  berthGc,
+  deleteTag,
+  gcContent,
+  pushLooseBlob,
+  storedBlobs,
+  writeGcConfig,
+} from '../support/gc.ts';
 import { run, temporaryDirectory } from '../support/processes.ts';
 import { startBerth } from '../support/registries.ts';
 import { describeWithTools, findTool } from '../support/tools.ts';
@@ -40,44 +46,18 @@ describeWithTools(
       const berthData = join(work.path, 'berth');
       const registry = await startBerth(berthData, { extraArgs: ['--log-level', 'warn'] });
       const host = registry.host;
-      const crane = (...args: string[]) => run(tools.crane as string, [...args, '--insecure']);
+      const content = gcContent(
+        { crane: tools.crane as string, oras: tools.oras as string },
+        work.path,
+      );
+      const { crane, push } = content;
       const manifestOf = async (reference: string): Promise<ManifestJson> =>
         JSON.parse((await crane('manifest', reference)).stdout) as ManifestJson;
-      const push = async (reference: string): Promise<string> => {
-        const layer = await randomLayerTar(
-          work.path,
-          `l${randomBytes(6).toString('hex')}`,
-          32 * 1024,
-        );
-        await crane('append', '-f', layer, '-t', reference);
-        return (await crane('digest', reference)).stdout.trim();
-      };
       const contentOf = (digest: string, manifest: ManifestJson): string[] => [
         digest,
         ...(manifest.config ? [manifest.config.digest] : []),
         ...(manifest.layers ?? []).map((layer) => layer.digest),
       ];
-      const attach = async (subject: string): Promise<string> => {
-        const directory = join(work.path, `sbom-${randomBytes(4).toString('hex')}`);
-        await mkdir(directory);
-        await writeFile(join(directory, 'sbom.json'), randomBytes(16).toString('hex'));
-        const attached = await run(
-          tools.oras as string,
-          [
-            'attach',
-            '--plain-http',
-            '--artifact-type',
-            'application/vnd.berth.test.sbom',
-            subject,
-            'sbom.json:application/json',
-            '--format',
-            'go-template={{.digest}}',
-          ],
-          { cwd: directory },
-        );
-        return attached.stdout.trim();
-      };
-
       let childContent: string[];
       let referrerContent: string[];
       let wrongDeletions: string[];
@@ -86,25 +66,12 @@ describeWithTools(
         // and a blob no manifest names.
         await push(`${host}/team/app:v1`);
         const old = await push(`${host}/team/app:old`);
-        const oldReferrer = await attach(`${host}/team/app@${old}`);
+        const oldReferrer = await content.attachSbom(`${host}/team/app@${old}`);
         await deleteTag(registry.url, 'team/app', 'old');
         await pushLooseBlob(registry.url, 'team/app', randomBytes(3000));
         // Kept by Berth only: the children of a tagged index, and a referrer of a tagged image.
-        const amd = await push(`${host}/team/multi:amd`);
-        const arm = await push(`${host}/team/multi:arm`);
-        await crane(
-          'index',
-          'append',
-          '-m',
-          `${host}/team/multi@${amd}`,
-          '-m',
-          `${host}/team/multi@${arm}`,
-          '-t',
-          `${host}/team/multi:both`,
-        );
-        await deleteTag(registry.url, 'team/multi', 'amd');
-        await deleteTag(registry.url, 'team/multi', 'arm');
-        const referrer = await attach(`${host}/team/app:v1`);
+        const [amd, arm] = await content.pushIndexOfUntaggedChildren(registry, 'team/multi');
+        const referrer = await content.attachSbom(`${host}/team/app:v1`);
         childContent = [
           ...contentOf(amd, await manifestOf(`${host}/team/multi@${amd}`)),
           ...contentOf(arm, await manifestOf(`${host}/team/multi@${arm}`)),

@@ -6,6 +6,8 @@ import {
   berthGc,
   gcStorages,
   type GcStorage,
+  gcContent,
+  type GcContent,
   deleteTag,
   metricValue,
   pushLooseBlob,
@@ -13,7 +15,6 @@ import {
   storedBlobs,
   writeGcConfig,
 } from '../support/gc.ts';
-import { randomLayerTar } from '../support/images.ts';
 import { run, temporaryDirectory } from '../support/processes.ts';
 import { startBerth, type RegistryProcess } from '../support/registries.ts';
 import { s3Tool, startS3Server, type S3Server } from '../support/s3.ts';
@@ -51,11 +52,10 @@ describeWithTools(['crane', 'oras', s3Tool], 'garbage collection', (tools) => {
     );
     return result.stdout;
   };
-  const push = async (reference: string, bytes = 48 * 1024): Promise<string> => {
-    const layer = await randomLayerTar(work.path, `l${randomBytes(6).toString('hex')}`, bytes);
-    await crane('append', '-f', layer, '-t', reference);
-    return (await crane('digest', reference)).stdout.trim();
-  };
+  const content = (): GcContent =>
+    gcContent({ crane: tools.crane as string, oras: tools.oras as string }, work.path);
+  const push = (reference: string, bytes = 48 * 1024): Promise<string> =>
+    content().push(reference, bytes);
 
   for (const [name, makeSetup] of Object.entries(drivers)) {
     it(`removes exactly the unreferenced set on ${name}, as its dry run predicted`, async () => {
@@ -70,33 +70,9 @@ describeWithTools(['crane', 'oras', s3Tool], 'garbage collection', (tools) => {
           (await crane('manifest', `${host}/team/app@${dropped}`)).stdout,
         ) as { config: { digest: string }; layers: { digest: string }[] };
         await deleteTag(registry.url, 'team/app', 'old');
-        const amd = await push(`${host}/team/multi:amd`);
-        const arm = await push(`${host}/team/multi:arm`);
-        await crane(
-          'index',
-          'append',
-          '-m',
-          `${host}/team/multi@${amd}`,
-          '-m',
-          `${host}/team/multi@${arm}`,
-          '-t',
-          `${host}/team/multi:both`,
-        );
-        await deleteTag(registry.url, 'team/multi', 'amd');
-        await deleteTag(registry.url, 'team/multi', 'arm');
+        const [amd, arm] = await content().pushIndexOfUntaggedChildren(registry, 'team/multi');
         // A referrer (untagged, its subject tagged) and a blob no manifest names.
-        await run(
-          tools.oras as string,
-          [
-            'attach',
-            '--plain-http',
-            '--artifact-type',
-            'application/vnd.berth.test.sbom',
-            `${host}/team/app:v1`,
-            'sbom.json:application/json',
-          ],
-          { cwd: await sbomDirectory(work.path) },
-        );
+        await content().attachSbom(`${host}/team/app:v1`);
         const loose = await pushLooseBlob(registry.url, 'team/app', randomBytes(5000));
 
         const gcConfig = await writeGcConfig(work.path, setup.storage, {
@@ -188,14 +164,3 @@ describeWithTools(['crane', 'oras', s3Tool], 'garbage collection', (tools) => {
     }
   }, 60_000);
 });
-
-async function sbomDirectory(parent: string): Promise<string> {
-  const { mkdir, writeFile } = await import('node:fs/promises');
-  const directory = `${parent}/sbom-${randomBytes(4).toString('hex')}`;
-  await mkdir(directory, { recursive: true });
-  await writeFile(
-    `${directory}/sbom.json`,
-    JSON.stringify({ sbom: randomBytes(8).toString('hex') }),
-  );
-  return directory;
-}

@@ -1,11 +1,13 @@
-import { writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { listOrEmpty } from '../../src/registry/service/links.ts';
 import type { StorageDriver } from '../../src/registry/storage/driver.ts';
 import { paths } from '../../src/registry/storage/paths.ts';
 import { berthCli } from './cli.ts';
 import { FilesystemDriver } from '../../src/registry/storage/filesystem/driver.ts';
-import { run, temporaryDirectory } from './processes.ts';
+import { randomLayerTar } from './images.ts';
+import { run, temporaryDirectory, type RunResult } from './processes.ts';
 import type { S3Server } from './s3.ts';
 
 /** Writes a registry config file with `storage` and a `gc` section; returns its path. */
@@ -161,6 +163,76 @@ export function gcStorages(
         driver: server.driver(bucket),
         env: server.env,
       };
+    },
+  };
+}
+
+/** crane and oras driven against a plain-HTTP registry, the way the GC tests build content. */
+export interface GcContent {
+  crane(...args: string[]): Promise<RunResult>;
+  /** Pushes a one-layer image of `bytes` random bytes as `reference`; returns its digest. */
+  push(reference: string, bytes?: number): Promise<string>;
+  /**
+   * Pushes `<repository>:amd` and `:arm`, an index of both as `:both`, then deletes the two
+   * child tags: the children stay referenced only through the index. Returns their digests.
+   */
+  pushIndexOfUntaggedChildren(
+    registry: { host: string; url: string },
+    repository: string,
+  ): Promise<[string, string]>;
+  /** Attaches a fresh SBOM to `subject` with `oras attach`; returns the referrer's digest. */
+  attachSbom(subject: string): Promise<string>;
+}
+
+export function gcContent(
+  tools: { crane: string; oras: string },
+  workDirectory: string,
+): GcContent {
+  const crane = (...args: string[]) => run(tools.crane, [...args, '--insecure']);
+  const push = async (reference: string, bytes = 32 * 1024): Promise<string> => {
+    const layer = await randomLayerTar(workDirectory, `l${randomBytes(6).toString('hex')}`, bytes);
+    await crane('append', '-f', layer, '-t', reference);
+    return (await crane('digest', reference)).stdout.trim();
+  };
+  return {
+    crane,
+    push,
+    async pushIndexOfUntaggedChildren({ host, url }, repository) {
+      const amd = await push(`${host}/${repository}:amd`);
+      const arm = await push(`${host}/${repository}:arm`);
+      await crane(
+        'index',
+        'append',
+        '-m',
+        `${host}/${repository}@${amd}`,
+        '-m',
+        `${host}/${repository}@${arm}`,
+        '-t',
+        `${host}/${repository}:both`,
+      );
+      await deleteTag(url, repository, 'amd');
+      await deleteTag(url, repository, 'arm');
+      return [amd, arm];
+    },
+    async attachSbom(subject) {
+      const directory = join(workDirectory, `sbom-${randomBytes(4).toString('hex')}`);
+      await mkdir(directory);
+      await writeFile(join(directory, 'sbom.json'), randomBytes(16).toString('hex'));
+      const attached = await run(
+        tools.oras,
+        [
+          'attach',
+          '--plain-http',
+          '--artifact-type',
+          'application/vnd.berth.test.sbom',
+          subject,
+          'sbom.json:application/json',
+          '--format',
+          'go-template={{.digest}}',
+        ],
+        { cwd: directory },
+      );
+      return attached.stdout.trim();
     },
   };
 }
