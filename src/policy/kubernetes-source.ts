@@ -92,6 +92,8 @@ export async function watchKubernetesPolicy(
                       bytes: usage.bytes,
                       size: usage.size,
                       ...(usage.quota === undefined ? {} : { quota: usage.quota }),
+                      // Left out, the apply removes a forecast this manager wrote before.
+                      ...(usage.retention === undefined ? {} : { retention: usage.retention }),
                     },
                   ],
                 },

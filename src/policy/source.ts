@@ -22,6 +22,28 @@ export interface RepositoryUsage {
   /** The bytes, readable: `12.5Mi`. */
   readonly size: string;
   readonly quota: string | undefined;
+  /** What the registry's next garbage collection removes, for a Repository with retention. */
+  readonly retention?: RetentionForecast | undefined;
+}
+
+/** How many names a retention forecast lists (`wouldDelete`); its counts cover everything. */
+export const retentionForecastNames = 10;
+
+/**
+ * A dry run of the next collection's plan for the repositories one Repository governs: counts
+ * of everything it removes, and the first few names.
+ */
+export interface RetentionForecast {
+  /** When the forecast was made (RFC 3339). */
+  readonly evaluatedAt: string;
+  /** Tags retention deletes. */
+  readonly tags: number;
+  /** Manifest revisions deleted: those of the deleted tags, untagged ones, orphan referrers. */
+  readonly manifests: number;
+  /** How much the Repository's usage (its bytes) drops. */
+  readonly bytes: number;
+  /** The first of what goes, `repository:tag` then `repository@digest` of untagged manifests. */
+  readonly wouldDelete: readonly string[];
 }
 
 export function staticPolicySource(policy: Policy): PolicySource {

@@ -70,7 +70,12 @@ export async function startRegistry(
   // Kubernetes mode: each Repository's usage in its status, measured here (the operator
   // never reads storage).
   const usageReports = authentication
-    ? reportUsage(services.quotas, authentication.auth.policy, logger)
+    ? reportUsage(
+        services.quotas,
+        authentication.auth.policy,
+        logger,
+        config.gc ? { manifests: services.manifests, settings: config.gc } : undefined,
+      )
     : undefined;
   const app = createRegistryApp({
     services,

@@ -20,12 +20,20 @@ interface UsageEntry {
   bytes: number;
   size: string;
   quota?: string;
+  retention?: {
+    evaluatedAt: string;
+    tags: number;
+    manifests: number;
+    bytes: number;
+    wouldDelete: string[];
+  };
 }
 
 /**
  * `berth registry` in Kubernetes mode enforces spec.quota.size of Repository objects and
  * writes each Repository's usage into status.usage under its own field manager, which the
- * operator's status applies leave alone.
+ * operator's status applies leave alone; with gc configured, a Repository with retention also
+ * gets the forecast of the next collection there.
  */
 describeWithTools([...controlPlaneToolNames, 'crane'], 'repository usage in status', () => {
   let cluster: ControlPlane;
@@ -76,6 +84,7 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'repository usage in stat
     for (const [name, spec] of [
       ['web', { quota: { size: '1Mi' } }],
       ['api', {}],
+      ['app', { retention: { keepLast: 1 } }],
     ] as const) {
       await cluster.kubectl(['apply', '-f', '-'], {
         input: stringify({
@@ -93,6 +102,8 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'repository usage in stat
       config,
       stringify({
         storage: { filesystem: { rootDirectory: storage } },
+        // Scheduled (so the usage reports forecast it) but not run during the test.
+        gc: { interval: '1h', gracePeriod: '1s' },
         auth: {
           adminPasswordFile: join(work.path, 'admin-password'),
           kubernetes: {
@@ -173,5 +184,45 @@ describeWithTools([...controlPlaneToolNames, 'crane'], 'repository usage in stat
       },
     );
     expect((await usageOf('web'))?.[0]?.bytes).toBe(web);
+  }, 240_000);
+
+  it('forecasts in status.usage what retention removes on the next collection', async () => {
+    const push = async (tag: string) => {
+      const layer = await randomLayerTar(work.path, `app-${tag}`, 64 * 1024);
+      const reference = `${registry.host}/team-a/app:${tag}`;
+      expect((await crane('append', '-f', layer, '-t', reference)).code).toBe(0);
+    };
+    for (const tag of ['a', 'b', 'c']) await push(tag);
+    const forecastOf = async () => (await usageOf('app'))?.[0]?.retention;
+    await waitFor(
+      async () => (await forecastOf())?.tags === 2,
+      60_000,
+      'the retention forecast of team-a/app',
+    );
+    const usage = (await usageOf('app'))?.[0];
+    expect(usage?.retention).toEqual({
+      evaluatedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/),
+      tags: 2,
+      manifests: 2,
+      bytes: expect.any(Number),
+      wouldDelete: ['team-a/app:a', 'team-a/app:b'],
+    });
+    // a and b go with their own layers and configs; c's stay.
+    expect(usage?.retention?.bytes).toBeGreaterThan(2 * 64 * 1024);
+    expect(usage?.retention?.bytes).toBeLessThan(usage?.bytes ?? 0);
+    // Rewritten when it changes: one more push, one more tag to go (the oldest first).
+    await push('d');
+    await waitFor(
+      async () => (await forecastOf())?.tags === 3,
+      60_000,
+      'the retention forecast after one more push',
+    );
+    expect((await forecastOf())?.wouldDelete).toEqual([
+      'team-a/app:a',
+      'team-a/app:b',
+      'team-a/app:c',
+    ]);
+    // A Repository without retention gets no forecast.
+    expect((await usageOf('api'))?.[0]?.retention).toBeUndefined();
   }, 240_000);
 });

@@ -12,6 +12,10 @@ import { adminPassword, startAuthRegistry } from '../support/auth.ts';
 import { randomLayerTar } from '../support/images.ts';
 import { run } from '../support/processes.ts';
 import { findTool } from '../support/tools.ts';
+import { gcConfigSchema, registryConfigSchema } from '../../src/config/registry.ts';
+import { loadPolicyFile, type RepositoryUsage } from '../../src/policy/source.ts';
+import { createRegistryServices } from '../../src/registry/services.ts';
+import { measureWithForecast } from '../../src/registry/service/usage-reports.ts';
 
 /** 100 tags: 20 `v1.N`, 10 `release-N`, 70 `build-N`, pushed in a shuffled order. */
 const tagNames = Array.from({ length: 100 }, (_, i) =>
@@ -210,9 +214,52 @@ describe('retention', () => {
       }
     }
 
+    // The status forecast, as the registry's usage round makes it (with the same gc settings),
+    // taken in this process against the same storage before both runs.
+    const services = createRegistryServices(
+      new FilesystemDriver(storage),
+      registryConfigSchema.parse({ storage: { filesystem: { rootDirectory: storage } } }),
+    );
+    const policy = await loadPolicyFile(policyFile, { anonymousPull: false });
+    services.quotas.policy = () => policy;
+    const collection = {
+      manifests: services.manifests,
+      settings: gcConfigSchema.parse({ interval: '1h', gracePeriod: '1s', untagged: 'keep' }),
+    };
+    const forecasts = new Map<string, RepositoryUsage>();
+    const grants = policy.grants();
+    for (const grant of grants)
+      forecasts.set(grant.path, await measureWithForecast(services.quotas, grant, collection));
+
     const predicted = await berthGc(config, { dryRun: true });
     const removed = await berthGc(config);
     expect(removed).toEqual(predicted);
+    // The forecast names and counts exactly what the run removed, and the usage drops by its
+    // bytes.
+    for (const grant of grants) {
+      const repository = grant.path;
+      const forecast = forecasts.get(repository)?.retention;
+      const tagLines = removed.filter((line) => line.startsWith(`tag ${repository}:`));
+      const manifestLines = removed.filter((line) => line.startsWith(`manifest ${repository}@`));
+      const tagged = new Set(tagLines.map((line) => line.split(' ')[2]));
+      const names = [
+        ...tagLines.map((line) => (line.split(' ')[1] as string).trim()).sort(),
+        ...manifestLines
+          .map((line) => line.slice('manifest '.length))
+          .filter((name) => !tagged.has(name.split('@')[1]))
+          .sort(),
+      ];
+      const after = await services.quotas.measure(grant);
+      expect(forecast).toEqual({
+        evaluatedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/),
+        tags: tagLines.length,
+        manifests: manifestLines.length,
+        bytes: (forecasts.get(repository)?.bytes ?? 0) - after.bytes,
+        wouldDelete: names.slice(0, 10),
+      });
+      expect(forecast?.manifests).toBeGreaterThan(0);
+      expect(forecast?.bytes).toBeGreaterThan(0);
+    }
     expect(removed.filter((line) => line.startsWith('tag '))).toEqual([...expectedTags].sort());
     expect(removed.filter((line) => line.startsWith('manifest '))).toEqual(
       [...expectedManifests].sort(),

@@ -148,6 +148,14 @@ const kinds: Kind[] = [
         jsonPath: '.spec.quota.size',
         description: 'The most the path may store.',
       },
+      {
+        name: 'Retention',
+        type: 'integer',
+        jsonPath: '.status.usage[0].retention.tags',
+        description:
+          'Tags the next garbage collection removes by retention (status.usage[].retention).',
+        priority: 1,
+      },
       ageColumn,
       messageColumn,
     ],

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { repositorySpecSchema } from '../../policy/schema.ts';
+import { retentionForecastNames } from '../../policy/source.ts';
 import { conditionSchema, observedGenerationSchema } from './common.ts';
 
 /** The Repository spec is the policy's own schema: one source for the CRD and the registry. */
@@ -50,6 +51,38 @@ export const repositoryStatusSchema = z
               .describe('Bytes of unique content (blobs and manifests) under the path.'),
             size: z.string().describe('The same, readable: 12.5Mi.'),
             quota: z.string().optional().describe('spec.quota.size when one is set.'),
+            retention: z
+              .object({
+                evaluatedAt: z
+                  .string()
+                  .describe(
+                    'When the registry made this forecast (RFC 3339). It forecasts every 30 seconds and writes only a changed one, so this one has held since.',
+                  ),
+                tags: z.number().int().nonnegative().describe('Tags retention deletes.'),
+                manifests: z
+                  .number()
+                  .int()
+                  .nonnegative()
+                  .describe(
+                    'Manifests deleted: those of the deleted tags, untagged ones past untaggedAfter (or gc.untagged: delete) and, with deleteOrphanReferrers, referrers whose subject goes.',
+                  ),
+                bytes: z
+                  .number()
+                  .int()
+                  .nonnegative()
+                  .describe('How much bytes (the usage above) drops.'),
+                wouldDelete: z
+                  .array(z.string())
+                  .max(retentionForecastNames)
+                  .describe(
+                    `The first ${retentionForecastNames} of what goes, in name order: repository:tag, then repository@digest of manifests no deleted tag names; tags and manifests count them all.`,
+                  ),
+              })
+              .strict()
+              .optional()
+              .describe(
+                "What the Registry's next garbage collection removes under the path: a dry run of its retention plan against storage now. Only with spec.retention, on a Registry that collects garbage (spec.gc).",
+              ),
           })
           .strict(),
       )

@@ -97,13 +97,7 @@ export async function collectGarbage(
   const changed: RepositoryPlan[] = [];
   for await (const repository of walkRepositories(driver)) {
     await manifests.whileExclusive(repository, async () => {
-      const policy = options.policy;
-      const plan = await planRepository(driver, repository, {
-        cutoff,
-        untagged: options.untagged,
-        retention: policy?.retentionFor(repository),
-        isImmutableTag: (tag) => policy?.isImmutableTag(repository, tag) ?? false,
-      });
+      const plan = await planCollection(driver, repository, cutoff, options);
       for (const digest of plan.keeps) marked.add(digest);
       const removesNothing =
         plan.removeTags.length === 0 &&
@@ -171,6 +165,27 @@ export async function collectGarbage(
     report.bytesFreed += blob.size;
   });
   return report;
+}
+
+/**
+ * The plan of one repository in a collection whose grace period began at `cutoff`, with the
+ * retention and immutable tags of the policy. The collector and the retention forecast
+ * (`retention-forecast.ts`) both plan through it, so a forecast is a dry run of the same plan.
+ * The caller holds the repository's lock (`ManifestService.whileExclusive`).
+ */
+export function planCollection(
+  driver: StorageDriver,
+  repository: string,
+  cutoff: number,
+  options: Pick<CollectionOptions, 'untagged' | 'policy'>,
+): Promise<RepositoryPlan> {
+  const policy = options.policy;
+  return planRepository(driver, repository, {
+    cutoff,
+    untagged: options.untagged,
+    retention: policy?.retentionFor(repository),
+    isImmutableTag: (tag) => policy?.isImmutableTag(repository, tag) ?? false,
+  });
 }
 
 /**

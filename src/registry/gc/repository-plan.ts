@@ -47,6 +47,8 @@ export interface RepositoryPlan {
   readonly keeps: Set<string>;
   /** Revisions present when the plan was made: one written later is a push that raced it. */
   readonly revisionsSeen: Set<string>;
+  /** Every digest the repository linked (revisions and layers) when the plan was made. */
+  readonly linked: Set<string>;
 }
 
 interface Revision {
@@ -129,7 +131,9 @@ export async function planRepository(
     for (const child of revision.parsed?.manifests ?? []) keeps.add(child.value);
   }
   const removeLinks: Digest[] = [];
+  const linked = new Set(revisions.keys());
   for (const link of await linkedEntries(driver, `${paths.repository(repository)}/_layers`)) {
+    linked.add(link.digest.value);
     if (opaque || keeps.has(link.digest.value) || link.linkedAt >= options.cutoff) {
       keeps.add(link.digest.value);
     } else {
@@ -150,6 +154,7 @@ export async function planRepository(
     removeLinks,
     keeps,
     revisionsSeen: new Set(revisions.keys()),
+    linked,
   };
 }
 

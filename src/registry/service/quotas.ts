@@ -21,6 +21,16 @@ export interface UsageScope {
   readonly path: string;
 }
 
+/** What one Repository's repositories hold, as its quota counts it. */
+export interface ScopeUsage {
+  /** Bytes of unique content: each digest once. */
+  readonly bytes: number;
+  /** The size of each digest linked (as a layer or a manifest revision) in them. */
+  readonly sizes: ReadonlyMap<string, number>;
+  /** The repositories the Repository governs that exist, in walk order. */
+  readonly repositories: readonly string[];
+}
+
 /** Content a push is about to link into a repository. */
 export interface Addition {
   readonly digest: Digest;
@@ -42,7 +52,7 @@ const storedTotalTtlMillis = 30_000;
  * storage may each admit one push past the quota at the same moment.
  */
 export class StorageQuotas {
-  private readonly driver: StorageDriver;
+  readonly driver: StorageDriver;
   private readonly limits: StorageLimits;
   /** The filesystem root for the free-space floor; undefined on S3 (the config refuses it). */
   private readonly volume: string | undefined;
@@ -98,8 +108,8 @@ export class StorageQuotas {
     return this.scopes.exclusive(quota?.source ?? '', async () => {
       if (this.limits.minFree !== undefined) await this.writeBudget();
       if (quota) {
-        const { bytes: usage, digests } = await this.measure(quota);
-        const adds = sum(additions.filter((addition) => !digests.has(addition.digest.value)));
+        const { bytes: usage, sizes } = await this.measure(quota);
+        const adds = sum(additions.filter((addition) => !sizes.has(addition.digest.value)));
         if (adds > 0 && usage + adds > quota.bytes)
           throw quotaExceeded(repository, quota, usage, adds);
       }
@@ -122,27 +132,29 @@ export class StorageQuotas {
   }
 
   /** Bytes of unique content in the repositories one Repository governs, and their digests. */
-  async measure(scope: UsageScope): Promise<{ bytes: number; digests: Set<string> }> {
+  async measure(scope: UsageScope): Promise<ScopeUsage> {
     const policy = this.policy();
-    const digests = new Set<string>();
+    const sizes = new Map<string, number>();
+    const repositories: string[] = [];
     let bytes = 0;
     const start = scope.path.endsWith('/*') ? scope.path.slice(0, -2) : scope.path;
     for await (const repository of walkRepositories(this.driver, start)) {
       if (policy?.governedBy(repository) !== scope.source) continue;
+      repositories.push(repository);
       for (const root of [
         `${paths.repository(repository)}/_layers`,
         `${paths.manifestsRoot(repository)}/revisions`,
       ]) {
         for (const digest of await entryDigests(this.driver, root)) {
-          if (digests.has(digest.value)) continue;
+          if (sizes.has(digest.value)) continue;
           const info = await this.driver.stat(paths.blobData(digest));
           if (!info || info.isDirectory) continue;
-          digests.add(digest.value);
+          sizes.set(digest.value, info.size);
           bytes += info.size;
         }
       }
     }
-    return { bytes, digests };
+    return { bytes, sizes, repositories };
   }
 
   private async exists(digest: Digest): Promise<boolean> {

@@ -1,6 +1,15 @@
 import type { Logger } from '../../observability/logger.ts';
-import type { PolicySource } from '../../policy/source.ts';
+import type { PolicySource, RepositoryUsage } from '../../policy/source.ts';
+import { forecastRetention } from '../gc/retention-forecast.ts';
+import type { CollectionSettings } from '../gc/retention-forecast.ts';
+import type { ManifestService } from './manifests.ts';
 import type { StorageQuotas } from './quotas.ts';
+
+/** The registry's scheduled garbage collection: what its usage reports forecast. */
+export interface ScheduledCollection {
+  readonly manifests: ManifestService;
+  readonly settings: CollectionSettings;
+}
 
 /** How often usage is measured; a report is written only when it changed. */
 export const usageReportIntervalMillis = 30_000;
@@ -15,11 +24,17 @@ export interface UsageReports {
  * the policy source (Kubernetes mode: the Repository's status.usage), on a timer. The registry
  * reports it because it alone reads storage: the operator never does. Returns undefined when
  * the source has nowhere to publish.
+ *
+ * While the registry collects garbage (`collection`), a Repository with retention also
+ * gets the forecast of the next collection (`forecastRetention`, a dry run of the collector's
+ * own plan), which reads its repositories' tags and manifests each round. A report is written
+ * only when something but the forecast's time changed.
  */
 export function reportUsage(
   quotas: StorageQuotas,
   source: PolicySource,
   logger: Logger,
+  collection: ScheduledCollection | undefined,
   intervalMillis = usageReportIntervalMillis,
 ): UsageReports | undefined {
   const publish = source.reportUsage?.bind(source);
@@ -31,9 +46,11 @@ export function reportUsage(
   const round = async (): Promise<void> => {
     for (const grant of source.current().grants()) {
       try {
-        const { bytes } = await quotas.measure({ source: grant.source, path: grant.path });
-        const usage = { bytes, size: readableSize(bytes), quota: grant.quota };
-        const fingerprint = JSON.stringify(usage);
+        const usage = await measureWithForecast(quotas, grant, collection);
+        const fingerprint = JSON.stringify({
+          ...usage,
+          retention: usage.retention && { ...usage.retention, evaluatedAt: undefined },
+        });
         if (reported.get(grant.source) === fingerprint) continue;
         await publish(grant.source, usage);
         reported.set(grant.source, fingerprint);
@@ -64,6 +81,28 @@ export function reportUsage(
       await running;
     },
   };
+}
+
+/** One Repository's usage, with the retention forecast when it has retention and GC runs. */
+export async function measureWithForecast(
+  quotas: StorageQuotas,
+  grant: { readonly source: string; readonly path: string; readonly quota: string | undefined },
+  collection: ScheduledCollection | undefined,
+): Promise<RepositoryUsage> {
+  const measured = await quotas.measure({ source: grant.source, path: grant.path });
+  const usage = { bytes: measured.bytes, size: readableSize(measured.bytes), quota: grant.quota };
+  const policy = quotas.policy();
+  const governed = measured.repositories;
+  const retained = governed.some((repository) => policy?.retentionFor(repository));
+  if (!policy || !collection || !retained) return usage;
+  const retention = await forecastRetention(
+    quotas.driver,
+    collection.manifests,
+    collection.settings,
+    policy,
+    measured,
+  );
+  return { ...usage, retention };
 }
 
 /** Bytes in binary units with one decimal where it says something: `512`, `1.5Ki`, `12Mi`. */
