@@ -177,3 +177,42 @@ describe('quotas and retention', () => {
     expect(parse({ retention: { keepLast: -1 } }).success).toBe(false);
   });
 });
+
+describe('mirrored paths', () => {
+  const compile = (anonymousPull: boolean) =>
+    compilePolicy(
+      {
+        namespaces,
+        repositories: [repository('team-a', 'hub', { path: 'team-a/hub/*' })],
+      },
+      { anonymousPull, mirrorPrefixes: ['docker.io', 'team-a/hub'] },
+    );
+  const anonymous: Identity = { kind: 'anonymous' };
+
+  it('lets anyone pull an undeclared path under a mirror prefix, and nothing more', () => {
+    const policy = compile(true);
+    expect(actions(policy.allowed(anonymous, 'docker.io/library/nginx'))).toEqual(['pull']);
+    expect(actions(policy.allowed(ns('team-b'), 'docker.io/library/nginx'))).toEqual(['pull']);
+    expect(actions(policy.allowed(ns('gone'), 'docker.io/library/nginx'))).toEqual([]);
+    // The prefix itself is not under the prefix, nor is a sibling that shares its letters.
+    expect(actions(policy.allowed(anonymous, 'docker.io'))).toEqual([]);
+    expect(actions(policy.allowed(anonymous, 'docker.iox/library/nginx'))).toEqual([]);
+  });
+
+  it('asks for a credential when anonymous pulls are off', () => {
+    const policy = compile(false);
+    expect(actions(policy.allowed(anonymous, 'docker.io/library/nginx'))).toEqual([]);
+    expect(actions(policy.allowed(ns('team-c'), 'docker.io/library/nginx'))).toEqual(['pull']);
+  });
+
+  it('leaves a mirrored path that a Repository declares to that Repository', () => {
+    const policy = compile(true);
+    expect(actions(policy.allowed(anonymous, 'team-a/hub/library/nginx'))).toEqual([]);
+    expect(actions(policy.allowed(ns('team-b'), 'team-a/hub/library/nginx'))).toEqual([]);
+    expect(actions(policy.allowed(ns('team-a'), 'team-a/hub/library/nginx'))).toEqual([
+      'delete',
+      'pull',
+      'push',
+    ]);
+  });
+});

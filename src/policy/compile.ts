@@ -20,6 +20,12 @@ export interface PolicyInput {
 export interface PolicyOptions {
   /** Whether Public repositories may be pulled without any credential. */
   readonly anonymousPull: boolean;
+  /**
+   * Pull-through mirror prefixes. A path under one that no Repository declares is Public:
+   * anyone may pull what the mirror serves (anonymously where anonymousPull allows). A Repository
+   * that declares the path decides instead, as for pushed content.
+   */
+  readonly mirrorPrefixes?: readonly string[];
 }
 
 /** Why a Repository grants nothing; the operator reports these as status conditions. */
@@ -93,6 +99,7 @@ export class Policy {
   /** Subtree prefixes (without `/*`), longest first. */
   private readonly subtrees: readonly (readonly [string, Rule])[];
   private readonly anonymousPull: boolean;
+  private readonly mirrorPrefixes: readonly string[];
   /** Namespaces that exist: a namespace that is gone (or never was) may do nothing. */
   private readonly namespaces: ReadonlySet<string>;
   /** A policy never changes, so decisions never go stale: they leave only to make room. */
@@ -113,6 +120,7 @@ export class Policy {
     this.subtrees = subtrees.sort((a, b) => b[0].length - a[0].length);
     this.rejected = rejected;
     this.anonymousPull = options.anonymousPull;
+    this.mirrorPrefixes = options.mirrorPrefixes ?? [];
   }
 
   /** The actions `identity` may perform on `repository`. */
@@ -121,7 +129,7 @@ export class Policy {
     const key = `${identity.kind === 'namespace' ? identity.namespace : ''}\u0000${repository}`;
     let decision = this.decisions.get(key);
     if (decision === undefined) {
-      decision = this.decide(identity, this.ruleFor(repository));
+      decision = this.decide(identity, this.ruleFor(repository), repository);
       this.decisions.set(key, decision, 0);
     }
     return decision;
@@ -174,8 +182,12 @@ export class Policy {
     return undefined;
   }
 
-  private decide(identity: Identity, rule: Rule | undefined): ReadonlySet<Action> {
-    if (!rule) return none;
+  private decide(
+    identity: Identity,
+    rule: Rule | undefined,
+    repository: string,
+  ): ReadonlySet<Action> {
+    if (!rule) return this.isMirrored(repository) ? this.mirroredDefault(identity) : none;
     if (identity.kind === 'anonymous')
       return rule.visibility === 'Public' && this.anonymousPull ? pullOnly : none;
     if (identity.kind !== 'namespace') return none;
@@ -187,6 +199,17 @@ export class Policy {
     if (rule.push.has(namespace)) return pullPush;
     if (rule.pull.has(namespace) || rule.visibility === 'Public') return pullOnly;
     return none;
+  }
+
+  private isMirrored(repository: string): boolean {
+    return this.mirrorPrefixes.some((prefix) => repository.startsWith(`${prefix}/`));
+  }
+
+  /** An undeclared mirrored path is Public: pull only, never push or delete (mirrors refuse both). */
+  private mirroredDefault(identity: Identity): ReadonlySet<Action> {
+    if (identity.kind === 'anonymous') return this.anonymousPull ? pullOnly : none;
+    if (identity.kind !== 'namespace') return none;
+    return this.namespaces.has(identity.namespace) ? pullOnly : none;
   }
 }
 

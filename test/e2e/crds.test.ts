@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify } from 'yaml';
 import {
   minFreeNeedsFilesystem,
+  mirrorPrefixesOverlap,
   registrySpecSchema,
   replicasNeedS3,
 } from '../../src/operator/api/registry.ts';
@@ -313,6 +314,55 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
       },
       minFreeNeedsFilesystem,
     ],
+    [
+      'two mirrors under one prefix',
+      {
+        mirrors: [
+          { url: 'https://registry-1.docker.io', prefix: 'docker.io' },
+          { url: 'https://mirror.example', prefix: 'docker.io' },
+        ],
+      },
+      mirrorPrefixesOverlap,
+    ],
+    [
+      'a mirror nested under another',
+      {
+        mirrors: [
+          { url: 'https://ghcr.io', prefix: 'mirror' },
+          { url: 'https://quay.io', prefix: 'mirror/quay.io' },
+        ],
+      },
+      mirrorPrefixesOverlap,
+    ],
+    [
+      'a mirror prefix with a port',
+      { mirrors: [{ url: 'http://upstream.test:5000', prefix: 'upstream.test:5000' }] },
+      'mirrors[].prefix "upstream.test:5000" is not repository path components',
+    ],
+    [
+      'a mirror url with a path',
+      { mirrors: [{ url: 'https://ghcr.io/v2', prefix: 'ghcr.io' }] },
+      'mirrors[].url is the base URL of the upstream registry',
+    ],
+    [
+      'a mirror tag TTL that is not a duration',
+      { mirrors: [{ url: 'https://ghcr.io', prefix: 'ghcr.io', tagTTL: 'soon' }] },
+      'mirrors[].tagTTL "soon" is not a duration',
+    ],
+    [
+      'a mirror CA for an http upstream',
+      { mirrors: [{ url: 'http://ghcr.io', prefix: 'ghcr.io', tls: { caSecret: 'ca' } }] },
+      'mirrors[].tls applies to an https:// url only',
+    ],
+    [
+      "a mirror field the registry's file config has but the Registry does not",
+      {
+        mirrors: [
+          { url: 'https://ghcr.io', prefix: 'ghcr.io', credentials: { usernameFile: '/u' } },
+        ],
+      },
+      'unknown field "spec.mirrors[0].credentials"',
+    ],
   ])('refuses %s at apply time, saying what is wrong', async (_label, spec, message) => {
     const result = await cluster.kubectl(['apply', '-f', '-'], {
       input: registry(spec),
@@ -355,6 +405,21 @@ describeWithTools(controlPlaneToolNames, 'CRDs on a real API server', () => {
             credentialsSecret: 'images-s3',
           },
         },
+      },
+    ],
+    [
+      'mirrors with credentials, a CA and a tag TTL',
+      {
+        mirrors: [
+          {
+            url: 'https://registry-1.docker.io',
+            prefix: 'docker.io',
+            credentialsSecret: 'hub-login',
+            tagTTL: '10m',
+          },
+          { url: 'https://ghcr.io', prefix: 'mirror/ghcr.io', tls: { caSecret: 'ghcr-ca' } },
+          { url: 'http://upstream.test:5000', prefix: 'mirror/upstream.test' },
+        ],
       },
     ],
   ])('admits %s (server-side dry run)', async (_label, spec) => {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { labelSelectorSchema } from '../../policy/schema.ts';
-import { gcConfigSchema, storageLimitsSchema } from '../../config/registry.ts';
+import { gcConfigSchema, mirrorConfigSchema, storageLimitsSchema } from '../../config/registry.ts';
 import {
   boundedDuration,
   celRules,
@@ -223,6 +223,117 @@ const limitsSchema = z
       .describe('Registry-wide limits that stop pushes (never pulls) before storage fills.'),
   })
   .strict();
+
+/**
+ * Repository path components, for CEL; zod checks the prefix with the registry config's own
+ * schema, so that whatever the API server admits the registry reads.
+ */
+const mirrorPrefixPattern = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/;
+
+/** Why two mirrors may not share or nest prefixes, in the words the API server answers. */
+export const mirrorPrefixesOverlap =
+  'mirrors[].prefix must not repeat or nest (e.g. docker.io and docker.io/library): each repository is served by one upstream; give every mirror a prefix of its own';
+
+const mirrorSchema = z
+  .object({
+    url: z
+      .url()
+      .refine(
+        (text) => mirrorConfigSchema.shape.url.safeParse(text).success,
+        'must be http(s)://host[:port] with no path',
+      )
+      .meta(
+        celRules({
+          rule: `self.matches(${celString('^https?://[^/?#@]+/?$')})`,
+          message:
+            'mirrors[].url is the base URL of the upstream registry, http(s)://host[:port] with no path, e.g. https://registry-1.docker.io',
+        }),
+      )
+      .max(2048)
+      .describe('Base URL of the upstream registry, e.g. https://registry-1.docker.io.'),
+    prefix: z
+      .string()
+      .min(1)
+      .max(255)
+      .refine(
+        (text) => mirrorConfigSchema.shape.prefix.safeParse(text).success,
+        'must be repository path components, e.g. docker.io or mirror/docker.io',
+      )
+      .meta(
+        celRules({
+          rule: `self.matches(${celString(mirrorPrefixPattern.source)})`,
+          message:
+            'mirrors[].prefix is lower-case repository path components (no port, no scheme), e.g. docker.io or mirror/docker.io',
+          messageExpression: `${celString('mirrors[].prefix "')} + self + ${celString('" is not repository path components: write lower-case names separated by /, no port or scheme, e.g. docker.io or mirror/docker.io')}`,
+        }),
+      )
+      .describe(
+        "Path prefix the upstream is served under: <prefix>/library/nginx is library/nginx upstream. As a containerd mirror (hosts.toml), the prefix is the upstream's registry name (docker.io), which containerd sends as ?ns=.",
+      ),
+    credentialsSecret: z
+      .string()
+      .min(1)
+      .max(253)
+      .optional()
+      .describe(
+        "A Secret in the Registry's namespace with keys username and password (or token), the upstream login; anonymous when unset. Mounted read-only into the registry pods and read at each upstream token request, so a changed Secret is used without a restart (after the kubelet's sync, up to about 90s).",
+      ),
+    tls: z
+      .object({
+        caSecret: z
+          .string()
+          .min(1)
+          .max(253)
+          .describe(
+            "A Secret in the Registry's namespace whose key ca.crt holds the PEM certificates the upstream's certificate must chain to.",
+          ),
+      })
+      .strict()
+      .optional()
+      .describe("TLS to an https upstream; the system's roots when unset."),
+    tagTTL: durationFrom(
+      'mirrors[].tagTTL',
+      '1s',
+      'a tag is trusted this long before the upstream is asked again',
+      mirrorConfigSchema.shape.tagTTL,
+    )
+      .default('5m')
+      .describe(
+        'How long a tag is trusted before the upstream is asked again (a HEAD), 5m by default. Digests are cached for good.',
+      ),
+  })
+  .strict()
+  .meta(
+    celRules({
+      rule: `!has(self.tls) || self.url.startsWith(${celString('https://')})`,
+      message: 'mirrors[].tls applies to an https:// url only: an http upstream has no certificate',
+    }),
+  );
+
+const mirrorsSchema = z
+  .array(mirrorSchema)
+  .max(32)
+  .superRefine((mirrors, context) => {
+    mirrors.forEach((mirror, index) => {
+      for (const other of mirrors.slice(0, index)) {
+        const a = `${mirror.prefix}/`;
+        const b = `${other.prefix}/`;
+        if (a.startsWith(b) || b.startsWith(a))
+          context.addIssue({
+            code: 'custom',
+            path: [index, 'prefix'],
+            message: mirrorPrefixesOverlap,
+          });
+      }
+    });
+  })
+  .meta(
+    celRules({
+      // Each prefix is a prefix of its own and of no other mirror's: no repeats, no nesting.
+      rule: "self.all(a, self.exists_one(b, (a.prefix + '/').startsWith(b.prefix + '/')))",
+      message: mirrorPrefixesOverlap,
+    }),
+  );
 
 /** Why limits.storage.minFree cannot be set with a bucket, in the words the API server answers. */
 export const minFreeNeedsFilesystem =
@@ -454,6 +565,11 @@ export const registrySpecSchema = z
     limits: limitsSchema
       .optional()
       .describe('Registry-wide limits. Left out, pushes are limited only by Repository quotas.'),
+    mirrors: mirrorsSchema
+      .optional()
+      .describe(
+        'Pull-through mirrors of upstream registries, each under its own path prefix: a pull of <prefix>/<name> is answered from the cache, else fetched from the upstream while it streams to the client, and kept. Mirrored paths follow Repository policy like any other: declare a Repository for the prefix (Public, or restricted) for pods to pull them. Left out, none.',
+      ),
   })
   .strict()
   .meta(

@@ -33,6 +33,7 @@ import type {
 } from '../kube-objects.ts';
 import { fieldManager, registryObjectNames } from '../render/labels.ts';
 import {
+  mirrorSecrets,
   registryObjectsAbsent,
   renderNodeProxy,
   renderRegistry,
@@ -304,7 +305,7 @@ export class RegistryController implements Controller<'Registry'> {
     registry: RegistryResource,
   ): Promise<{ reason: string; message: string } | undefined> {
     const namespace = registry.metadata.namespace;
-    for (const { field, name, keys } of namedSecrets(registry)) {
+    for (const { field, name, keys } of [...namedSecrets(registry), ...mirrorSecrets(registry)]) {
       const secret = await about('read', { kind: 'Secret', namespace, name }, async () => {
         try {
           return await this.api.get<SecretObject>(

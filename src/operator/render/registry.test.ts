@@ -4,7 +4,12 @@ import { registrySpecSchema } from '../api/registry.ts';
 import { createCertificateAuthority, issueServingCertificate } from '../../tls/certificates.ts';
 import { nodeProxyConfigSchema } from '../../config/node-proxy.ts';
 import type { RegistryResource } from '../api/registry-resource.ts';
-import { registryObjectsAbsent, renderNodeProxy, renderRegistry } from './registry.ts';
+import {
+  mirrorSecrets,
+  registryObjectsAbsent,
+  renderNodeProxy,
+  renderRegistry,
+} from './registry.ts';
 
 interface PodSpec {
   hostNetwork?: boolean;
@@ -385,6 +390,150 @@ describe('renderRegistry with garbage collection and storage limits', () => {
     ]) {
       expect({ spec, success: registrySpecSchema.safeParse(spec).success }).toEqual({
         spec,
+        success: false,
+      });
+    }
+  });
+});
+
+describe('renderRegistry with mirrors', () => {
+  const mirrored = registry({
+    mirrors: [
+      {
+        url: 'https://registry-1.docker.io',
+        prefix: 'docker.io',
+        credentialsSecret: 'hub-login',
+        tagTTL: '10m',
+      },
+      { url: 'https://ghcr.io', prefix: 'ghcr.io', tls: { caSecret: 'ghcr-ca' } },
+      { url: 'http://upstream.test:5000', prefix: 'upstream.test' },
+    ],
+  });
+  const objects = renderRegistry(mirrored, secrets, options);
+  const [configMap] = byKind(objects, 'ConfigMap');
+  const text = (configMap?.data as Record<string, string>)['registry.yaml'] as string;
+  const config = parseRegistryConfig(parse(text), 'rendered registry.yaml');
+  const pod = (
+    byKind(objects, 'Deployment')[0]?.spec as {
+      template: {
+        metadata: { annotations: Record<string, string> };
+        spec: {
+          containers: { volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[] }[];
+          volumes: { name: string; secret?: { secretName: string; items?: unknown[] } }[];
+        };
+      };
+    }
+  ).template;
+
+  it('puts every mirror into the config, its Secrets as file paths and no secret value', () => {
+    expect(config.mirrors).toEqual([
+      {
+        url: 'https://registry-1.docker.io',
+        prefix: 'docker.io',
+        credentials: {
+          usernameFile: '/etc/berth/mirrors/0/credentials/username',
+          passwordFile: '/etc/berth/mirrors/0/credentials/password',
+        },
+        tagTTL: 600_000,
+      },
+      {
+        url: 'https://ghcr.io',
+        prefix: 'ghcr.io',
+        tls: { caFile: '/etc/berth/mirrors/1/ca/ca.crt' },
+        tagTTL: 300_000,
+      },
+      { url: 'http://upstream.test:5000', prefix: 'upstream.test', tagTTL: 300_000 },
+    ]);
+    expect(text).not.toContain('hub-login');
+  });
+
+  it('mounts only the needed keys of each Secret, read-only, as whole directories that update in place', () => {
+    const volumes = pod.spec.volumes.filter((volume) => volume.name.startsWith('mirror-'));
+    expect(volumes).toEqual([
+      {
+        name: 'mirror-0-credentials',
+        secret: {
+          secretName: 'hub-login',
+          defaultMode: 0o400,
+          items: [
+            { key: 'username', path: 'username' },
+            { key: 'password', path: 'password' },
+          ],
+        },
+      },
+      {
+        name: 'mirror-1-ca',
+        secret: {
+          secretName: 'ghcr-ca',
+          defaultMode: 0o400,
+          items: [{ key: 'ca.crt', path: 'ca.crt' }],
+        },
+      },
+    ]);
+    const mounts = pod.spec.containers[0]?.volumeMounts.filter((mount) =>
+      mount.name.startsWith('mirror-'),
+    );
+    expect(mounts).toEqual([
+      {
+        name: 'mirror-0-credentials',
+        mountPath: '/etc/berth/mirrors/0/credentials',
+        readOnly: true,
+      },
+      { name: 'mirror-1-ca', mountPath: '/etc/berth/mirrors/1/ca', readOnly: true },
+    ]);
+    // subPath mounts are never updated by the kubelet: a rotated Secret would not be seen.
+    expect(mounts?.some((mount) => 'subPath' in mount)).toBe(false);
+  });
+
+  it('names the Secrets the controller must find, with their keys', () => {
+    expect(mirrorSecrets(mirrored)).toEqual([
+      { field: 'mirrors[0].credentialsSecret', name: 'hub-login', keys: ['username', 'password'] },
+      { field: 'mirrors[1].tls.caSecret', name: 'ghcr-ca', keys: ['ca.crt'] },
+    ]);
+    expect(mirrorSecrets(registry())).toEqual([]);
+  });
+
+  it('renders no mirrors and no mirror volumes when the Registry sets none', () => {
+    const plain = renderRegistry(registry(), secrets, options);
+    const [map] = byKind(plain, 'ConfigMap');
+    expect(
+      parse((map?.data as Record<string, string>)['registry.yaml'] as string),
+    ).not.toHaveProperty('mirrors');
+  });
+
+  it('rolls the pods when a mirror changes', () => {
+    const sha = (resource: RegistryResource) =>
+      (
+        byKind(renderRegistry(resource, secrets, options), 'Deployment')[0]?.spec as {
+          template: { metadata: { annotations: Record<string, string> } };
+        }
+      ).template.metadata.annotations['berth.dev/config-sha256'];
+    const one = { url: 'https://ghcr.io', prefix: 'ghcr.io' };
+    expect(sha(registry({ mirrors: [one] }))).not.toBe(sha(registry()));
+    expect(sha(registry({ mirrors: [{ ...one, tagTTL: '1m' }] }))).not.toBe(
+      sha(registry({ mirrors: [one] })),
+    );
+  });
+
+  it('refuses in zod what the registry config would refuse', () => {
+    for (const mirrors of [
+      [{ url: 'https://ghcr.io/v2', prefix: 'ghcr.io' }],
+      [{ url: 'ftp://ghcr.io', prefix: 'ghcr.io' }],
+      [{ url: 'https://ghcr.io', prefix: 'ghcr.io:443' }],
+      [{ url: 'https://ghcr.io', prefix: 'GHCR.io' }],
+      [{ url: 'https://ghcr.io', prefix: 'ghcr.io', tagTTL: 'soon' }],
+      [{ url: 'https://ghcr.io', prefix: 'ghcr.io', credentials: { usernameFile: '/x' } }],
+      [
+        { url: 'https://ghcr.io', prefix: 'mirror' },
+        { url: 'https://quay.io', prefix: 'mirror/quay.io' },
+      ],
+      [
+        { url: 'https://ghcr.io', prefix: 'ghcr.io' },
+        { url: 'https://ghcr.io', prefix: 'ghcr.io' },
+      ],
+    ]) {
+      expect({ mirrors, success: registrySpecSchema.safeParse({ mirrors }).success }).toEqual({
+        mirrors,
         success: false,
       });
     }

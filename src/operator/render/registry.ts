@@ -5,6 +5,7 @@ import type {
   V1PersistentVolumeClaim,
   V1PodDisruptionBudget,
   V1Secret,
+  V1SecretVolumeSource,
   V1Service,
   V1ServiceAccount,
 } from '@kubernetes/client-node';
@@ -19,6 +20,7 @@ import type { IssuedCertificate } from '../../tls/certificates.ts';
 import { registryPort, registryTokenIdentity } from './endpoints.ts';
 import { registryLabels, registryObjectNames } from './labels.ts';
 import { tokenAudience } from './token-access.ts';
+import type { NamedSecret } from './named-secrets.ts';
 
 /** Secrets are generated once by the controller and passed in, so rendering stays pure. */
 export interface RegistrySecrets {
@@ -42,6 +44,7 @@ const dataDirectory = '/var/lib/berth';
 const tlsDirectory = '/etc/berth/tls';
 const nodeProxyCaDirectory = '/etc/berth/ca';
 const nodeProxyCacheDirectory = '/var/cache/berth';
+const mirrorsDirectory = '/etc/berth/mirrors';
 
 function ownerReference(registry: RegistryResource) {
   return {
@@ -97,6 +100,7 @@ export function renderRegistryConfig(registry: RegistryResource): string {
       ...(audience ? { serviceAccountTokens: { audience } } : {}),
     },
     ...renderCollection(registry),
+    ...renderMirrors(registry),
   } satisfies z.input<typeof registryConfigSchema>;
   return stringify(config);
 }
@@ -133,6 +137,99 @@ function renderCollection(registry: RegistryResource) {
         }
       : {}),
   } satisfies Pick<RegistryConfigInput, 'gc' | 'limits'>;
+}
+
+type MirrorSpec = NonNullable<RegistryResource['spec']['mirrors']>[number];
+
+/** Where mirror `index`'s Secrets are mounted: one directory each, so each updates in place. */
+function mirrorDirectories(index: number) {
+  return {
+    credentials: `${mirrorsDirectory}/${index}/credentials`,
+    ca: `${mirrorsDirectory}/${index}/ca`,
+  };
+}
+
+/**
+ * The pull-through mirrors, with the files their Secrets are mounted as (mirrorVolumes). The
+ * registry reads the credential files at each upstream token request, and a mounted Secret
+ * updates in place, so a rotated Secret is used without a restart.
+ */
+function renderMirrors(registry: RegistryResource) {
+  const mirrors = registry.spec.mirrors ?? [];
+  if (mirrors.length === 0) return {};
+  return {
+    mirrors: mirrors.map((mirror, index) => {
+      const directories = mirrorDirectories(index);
+      return {
+        url: mirror.url,
+        prefix: mirror.prefix,
+        tagTTL: mirror.tagTTL,
+        ...(mirror.credentialsSecret
+          ? {
+              credentials: {
+                usernameFile: `${directories.credentials}/username`,
+                passwordFile: `${directories.credentials}/password`,
+              },
+            }
+          : {}),
+        ...(mirror.tls ? { tls: { caFile: `${directories.ca}/ca.crt` } } : {}),
+      };
+    }),
+  } satisfies Pick<RegistryConfigInput, 'mirrors'>;
+}
+
+/**
+ * The mirrors' Secrets as read-only volumes, only the keys the registry reads: the credentials
+ * Secret's username and password, the CA Secret's ca.crt. Whole-directory mounts (no subPath),
+ * which the kubelet updates in place when the Secret changes.
+ */
+function mirrorVolumes(mirrors: readonly MirrorSpec[]) {
+  const volumes: { name: string; secret: V1SecretVolumeSource }[] = [];
+  const mounts: { name: string; mountPath: string; readOnly: true }[] = [];
+  mirrors.forEach((mirror, index) => {
+    const directories = mirrorDirectories(index);
+    const add = (name: string, secretName: string, keys: string[], mountPath: string) => {
+      volumes.push({
+        name,
+        secret: {
+          secretName,
+          defaultMode: 0o400,
+          items: keys.map((key) => ({ key, path: key })),
+        },
+      });
+      mounts.push({ name, mountPath, readOnly: true });
+    };
+    if (mirror.credentialsSecret)
+      add(
+        `mirror-${index}-credentials`,
+        mirror.credentialsSecret,
+        ['username', 'password'],
+        directories.credentials,
+      );
+    if (mirror.tls) add(`mirror-${index}-ca`, mirror.tls.caSecret, ['ca.crt'], directories.ca);
+  });
+  return { volumes, mounts };
+}
+
+/**
+ * The Secrets the mirrors name, with the keys the pods mount from each, in the form the
+ * controller checks them (a missing one shows as a Degraded condition naming it). Pure.
+ */
+export function mirrorSecrets(registry: RegistryResource): NamedSecret[] {
+  return (registry.spec.mirrors ?? []).flatMap((mirror, index) => [
+    ...(mirror.credentialsSecret
+      ? [
+          {
+            field: `mirrors[${index}].credentialsSecret`,
+            name: mirror.credentialsSecret,
+            keys: ['username', 'password'],
+          },
+        ]
+      : []),
+    ...(mirror.tls
+      ? [{ field: `mirrors[${index}].tls.caSecret`, name: mirror.tls.caSecret, keys: ['ca.crt'] }]
+      : []),
+  ]);
 }
 
 /**
@@ -359,6 +456,7 @@ function renderDeployment(
   const names = registryObjectNames(registry.metadata.name);
   const s3 = registry.spec.storage.s3;
   const { strategy, spread } = placement(registry, selector);
+  const mirrors = mirrorVolumes(registry.spec.mirrors ?? []);
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -420,6 +518,7 @@ function renderDeployment(
                 { name: 'tls', mountPath: tlsDirectory, readOnly: true },
                 ...(s3 ? [] : [{ name: 'data', mountPath: dataDirectory }]),
                 { name: 'tmp', mountPath: '/tmp' },
+                ...mirrors.mounts,
               ],
             },
           ],
@@ -448,6 +547,7 @@ function renderDeployment(
             },
             ...(s3 ? [] : [{ name: 'data', persistentVolumeClaim: { claimName: names.data } }]),
             { name: 'tmp', emptyDir: {} },
+            ...mirrors.volumes,
           ],
         },
       },

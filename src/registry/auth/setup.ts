@@ -61,7 +61,10 @@ export async function setUpAuth(
   const password = settings.adminPasswordFile
     ? (await readFile(settings.adminPasswordFile, 'utf8')).trim()
     : process.env.BERTH_ADMIN_PASSWORD;
-  const options = { anonymousPull: settings.anonymousPull };
+  const options = {
+    anonymousPull: settings.anonymousPull,
+    mirrorPrefixes: (config.mirrors ?? []).map((mirror) => mirror.prefix),
+  };
   const policy = settings.kubernetes
     ? await watchKubernetesPolicy(
         settings.kubernetes.kubeconfig
