@@ -20,5 +20,5 @@ COPY --from=build /src/dist ./dist
 # 65532: the conventional nonroot uid; the manifests run with a read-only root filesystem.
 USER 65532:65532
 EXPOSE 5000 8080
-ENTRYPOINT ["node", "dist/cli.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=1", "dist/cli.js"]
 CMD ["registry", "--listen", "0.0.0.0:5000", "--storage-dir", "/var/lib/berth"]

@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { parseDigest } from '../../src/registry/reference.ts';
+import { paths } from '../../src/registry/storage/paths.ts';
+import { BlobService } from '../../src/registry/service/blobs.ts';
+import { defaultClaimLeaseMillis, UploadService } from '../../src/registry/service/uploads.ts';
 import { runConformanceSuite } from '../support/conformance.ts';
 import { randomLayerTar } from '../support/images.ts';
 import {
@@ -30,6 +36,7 @@ describeWithTools(
     let configFile: string;
     let replicas: RegistryProcess[];
     let balancer: RoundRobinBalancer;
+    let bucket: string;
 
     beforeAll(async () => {
       server = await startS3Server();
@@ -40,7 +47,7 @@ describeWithTools(
         JSON.stringify({
           storage: {
             s3: {
-              bucket: await server.createBucket(),
+              bucket: (bucket = await server.createBucket()),
               endpoint: server.endpoint,
               region: 'us-east-1',
               forcePathStyle: true,
@@ -193,6 +200,112 @@ describeWithTools(
       expect(await Promise.all(others.map(status))).toEqual([404, 404]);
     }, 60_000);
 
+    it('continues at the offset of a replica killed mid-PATCH once its claim lease is over', async () => {
+      const repository = 'takeover/app';
+      const survivor = replicas[0] as RegistryProcess;
+      const doomed = await startBerth(undefined, {
+        extraArgs: ['--config', configFile, '--log-level', 'warn'],
+        env: server.env,
+      });
+      try {
+        const start = await fetch(`${survivor.url}/v2/${repository}/blobs/uploads/`, {
+          method: 'POST',
+        });
+        expect(start.status).toBe(202);
+        let location = start.headers.get('location') as string;
+        // A whole 10 MiB part and a tail before the PATCH the kill cuts off.
+        const first = randomBytes(12 * mib);
+        const stored = await patch(`${survivor.url}${location}`, first, 0);
+        expect(stored.status).toBe(202);
+        location = stored.headers.get('location') as string;
+
+        // 24 MiB of a 40 MiB chunk reach the doomed replica (parts go to S3), then it is killed.
+        const killed = streamingPatch(`${doomed.url}${location}`, first.length, 40 * mib);
+        await killed.send(randomBytes(24 * mib));
+        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        await doomed.stop('SIGKILL');
+        const killedAt = Date.now();
+        await killed.outcome;
+
+        // Another chunk at the same offset is refused while the dead holder's lease runs, then
+        // taken; it is shorter than the lost one, so the dead holder's parts must not leak in.
+        const second = randomBytes(9 * mib);
+        let statuses: number[] = [];
+        let answer: Response;
+        for (;;) {
+          answer = await patch(`${survivor.url}${location}`, second, first.length);
+          statuses = [...statuses, answer.status];
+          if (answer.status !== 416 || Date.now() - killedAt > defaultClaimLeaseMillis * 2) break;
+          await new Promise((resolve) => setTimeout(resolve, 3_000));
+        }
+        const waited = Date.now() - killedAt;
+        expect(answer.status).toBe(202);
+        expect(statuses[0]).toBe(416);
+        // The holder renewed at most a sixth of a lease before it was killed.
+        expect(waited).toBeGreaterThan((defaultClaimLeaseMillis * 5) / 6 - 1_000);
+        expect(answer.headers.get('range')).toBe(`0-${first.length + second.length - 1}`);
+        location = answer.headers.get('location') as string;
+
+        const last = randomBytes(mib + 5);
+        const digest = sha256(Buffer.concat([first, second, last]));
+        const put = await fetch(
+          `${balancer.url}${location}${location.includes('?') ? '&' : '?'}digest=${digest}`,
+          { method: 'PUT', body: last, headers: { 'Content-Type': 'application/octet-stream' } },
+        );
+        expect(put.status).toBe(201);
+        const pulled = await fetch(`${balancer.url}/v2/${repository}/blobs/${digest}`);
+        expect(sha256(Buffer.from(await pulled.arrayBuffer()))).toBe(digest);
+      } finally {
+        if (doomed.daemon.running) await doomed.stop('SIGKILL');
+      }
+    }, 180_000);
+
+    it('does not take a chunk over from a holder that is alive past its lease', async () => {
+      const claimLeaseMillis = 3_000;
+      const driver = server.driver(bucket, { partBytes: 5 * mib });
+      const [holder, other] = [0, 1].map(
+        () => new UploadService(driver, new BlobService(driver), { claimLeaseMillis }),
+      ) as [UploadService, UploadService];
+      try {
+        const repository = 'lease/app';
+        const id = await holder.start(repository);
+        // 12 MiB over three leases: the holder keeps renewing its claim on offset 0.
+        const pieces = Array.from({ length: 12 }, () => randomBytes(mib));
+        const slow = Readable.from(
+          (async function* () {
+            for (const piece of pieces) {
+              yield piece;
+              await new Promise((resolve) => setTimeout(resolve, claimLeaseMillis / 4));
+            }
+          })(),
+        );
+        const holding = holder.append(repository, id, slow, { start: 0 });
+        const refusals: string[] = [];
+        let settled = false;
+        void holding.finally(() => (settled = true));
+        while (!settled) {
+          await new Promise((resolve) => setTimeout(resolve, claimLeaseMillis / 2));
+          if (settled) break;
+          const attempt = await other
+            .append(repository, id, Readable.from([randomBytes(mib)]), { start: 0 })
+            .then(
+              () => 'accepted',
+              (error: { code?: string }) => error.code ?? 'failed',
+            );
+          refusals.push(attempt);
+        }
+        expect(await holding).toEqual({ size: 12 * mib, received: 12 * mib });
+        expect(refusals.length).toBeGreaterThanOrEqual(4);
+        expect(new Set(refusals)).toEqual(new Set(['RANGE_INVALID']));
+        const content = Buffer.concat(pieces);
+        await other.complete(repository, id, parseDigest(sha256(content)));
+        const blob = await driver.getContent(paths.blobData(parseDigest(sha256(content))));
+        expect(sha256(blob)).toBe(sha256(content));
+      } finally {
+        await Promise.all([holder.close(), other.close()]);
+      }
+    }, 120_000);
+
     it('loses nothing acknowledged when a replica is killed during eight pushes', async () => {
       const crane = (...args: string[]) =>
         run(tools.crane as string, [...args, '--insecure'], {
@@ -271,4 +384,39 @@ function patch(url: string, chunk: Buffer, offset: number): Promise<Response> {
       'Content-Length': String(chunk.length),
     },
   });
+}
+
+/**
+ * A PATCH of `length` bytes at `offset` whose body is sent piece by piece; `outcome` settles when
+ * the request ends either way (the server killed under it, say).
+ */
+function streamingPatch(
+  url: string,
+  offset: number,
+  length: number,
+): { send(bytes: Buffer): Promise<void>; outcome: Promise<unknown> } {
+  const target = new URL(url);
+  const outgoing = request(target, {
+    method: 'PATCH',
+    headers: {
+      'Content-Type': 'application/octet-stream',
+      'Content-Range': `${offset}-${offset + length - 1}`,
+      'Content-Length': String(length),
+    },
+  });
+  const outcome = new Promise((resolve) => {
+    outgoing.on('response', (response) => {
+      response.resume();
+      response.on('end', () => resolve(response.statusCode));
+    });
+    outgoing.on('error', resolve);
+    outgoing.on('close', () => resolve('closed'));
+  });
+  return {
+    send: (bytes) =>
+      new Promise<void>((resolve, reject) =>
+        outgoing.write(bytes, (error) => (error ? reject(error) : resolve())),
+      ),
+    outcome,
+  };
 }

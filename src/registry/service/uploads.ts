@@ -1,4 +1,5 @@
 import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { noteTransientBytes } from '../../util/memory.ts';
 import { forEachChunk } from '../../util/streams.ts';
@@ -16,6 +17,37 @@ const uploadIdPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 const idleSessionMillis = 60_000;
 /** Open upload writers kept at most; a closed one is reopened (and its hash rebuilt) on use. */
 const maxOpenSessions = 256;
+/**
+ * How long a chunk claim on shared storage stays its holder's without renewal. A holder renews
+ * every sixth of it while its request writes and stops writing once half of it has passed since
+ * its last renewal; another request may take the offset over once a whole lease has passed, so
+ * the clocks of replicas must agree to well within half a lease, and a storage write must land
+ * within half a lease of being sent.
+ */
+export const defaultClaimLeaseMillis = 30_000;
+
+export interface UploadServiceOptions {
+  /** See `defaultClaimLeaseMillis`. */
+  readonly claimLeaseMillis?: number;
+}
+
+/**
+ * A claim on `_uploads/<id>/chunks/<offset>` (generation 0) or `chunks/<offset>.<n>` (a takeover),
+ * held by this request. While held it is renewed by rewriting its key with the time.
+ */
+interface Claim {
+  readonly offset: number;
+  readonly generation: number;
+  /** Generation 0's key, which the later ones suffix. */
+  readonly base: string;
+  readonly path: string;
+  /** `performance.now()` when the last renewal that found no taker started. */
+  renewedAt: number;
+  /** A later generation exists: another request took the offset over. */
+  lost: boolean;
+  renewal: NodeJS.Timeout | undefined;
+  renewing: Promise<void>;
+}
 
 /** What a chunk must satisfy; both are optional, as docker streams PATCH bodies with neither. */
 export interface ChunkExpectation {
@@ -40,7 +72,7 @@ interface Session {
   /** Bytes `hash` has seen: always the first ones of the upload. */
   hashedBytes: number;
   /** The offset this request has claimed in shared storage (see `claim`). */
-  claimed: number | undefined;
+  claim: Claim | undefined;
   busy: boolean;
   /** Resolves when the request holding the session lets go of it. */
   settled: Promise<void>;
@@ -67,13 +99,15 @@ export class UploadService {
   private readonly keptHashes = new Map<string, { hash: Hash; bytes: number }>();
   private readonly shared: boolean;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly leaseMillis: number;
   /** Quotas and registry-wide limits every upload is held to; none when unset. */
   quotas: StorageQuotas | undefined;
 
-  constructor(driver: StorageDriver, blobs: BlobService) {
+  constructor(driver: StorageDriver, blobs: BlobService, options: UploadServiceOptions = {}) {
     this.driver = driver;
     this.blobs = blobs;
     this.shared = driver.shared === true;
+    this.leaseMillis = options.claimLeaseMillis ?? defaultClaimLeaseMillis;
     this.sweeper = setInterval(() => void this.closeIdleSessions(), idleSessionMillis).unref();
   }
 
@@ -141,6 +175,7 @@ export class UploadService {
       if (body) await this.receive(session, body, expect);
       // The commit is a change at the final size: no chunk may land there meanwhile.
       await this.claim(session, session.writer.size);
+      await this.confirmClaim(session);
       await session.writer.commit();
       const computed = await this.digestOf(session, repository, id, digest.algorithm);
       finished = true;
@@ -174,7 +209,9 @@ export class UploadService {
       await this.driver.delete(paths.uploadDirectory(repository, id));
     } finally {
       if (finished) {
-        // Committed, discarded or failed past the point of return: the session is over.
+        // Committed, discarded or failed past the point of return: the session is over, and its
+        // claim goes with the upload's directory.
+        await this.forgetClaim(session);
         this.sessions.delete(session.key);
         this.keptHashes.delete(session.key);
         session.settle();
@@ -271,20 +308,24 @@ export class UploadService {
           });
         }
         if (received > budget) throw budgetExhausted(budget);
+        // A part starts uploading only inside `write`, so none starts once the claim may be lost.
+        this.assertClaimHeld(session);
         session.hash?.update(chunk);
         noteTransientBytes(chunk.length);
         return session.writer.write(chunk);
       });
-      await session.writer.flush();
       if (expect.length !== undefined && received !== expect.length) {
         throw new OciError('SIZE_INVALID', 'chunk is shorter than declared', {
           detail: { declared: expect.length, received },
         });
       }
+      // The flush records the chunk as part of the upload: only while no one took it over.
+      await this.confirmClaim(session);
+      await session.writer.flush();
       session.hashedBytes = session.writer.size;
       // A claim on bytes written is spent and stays, so that offset is never written again; an
       // empty chunk's is still held, for a commit at the same offset or to be given back.
-      if (received > 0) session.claimed = undefined;
+      if (received > 0) await this.forgetClaim(session);
       return received;
     } catch (error) {
       // The running hash has seen bytes that are now cut off, so a resumed upload is hashed from
@@ -342,32 +383,148 @@ export class UploadService {
    * throws RANGE_INVALID when another request (in any replica) already has. A replica that read
    * the size before another appended can therefore never write over the appended bytes. A claim
    * stays once bytes were written under it; one whose change was undone or never made is given
-   * back (`unclaim`) when the request ends. A claim held by a replica that died is never given
-   * back: its client starts the upload again, and the purge removes this one.
+   * back (`unclaim`) when the request ends.
+   *
+   * A claim whose holder stopped renewing it for a whole lease (its replica died, say) is taken
+   * over by creating the next generation's key, `chunks/<offset>.<n>`, so of two takers one wins;
+   * the taker then rereads the upload's state from storage, since the holder may have stored its
+   * chunk before it stopped. A holder checks before each part and before storing its chunk that
+   * it still holds the claim (`assertClaimHeld`, `confirmClaim`). Parts a dead holder uploaded
+   * beyond the stored state are overwritten by the taker's, or left out when the upload is
+   * completed, which lists only the parts in the state.
    */
   private async claim(session: Session, offset: number): Promise<void> {
-    if (!this.shared || session.claimed === offset) return;
+    if (!this.shared || session.claim?.offset === offset) return;
+    await this.forgetClaim(session);
     const path = claimPath(session.repository, session.id, offset);
+    let generation = 0;
     if (!(await this.driver.createContent(path, new Date().toISOString()))) {
-      throw new OciError('RANGE_INVALID', `another request has written at offset ${offset}`, {
-        detail: { offset },
-      });
+      generation = await this.takeOver(session, offset);
     }
-    session.claimed = offset;
-    // An upload completed or cancelled while this request waited is not written again.
+    const claim: Claim = {
+      offset,
+      generation,
+      base: path,
+      path: generationPath(path, generation),
+      renewedAt: performance.now(),
+      lost: false,
+      renewal: undefined,
+      renewing: Promise.resolve(),
+    };
+    session.claim = claim;
+    claim.renewal = setInterval(() => {
+      claim.renewing = claim.renewing.then(() => this.renew(claim));
+    }, this.leaseMillis / 6).unref();
     try {
+      // An upload completed or cancelled while this request waited is not written again.
       await this.assertExists(session.repository, session.id);
+      if (generation > 0) {
+        // The holder may have stored its chunk (or more) before it stopped renewing.
+        await session.writer.close();
+        session.writer = await this.driver.writer(paths.uploadData(session.repository, session.id));
+        if (session.writer.size !== offset) throw rangeTaken(offset);
+      }
     } catch (error) {
       await this.unclaim(session);
       throw error;
     }
   }
 
+  /**
+   * Takes `offset` over from a holder whose lease ran out; returns the new generation, or throws
+   * RANGE_INVALID while the latest holder's lease runs or when another taker won.
+   */
+  private async takeOver(session: Session, offset: number): Promise<number> {
+    const directory = `${paths.uploadDirectory(session.repository, session.id)}/chunks`;
+    const pattern = new RegExp(`^${offset}(?:\\.(\\d+))?$`);
+    let latest = -1;
+    for (const name of await listOrEmpty(this.driver, directory)) {
+      const match = pattern.exec(name);
+      if (match) latest = Math.max(latest, Number(match[1] ?? 0));
+    }
+    // The holder gave the claim back meanwhile: the caller may try again.
+    if (latest < 0) throw rangeTaken(offset);
+    const base = claimPath(session.repository, session.id, offset);
+    const renewed = await this.driver
+      .getContent(generationPath(base, latest))
+      .then((bytes) => new Date(bytes.toString('utf8').trim()).getTime())
+      .catch(() => Number.NaN);
+    if (!(Date.now() - renewed > this.leaseMillis)) throw rangeTaken(offset);
+    const generation = latest + 1;
+    if (
+      !(await this.driver.createContent(generationPath(base, generation), new Date().toISOString()))
+    ) {
+      throw rangeTaken(offset);
+    }
+    return generation;
+  }
+
+  /**
+   * Rewrites the claim's key with the time, then looks for a taker; the claim counts as renewed
+   * from when this started, and only if no later generation exists.
+   */
+  private async renew(claim: Claim): Promise<void> {
+    if (claim.renewal === undefined || claim.lost) return;
+    const started = performance.now();
+    try {
+      await this.driver.putContent(claim.path, new Date().toISOString());
+      if (await this.takenOver(claim)) claim.lost = true;
+      else claim.renewedAt = started;
+    } catch {
+      // Storage refused: the lease runs out unless a later renewal gets through.
+    }
+  }
+
+  private async takenOver(claim: Claim): Promise<boolean> {
+    const next = generationPath(claim.base, claim.generation + 1);
+    return this.driver.getContent(next).then(
+      () => true,
+      (error: unknown) => {
+        if (error instanceof PathNotFoundError) return false;
+        throw error;
+      },
+    );
+  }
+
+  /** Throws unless the request's claim (if any) is held by its own clock: no storage request. */
+  private assertClaimHeld(session: Session): void {
+    const claim = session.claim;
+    if (!claim) return;
+    if (claim.lost || performance.now() - claim.renewedAt > this.leaseMillis / 2) {
+      throw new OciError('RANGE_INVALID', `lost the claim on offset ${claim.offset}`, {
+        detail: { offset: claim.offset },
+      });
+    }
+  }
+
+  /** `assertClaimHeld`, and storage shows no taker. */
+  private async confirmClaim(session: Session): Promise<void> {
+    const claim = session.claim;
+    if (!claim) return;
+    this.assertClaimHeld(session);
+    if (await this.takenOver(claim)) claim.lost = true;
+    this.assertClaimHeld(session);
+  }
+
+  /** Stops renewing the claim and forgets it, leaving its key. */
+  private async forgetClaim(session: Session): Promise<Claim | undefined> {
+    const claim = session.claim;
+    if (!claim) return undefined;
+    session.claim = undefined;
+    clearInterval(claim.renewal);
+    claim.renewal = undefined;
+    await claim.renewing;
+    return claim;
+  }
+
+  /**
+   * Gives the claim back. A claim that may have been taken over keeps its key: with generation 0
+   * gone, a new request could claim the offset beside the taker.
+   */
   private async unclaim(session: Session): Promise<void> {
-    if (session.claimed === undefined) return;
-    const path = claimPath(session.repository, session.id, session.claimed);
-    session.claimed = undefined;
-    await this.driver.delete(path).catch(() => undefined);
+    const claim = await this.forgetClaim(session);
+    if (!claim || claim.lost || performance.now() - claim.renewedAt > this.leaseMillis / 2) return;
+    await this.driver.delete(claim.path).catch(() => undefined);
   }
 
   private async acquire(repository: string, id: string): Promise<Session> {
@@ -401,7 +558,7 @@ export class UploadService {
           writer,
           hash: running?.hash,
           hashedBytes: running?.bytes ?? 0,
-          claimed: undefined,
+          claim: undefined,
           busy: false,
           settled: Promise.resolve(),
           settle: () => undefined,
@@ -456,6 +613,7 @@ export class UploadService {
   }
 
   private async discard(session: Session, repository: string, id: string): Promise<void> {
+    await this.forgetClaim(session);
     this.sessions.delete(session.key);
     this.keptHashes.delete(session.key);
     session.settle();
@@ -492,6 +650,17 @@ export class UploadService {
 /** Marks who changes an upload from `offset` on shared storage; removed with the upload. */
 function claimPath(repository: string, id: string, offset: number): string {
   return `${paths.uploadDirectory(repository, id)}/chunks/${offset}`;
+}
+
+/** The key of a claim's generation: the first has the plain offset, takeovers a suffix. */
+function generationPath(path: string, generation: number): string {
+  return generation === 0 ? path : `${path}.${generation}`;
+}
+
+function rangeTaken(offset: number): OciError {
+  return new OciError('RANGE_INVALID', `another request has written at offset ${offset}`, {
+    detail: { offset },
+  });
 }
 
 function sessionKey(repository: string, id: string): string {
