@@ -1,17 +1,8 @@
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
-import { stringify } from 'yaml';
-import { repositoryRoot } from '../support/cli.ts';
-import {
-  clusterLayout,
-  clusterToolNames,
-  removeStaleClusters,
-  startCluster,
-  type Cluster,
-} from '../support/cluster/cluster.ts';
-import { importBerthImage } from '../support/cluster/berth-image.ts';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { clusterToolNames, startCluster, type Cluster } from '../support/cluster/cluster.ts';
+import { applyObjects, installBerth, tearDownCluster } from '../support/cluster/install.ts';
 import { startNodeS3Server, type NodeS3Server } from '../support/cluster/s3-server.ts';
-import { leftovers } from '../support/cluster/teardown.ts';
 import { randomLayerTar } from '../support/images.ts';
 import { run, waitFor } from '../support/processes.ts';
 import { s3Tool } from '../support/s3.ts';
@@ -127,76 +118,46 @@ describeWithTools(
       cluster = await startCluster();
       work = join(cluster.root, 'test');
       await mkdir(work, { recursive: true });
-      await importBerthImage(cluster, berthImage);
+      await installBerth(cluster, berthImage);
       s3 = await startNodeS3Server(cluster);
     }, 900_000);
 
     afterAll(async () => {
       await s3?.stop();
-      if (!cluster) return;
-      cluster.abandon();
-      await removeStaleClusters();
-      expect(await leftovers(clusterLayout(cluster.network.name), cluster.network.name)).toEqual(
-        [],
-      );
+      expect(await tearDownCluster(cluster)).toEqual([]);
     }, 180_000);
 
     it('runs three registry pods on the bucket, Ready, and serves a pushed image through the node proxy', async () => {
-      const overlay = join(work, 'overlay');
-      await mkdir(overlay, { recursive: true });
-      const [name, tag] = berthImage.split(':') as [string, string];
-      await writeFile(
-        join(overlay, 'kustomization.yaml'),
-        stringify({
-          apiVersion: 'kustomize.config.k8s.io/v1beta1',
-          kind: 'Kustomization',
-          resources: [relative(overlay, join(repositoryRoot, 'deploy'))],
-          images: [{ name: 'berth', newName: name, newTag: tag }],
-        }),
-      );
-      await kubectl('apply', '-k', overlay);
-      await kubectl(
-        '-n',
-        namespace,
-        'rollout',
-        'status',
-        'deployment/berth-operator',
-        '--timeout=180s',
-      );
       const server = s3 as NodeS3Server;
-      await cluster.kubectl(['apply', '-f', '-'], {
-        input: [
-          {
-            apiVersion: 'v1',
-            kind: 'Secret',
-            metadata: { name: 'images-s3', namespace },
-            type: 'Opaque',
-            stringData: {
-              AWS_ACCESS_KEY_ID: server.accessKeyId,
-              AWS_SECRET_ACCESS_KEY: server.secretAccessKey,
-            },
+      await applyObjects(cluster, [
+        {
+          apiVersion: 'v1',
+          kind: 'Secret',
+          metadata: { name: 'images-s3', namespace },
+          type: 'Opaque',
+          stringData: {
+            AWS_ACCESS_KEY_ID: server.accessKeyId,
+            AWS_SECRET_ACCESS_KEY: server.secretAccessKey,
           },
-          {
-            apiVersion: 'berth.dev/v1alpha1',
-            kind: 'Registry',
-            metadata: { name: registryName, namespace },
-            spec: {
-              replicas: 3,
-              storage: {
-                s3: {
-                  bucket: server.bucket,
-                  endpoint: server.endpoint,
-                  forcePathStyle: true,
-                  credentialsSecret: 'images-s3',
-                },
+        },
+        {
+          apiVersion: 'berth.dev/v1alpha1',
+          kind: 'Registry',
+          metadata: { name: registryName, namespace },
+          spec: {
+            replicas: 3,
+            storage: {
+              s3: {
+                bucket: server.bucket,
+                endpoint: server.endpoint,
+                forcePathStyle: true,
+                credentialsSecret: 'images-s3',
               },
-              nodeAccess: { mode: 'NodeProxy', port: 5000 },
             },
+            nodeAccess: { mode: 'NodeProxy', port: 5000 },
           },
-        ]
-          .map((object) => stringify(object))
-          .join('---\n'),
-      });
+        },
+      ]);
       await kubectl(
         '-n',
         namespace,
