@@ -67,3 +67,17 @@ export class Borrower {
     if (!this.pool.giveBack(buffer) && this.out.delete(buffer)) this.spare.push(buffer);
   }
 }
+
+/**
+ * The buffers every blob GET of the process reads through, whichever driver serves it: 256 KiB
+ * slices pull as fast as 1 MiB ones did (and twice as fast as 64 KiB ones), and at most 16 MiB
+ * is lent out however many clients pull or stall; past that a GET reads through 16 KiB buffers
+ * of its own.
+ */
+export const blobGetBuffers = new BufferPool({
+  bufferBytes: 256 * 1024,
+  maxBuffers: 64,
+  fallbackBytes: 16 * 1024,
+});
+/** Chunks a blob GET has out with its client at once: one being sent while the next is read. */
+export const blobGetChunksInFlight = 2;

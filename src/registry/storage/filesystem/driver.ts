@@ -14,7 +14,10 @@ import {
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { BufferPool } from '../../../util/buffer-pool.ts';
+import {
+  blobGetBuffers as pipeBuffers,
+  blobGetChunksInFlight as chunksInFlight,
+} from '../../../util/buffer-pool.ts';
 import {
   assertStoragePath,
   PathNotFoundError,
@@ -26,18 +29,6 @@ import {
 
 /** Read streams read in large slices: 64 KiB (Node's default) runs at a third of the speed. */
 const readChunkBytes = 1024 * 1024;
-/**
- * Blob GETs read through buffers shared by all of them: 256 KiB slices pull as fast as 1 MiB
- * ones did (and twice as fast as 64 KiB ones), and at most 16 MiB is lent out however many
- * clients pull or stall; past that a GET reads through 16 KiB buffers of its own.
- */
-const pipeBuffers = new BufferPool({
-  bufferBytes: 256 * 1024,
-  maxBuffers: 64,
-  fallbackBytes: 16 * 1024,
-});
-/** Chunks in flight per blob GET: one being sent while the next is read. */
-const chunksInFlight = 2;
 /** Small writes are gathered into one writev of about this size. */
 const writeBatchBytes = 1024 * 1024;
 /** Files are flushed to disk every this many bytes while uploads run, so commit has little left to sync. */

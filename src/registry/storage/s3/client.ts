@@ -1,9 +1,11 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { createHash } from 'node:crypto';
+import type { Writable } from 'node:stream';
 import aws4 from 'aws4';
 import { XMLParser } from 'fast-xml-parser';
 import type { S3Credentials } from './credentials.ts';
+import { ObjectPipeError, pipeObject, type PipeAnswer, type SignedGet } from './object-pipe.ts';
 
 export interface S3ClientOptions {
   readonly bucket: string;
@@ -105,16 +107,50 @@ export class S3Client {
     key: string,
     range?: { offset: number; end?: number },
   ): Promise<IncomingMessage | undefined> {
-    const headers: Record<string, string> = {};
-    if (range && (range.offset > 0 || range.end !== undefined)) {
-      headers.range = `bytes=${range.offset}-${range.end ?? ''}`;
-    }
-    const response = await this.send({ method: 'GET', key, headers }, [404]);
+    const response = await this.send({ method: 'GET', key, headers: rangeHeaders(range) }, [404]);
     if (response.statusCode === 404) {
       response.resume();
       return undefined;
     }
     return response;
+  }
+
+  /**
+   * Copies the object's bytes, or the range `offset`..`end` (inclusive), into `destination`
+   * (object-pipe.ts says why not through node:http); false when the object does not exist.
+   * Retried like any request until the first byte is written, never after.
+   */
+  async pipe(
+    key: string,
+    destination: Writable,
+    range?: { offset: number; end?: number },
+  ): Promise<boolean> {
+    const request: Request = { method: 'GET', key, headers: rangeHeaders(range) };
+    for (let attempt = 1; ; attempt += 1) {
+      let answer: PipeAnswer;
+      try {
+        answer = await pipeObject(this.url, this.sign(request), destination);
+      } catch (error) {
+        if (!(error instanceof ObjectPipeError)) throw error;
+        if (!error.bodyStarted && error.code !== 'DestinationClosed' && attempt < attempts) {
+          await delay(attempt);
+          continue;
+        }
+        throw new S3Error(
+          0,
+          error.code,
+          `S3 endpoint ${this.url.origin} did not send ${key}: ${error.message}`,
+          { cause: error },
+        );
+      }
+      if ('copied' in answer) return true;
+      if (answer.status === 404) return false;
+      if (retriedStatuses.has(answer.status) && attempt < attempts) {
+        await delay(attempt);
+        continue;
+      }
+      throw errorOf(answer.status, answer.body, `GET ${key}`);
+    }
   }
 
   async getBuffer(key: string): Promise<Buffer | undefined> {
@@ -339,7 +375,8 @@ export class S3Client {
     }
   }
 
-  private sendOnce(request: Request): Promise<IncomingMessage> {
+  /** The request as SigV4 signs it: the Host it names, the path with its query, the headers. */
+  private sign(request: Request): SignedGet {
     const { bucket, forcePathStyle, region } = this.options;
     const key = request.key === undefined ? '' : encodeKey(request.key);
     const path = forcePathStyle ? `/${encodeURIComponent(bucket)}/${key}` : `/${key}`;
@@ -369,6 +406,15 @@ export class S3Client {
       },
       this.options.credentials(),
     );
+    return {
+      host,
+      path: signed.path as string,
+      headers: { ...(signed.headers as Record<string, string>), host },
+    };
+  }
+
+  private sendOnce(request: Request): Promise<IncomingMessage> {
+    const signed = this.sign(request);
     const send = this.url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
       const outgoing = send(
@@ -378,7 +424,7 @@ export class S3Client {
           port: this.url.port,
           method: request.method,
           path: signed.path,
-          headers: { ...(signed.headers as Record<string, string>), host },
+          headers: signed.headers,
           agent: this.agent,
         },
         resolve,
@@ -406,6 +452,13 @@ const statusCodes: Record<number, string> = {
   404: 'NotFound',
   416: 'InvalidRange',
 };
+
+/** A Range header for a part of an object; none for the whole of it. */
+function rangeHeaders(range?: { offset: number; end?: number }): Record<string, string> {
+  return range && (range.offset > 0 || range.end !== undefined)
+    ? { range: `bytes=${range.offset}-${range.end ?? ''}` }
+    : {};
+}
 
 function etagOf(response: IncomingMessage): string {
   const etag = response.headers.etag;

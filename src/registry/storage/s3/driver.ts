@@ -115,24 +115,13 @@ export class S3Driver implements StorageDriver {
     destination: Writable,
     range?: { offset: number; end?: number },
   ): Promise<void> {
-    const source = await this.reader(path, range);
-    for await (const chunk of source as AsyncIterable<Buffer>) {
-      if (!destination.write(chunk)) {
-        await new Promise<void>((resolve, reject) => {
-          const settle = (error?: Error): void => {
-            destination.off('drain', settle);
-            destination.off('close', closed);
-            if (error) reject(error);
-            else resolve();
-          };
-          const closed = (): void => settle(new Error('destination closed'));
-          destination.once('drain', settle);
-          destination.once('close', closed);
-        }).catch((error: unknown) => {
-          source.destroy();
-          throw error;
-        });
-      }
+    const key = this.key(path);
+    try {
+      if (!(await this.client.pipe(key, destination, range))) throw new PathNotFoundError(path);
+    } catch (error) {
+      // A range starting at the end of an object (a zero-byte one, say) is empty, not an error.
+      if (error instanceof S3Error && error.status === 416 && (await this.client.head(key))) return;
+      throw error;
     }
   }
 

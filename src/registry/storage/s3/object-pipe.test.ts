@@ -1,0 +1,175 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { PassThrough, Writable } from 'node:stream';
+import { ObjectPipeError, pipeObject } from './object-pipe.ts';
+
+/**
+ * pipeObject against a TCP server that answers with bytes the test writes, so each way an S3
+ * server can frame, split, refuse or break off an answer is met on purpose.
+ */
+describe('pipeObject', () => {
+  let server: Server;
+  let answer: (socket: Socket, request: string) => void;
+  let requests: string[];
+
+  beforeEach(async () => {
+    requests = [];
+    server = createServer((socket) => {
+      let text = '';
+      socket.on('data', (data: Buffer) => {
+        text += data.toString('latin1');
+        if (text.includes('\r\n\r\n')) {
+          requests.push(text);
+          answer(socket, text);
+          text = '';
+        }
+      });
+      socket.on('error', () => undefined);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+  });
+  afterEach(async () => {
+    server.close();
+    await once(server, 'close');
+  });
+
+  const endpoint = () => new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  const get = {
+    host: 's3.test',
+    path: '/bucket/key',
+    headers: { authorization: 'AWS4 x', range: 'bytes=0-' },
+  };
+
+  /** A destination that keeps what it is given and calls back after `delayMillis`. */
+  function collector(delayMillis = 0): Writable & { bytes: () => Buffer } {
+    const chunks: Buffer[] = [];
+    const sink = new Writable({
+      highWaterMark: 1,
+      write(chunk: Buffer, _encoding, callback) {
+        // A copy: the buffer goes back to the pool once called back.
+        chunks.push(Buffer.from(chunk));
+        if (delayMillis > 0) setTimeout(callback, delayMillis);
+        else callback();
+      },
+    });
+    return Object.assign(sink, { bytes: () => Buffer.concat(chunks) });
+  }
+
+  it('sends the signed headers with Connection: close and copies a body that arrives in many pieces, head split too', async () => {
+    const body = randomBytes(3 * 1024 * 1024 + 17);
+    answer = (socket) => {
+      const head = Buffer.from(
+        `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nETag: "x"\r\n\r\n`,
+      );
+      // The head in two writes, split inside the blank line, then the body in odd sizes.
+      socket.write(head.subarray(0, head.length - 3));
+      setTimeout(() => {
+        socket.write(head.subarray(head.length - 3));
+        for (let offset = 0; offset < body.length; offset += 100_003)
+          socket.write(body.subarray(offset, offset + 100_003));
+        socket.end();
+      }, 20);
+    };
+    const sink = collector(1);
+    const result = await pipeObject(endpoint(), get, sink);
+    expect(result).toEqual({ status: 200, copied: body.length });
+    expect(createHash('sha256').update(sink.bytes()).digest('hex')).toBe(
+      createHash('sha256').update(body).digest('hex'),
+    );
+    expect(requests[0]).toMatch(
+      /^GET \/bucket\/key HTTP\/1\.1\r\nhost: s3\.test\r\nconnection: close\r\n/,
+    );
+    expect(requests[0]).toContain('authorization: AWS4 x\r\n');
+    expect(requests[0]).toContain('range: bytes=0-\r\n');
+  });
+
+  it('stops reading while the destination is behind, and still copies every byte', async () => {
+    const body = randomBytes(4 * 1024 * 1024);
+    answer = (socket) => {
+      socket.write(`HTTP/1.1 206 Partial Content\r\nContent-Length: ${body.length}\r\n\r\n`);
+      socket.end(body);
+    };
+    // What the destination holds and has not called back: without backpressure the whole body
+    // (the server writes it at once) would pile up here.
+    let most = 0;
+    const chunks: Buffer[] = [];
+    const slow = new Writable({
+      highWaterMark: 1,
+      write(chunk: Buffer, _encoding, callback) {
+        most = Math.max(most, slow.writableLength);
+        chunks.push(Buffer.from(chunk));
+        setTimeout(callback, 5);
+      },
+    });
+    const result = await pipeObject(endpoint(), get, slow);
+    expect(result).toEqual({ status: 206, copied: body.length });
+    expect(Buffer.concat(chunks).equals(body)).toBe(true);
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(2 * 256 * 1024);
+  });
+
+  it('returns an error answer with its body, read only as far as its length says', async () => {
+    const xml = '<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>';
+    answer = (socket) => {
+      socket.write(
+        `HTTP/1.1 503 Slow Down\r\nContent-Length: ${xml.length}\r\nConnection: keep-alive\r\n\r\n${xml}`,
+      );
+    };
+    const sink = collector();
+    expect(await pipeObject(endpoint(), get, sink)).toEqual({ status: 503, body: xml });
+    expect(sink.bytes().length).toBe(0);
+  });
+
+  it('refuses a 2xx framed other than by Content-Length, before writing a byte', async () => {
+    answer = (socket) => {
+      socket.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
+    };
+    const sink = collector();
+    const failure = await pipeObject(endpoint(), get, sink).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(ObjectPipeError);
+    expect(failure).toMatchObject({ code: 'BadAnswer', bodyStarted: false });
+    expect((failure as Error).message).toContain('without a Content-Length');
+    expect(sink.bytes().length).toBe(0);
+  });
+
+  it('fails, saying how much was missing, when the server closes in the middle of the body', async () => {
+    answer = (socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n');
+      socket.end(Buffer.alloc(600, 1));
+    };
+    const failure = await pipeObject(endpoint(), get, collector()).catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: 'ConnectionBroken', bodyStarted: true });
+    expect((failure as Error).message).toContain('400 bytes of the answer unsent');
+  });
+
+  it('fails without a byte written when nothing listens', async () => {
+    const closed = endpoint();
+    server.close();
+    await once(server, 'close');
+    const failure = await pipeObject(closed, get, collector()).catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: 'ECONNREFUSED', bodyStarted: false });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+  });
+
+  it('lets go of the server connection when the client goes away', async () => {
+    let serverSide: Socket | undefined;
+    answer = (socket) => {
+      serverSide = socket;
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n');
+      socket.write(Buffer.alloc(512 * 1024));
+    };
+    const client = new PassThrough();
+    const piping = pipeObject(endpoint(), get, client);
+    await once(client, 'data');
+    client.destroy();
+    const failure = await piping.catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: 'DestinationClosed' });
+    // The server sees its connection end (reset, as data was still in flight).
+    const side = serverSide as Socket;
+    if (!side.destroyed) await new Promise((resolve) => side.once('close', resolve));
+    expect(side.destroyed).toBe(true);
+  });
+});
