@@ -65,17 +65,22 @@ export class ManifestService {
   }
 
   async get(repository: string, reference: ManifestReference): Promise<StoredManifest> {
-    const digest =
-      reference.kind === 'digest'
-        ? reference.digest
-        : await this.tags.resolve(repository, reference.tag);
-    return this.getByDigest(repository, digest);
+    if (reference.kind === 'digest') return this.getByDigest(repository, reference.digest);
+    const digest = await this.tags.resolve(repository, reference.tag);
+    // A delete removes the tags before the revision they name, so the tag just read named a
+    // revision that was linked when it was read: storage need not be asked again.
+    return this.getByDigest(repository, digest, { linked: true });
   }
 
-  async getByDigest(repository: string, digest: Digest): Promise<StoredManifest> {
+  /** `linked`: the caller has just seen the revision linked (through a tag). */
+  async getByDigest(
+    repository: string,
+    digest: Digest,
+    options: { linked?: boolean } = {},
+  ): Promise<StoredManifest> {
     const key = revisionKey(repository, digest);
     const cached = this.manifests.get(key);
-    if (cached && (await this.stillLinked(repository, digest))) return cached;
+    if (cached && (options.linked || (await this.stillLinked(repository, digest)))) return cached;
     return this.revisions.shared(key, async () => {
       const manifest = await this.read(repository, digest);
       this.manifests.set(key, manifest, manifest.bytes.length);
