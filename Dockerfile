@@ -20,5 +20,6 @@ COPY --from=build /src/dist ./dist
 # 65532: the conventional nonroot uid; the manifests run with a read-only root filesystem.
 USER 65532:65532
 EXPOSE 5000 8080
+# The node flags are scripts/node-flags.ts's: keep the two the same.
 ENTRYPOINT ["node", "--max-semi-space-size=1", "dist/cli.js"]
 CMD ["registry", "--listen", "0.0.0.0:5000", "--storage-dir", "/var/lib/berth"]

@@ -32,6 +32,7 @@ import {
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { imageNodeFlags } from './node-flags.ts';
 import { writeOciArchive, type ContainerConfig } from './oci-image.ts';
 
 const run = promisify(execFile);
@@ -143,9 +144,7 @@ const berthConfig: ContainerConfig = {
   User: '65532:65532',
   ExposedPorts: { '5000/tcp': {}, '8080/tcp': {} },
   Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'NODE_ENV=production'],
-  // 1 MiB semi-spaces: socket buffers die young and are scavenged sooner, which keeps a replica
-  // under 200 MB through a 1 GiB push and pull (issue 14); it measured no slower.
-  Entrypoint: ['/usr/local/bin/node', '--max-semi-space-size=1', 'dist/cli.js'],
+  Entrypoint: ['/usr/local/bin/node', ...imageNodeFlags, 'dist/cli.js'],
   Cmd: ['registry', '--listen', '0.0.0.0:5000', '--storage-dir', '/var/lib/berth'],
   WorkingDir: '/app',
 };

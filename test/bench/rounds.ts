@@ -81,3 +81,49 @@ export function pullTable(
     '',
   ].join('\n');
 }
+
+/** A measure compared across the two sides: its name, unit, how a round's figure is read. */
+export interface Scenario<F> {
+  readonly name: string;
+  readonly unit: string;
+  readonly figure: (figures: F) => number;
+  readonly higherIsBetter: boolean;
+  /** Judged on its own (a memory bound), not against distribution's figure. */
+  readonly absolute?: true;
+}
+
+/** Berth's advantage in one round: above 1 when Berth did better. */
+function advantage<F>(scenario: Scenario<F>, berth: F, distribution: F): number {
+  const ours = scenario.figure(berth);
+  const theirs = scenario.figure(distribution);
+  return scenario.higherIsBetter ? ours / theirs : theirs / ours;
+}
+
+/** A Markdown table: per-round figures of both sides and the median ratio, one row per scenario. */
+export function comparisonTable<F>(
+  scenarios: readonly Scenario<F>[],
+  rounds: readonly { berth: F; distribution: F }[],
+): string[] {
+  const lines = [
+    `| measure | ${rounds.map((_, index) => `round ${index + 1} berth / distribution`).join(' | ')} | median berth | median distribution | median ratio |`,
+    `| --- | ${rounds.map(() => '---').join(' | ')} | --- | --- | --- |`,
+  ];
+  for (const scenario of scenarios) {
+    const cells = rounds.map(({ berth, distribution }) => {
+      const pair = `${scenario.figure(berth).toFixed(1)} / ${scenario.figure(distribution).toFixed(1)}`;
+      if (scenario.absolute) return pair;
+      return `${pair} (${advantage(scenario, berth, distribution).toFixed(2)}x)`;
+    });
+    const berthMedian = median(rounds.map(({ berth }) => scenario.figure(berth)));
+    const distributionMedian = median(
+      rounds.map(({ distribution }) => scenario.figure(distribution)),
+    );
+    const ratioMedian = median(
+      rounds.map(({ berth, distribution }) => advantage(scenario, berth, distribution)),
+    );
+    lines.push(
+      `| ${scenario.name} (${scenario.unit}) | ${cells.join(' | ')} | ${berthMedian.toFixed(1)} | ${distributionMedian.toFixed(1)} | ${scenario.absolute ? '-' : `${ratioMedian.toFixed(2)}x`} |`,
+    );
+  }
+  return lines;
+}

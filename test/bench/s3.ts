@@ -15,20 +15,15 @@
  * each after one answer, which would make every S3 request of either registry a new connection).
  *
  * Clients: curl for monolithic push and pull, a keep-alive Node client for chunks, wrk for
- * manifest GETs. The three-replica figure goes through test/support/round-robin.ts, a Node
- * balancer in this process, which caps what either side can reach there. Not a test: it asserts
+ * manifest GETs. The three-replica figures go through HAProxy, round robin per request (haproxy.ts;
+ * the tests' Node balancer would cap both sides at its own speed). Not a test: it asserts
  * nothing, it measures.
  */
-import { createHash, randomFill } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdtemp, open, readFile, stat } from 'node:fs/promises';
-import { Agent, request } from 'node:http';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomLayerTar } from '../support/images.ts';
-import { run, temporaryDirectory } from '../support/processes.ts';
+import { temporaryDirectory } from '../support/processes.ts';
 import type { RegistryProcess } from '../support/registries.ts';
-import { startRoundRobinBalancer } from '../support/round-robin.ts';
 import {
   s3Tool,
   startBerthOnS3,
@@ -37,10 +32,26 @@ import {
   type S3Server,
 } from '../support/s3.ts';
 import { findTool } from '../support/tools.ts';
-import { machineLine, median, orderOfRound, roundsFromEnvironment } from './rounds.ts';
+import {
+  chunkedPush,
+  makeBlob,
+  manifestLoad,
+  monolithicPush,
+  peakRss,
+  pull,
+  pushSmallImage,
+  type BlobFile,
+} from './registry-clients.ts';
+import { startHaproxy } from './haproxy.ts';
+import {
+  comparisonTable,
+  machineLine,
+  orderOfRound,
+  roundsFromEnvironment,
+  type Scenario,
+} from './rounds.ts';
 
 const blobMiB = Number(process.env.BENCH_BLOB_MIB ?? 1024);
-const chunkBytes = 5 * 1024 * 1024;
 const manifestSeconds = Number(process.env.BENCH_MANIFEST_SECONDS ?? 10);
 const storageMedium = process.env.BENCH_S3_STORAGE ?? 'memory';
 
@@ -48,6 +59,9 @@ interface Figures {
   pushMBps: number;
   pullMBps: number;
   chunkedPushMBps: number;
+  /** VmHWM after the two pushes: the issue's bound is on a replica during a 1 GiB push. */
+  pushPeakRssMB: number;
+  /** VmHWM after the pull and the manifest loads as well. */
   peakRssMB: number;
   manifestRps: number;
   manifestP99ms: number;
@@ -58,147 +72,6 @@ interface Figures {
   manifestByDigestRps3: number;
   /** The largest peak RSS among the three replicas, after their manifest load. */
   peakRssMB3: number;
-}
-
-interface BlobFile {
-  readonly path: string;
-  readonly digest: string;
-  readonly size: number;
-}
-
-async function makeBlob(directory: string): Promise<BlobFile> {
-  const path = join(directory, 'blob.bin');
-  const handle = await open(path, 'w');
-  const hash = createHash('sha256');
-  const chunk = Buffer.alloc(16 * 1024 * 1024);
-  for (let written = 0; written < blobMiB * 1024 * 1024; written += chunk.length) {
-    await new Promise<void>((resolve, reject) =>
-      randomFill(chunk, (error) => (error ? reject(error) : resolve())),
-    );
-    hash.update(chunk);
-    await handle.write(chunk);
-  }
-  await handle.close();
-  return { path, digest: `sha256:${hash.digest('hex')}`, size: (await stat(path)).size };
-}
-
-/** VmHWM: the most resident memory the process has had since it started. */
-async function peakRss(registry: RegistryProcess): Promise<number> {
-  const status = await readFile(`/proc/${registry.daemon.child.pid as number}/status`, 'utf8');
-  const match = /VmHWM:\s+(\d+) kB/.exec(status);
-  return match ? Number(match[1]) / 1024 : NaN;
-}
-
-async function startUpload(base: string, repository: string): Promise<string> {
-  const response = await fetch(`${base}/v2/${repository}/blobs/uploads/`, { method: 'POST' });
-  if (response.status !== 202) throw new Error(`POST upload: ${response.status}`);
-  return new URL(response.headers.get('location') as string, base).toString();
-}
-
-function withDigest(location: string, digest: string): string {
-  return `${location}${location.includes('?') ? '&' : '?'}digest=${digest}`;
-}
-
-async function curl(args: string[]): Promise<string> {
-  return (await run('curl', ['-sS', '--fail', ...args], { timeoutMs: 900_000 })).stdout;
-}
-
-/** POST, then one PUT carrying the whole blob (what containerd and oras do). */
-async function monolithicPush(base: string, repository: string, blob: BlobFile): Promise<number> {
-  const location = await startUpload(base, repository);
-  const started = performance.now();
-  await curl([
-    '-X',
-    'PUT',
-    '-H',
-    'Content-Type: application/octet-stream',
-    '-T',
-    blob.path,
-    withDigest(location, blob.digest),
-  ]);
-  return blob.size / 1e6 / ((performance.now() - started) / 1000);
-}
-
-async function pull(base: string, repository: string, blob: BlobFile): Promise<number> {
-  const started = performance.now();
-  await curl(['-o', '/dev/null', `${base}/v2/${repository}/blobs/${blob.digest}`]);
-  return blob.size / 1e6 / ((performance.now() - started) / 1000);
-}
-
-/** POST, PATCH 5 MiB chunks with Content-Range over one keep-alive connection, then PUT. */
-async function chunkedPush(base: string, repository: string, blob: BlobFile): Promise<number> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-  let location = await startUpload(base, repository);
-  const started = performance.now();
-  for (let offset = 0; offset < blob.size; offset += chunkBytes) {
-    const end = Math.min(offset + chunkBytes, blob.size) - 1;
-    location = await new Promise<string>((resolve, reject) => {
-      const req = request(
-        location,
-        {
-          method: 'PATCH',
-          agent,
-          headers: {
-            'Content-Type': 'application/octet-stream',
-            'Content-Range': `${offset}-${end}`,
-            'Content-Length': end - offset + 1,
-          },
-        },
-        (res) => {
-          res.resume();
-          res.on('end', () => {
-            if (res.statusCode !== 202) reject(new Error(`PATCH: ${res.statusCode}`));
-            else resolve(new URL(res.headers.location as string, base).toString());
-          });
-        },
-      );
-      req.on('error', reject);
-      createReadStream(blob.path, { start: offset, end, highWaterMark: 1024 * 1024 }).pipe(req);
-    });
-  }
-  const done = await fetch(withDigest(location, blob.digest), { method: 'PUT' });
-  if (done.status !== 201) throw new Error(`PUT: ${done.status} ${await done.text()}`);
-  agent.destroy();
-  return blob.size / 1e6 / ((performance.now() - started) / 1000);
-}
-
-/** wrk, 2 threads, 32 connections, against one manifest. */
-async function manifestLoad(base: string, path: string): Promise<{ rps: number; p99ms: number }> {
-  const output = (
-    await run(
-      'wrk',
-      [
-        '-t2',
-        '-c32',
-        `-d${manifestSeconds}s`,
-        '--latency',
-        '-H',
-        'Accept: application/vnd.oci.image.manifest.v1+json',
-        `${base}${path}`,
-      ],
-      { timeoutMs: (manifestSeconds + 30) * 1000 },
-    )
-  ).stdout;
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1]);
-  const p99 = /99%\s+([\d.]+)(us|ms|s)/.exec(output);
-  const scale = { us: 0.001, ms: 1, s: 1000 } as const;
-  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(output);
-  if (non2xx) throw new Error(`manifest GET answered ${non2xx[1]} errors`);
-  return { rps, p99ms: p99 ? Number(p99[1]) * scale[p99[2] as keyof typeof scale] : NaN };
-}
-
-/** Pushes a one-layer image; its manifest's paths by tag and by digest. */
-async function pushSmallImage(
-  host: string,
-  work: string,
-): Promise<{ byTag: string; byDigest: string }> {
-  const crane = findTool('crane');
-  if (!crane) throw new Error('crane is missing: run test/tools/install.sh');
-  const layer = await randomLayerTar(work, `small-${host.replace(/\W/g, '')}`, 64 * 1024);
-  const reference = `${host}/bench/small:v1`;
-  await run(crane, ['append', '--insecure', '-f', layer, '-t', reference]);
-  const digest = (await run(crane, ['digest', '--insecure', reference])).stdout.trim();
-  return { byTag: '/v2/bench/small/manifests/v1', byDigest: `/v2/bench/small/manifests/${digest}` };
 }
 
 type Side = 'berth' | 'distribution';
@@ -228,30 +101,38 @@ async function measureOnce(
   try {
     const single = await startReplica(side, server, bucket, work, 0);
     replicas.push(single);
+    const pid = single.daemon.child.pid as number;
     const pushMBps = await monolithicPush(single.url, 'bench/mono', blob);
-    const pullMBps = await pull(single.url, 'bench/mono', blob);
     const chunkedPushMBps = await chunkedPush(single.url, 'bench/chunked', blob);
-    const peakRssMB = await peakRss(single);
+    const pushPeakRssMB = await peakRss(pid);
+    const pullMBps = await pull(single.url, 'bench/mono', blob);
     const manifest = await pushSmallImage(single.host, work);
-    const one = await manifestLoad(single.url, manifest.byTag);
-    const oneByDigest = await manifestLoad(single.url, manifest.byDigest);
+    const one = await manifestLoad(single.url, manifest.byTag, manifestSeconds);
+    const oneByDigest = await manifestLoad(single.url, manifest.byDigest, manifestSeconds);
+    const peakRssMB = await peakRss(pid);
 
     for (let index = 1; index < 3; index += 1)
       replicas.push(await startReplica(side, server, bucket, work, index));
-    const balancer = await startRoundRobinBalancer(replicas.map((replica) => replica.host));
+    const balancer = await startHaproxy(
+      replicas.map((replica) => replica.host),
+      work,
+    );
     let three: { rps: number; p99ms: number };
     let threeByDigest: { rps: number; p99ms: number };
     try {
-      three = await manifestLoad(balancer.url, manifest.byTag);
-      threeByDigest = await manifestLoad(balancer.url, manifest.byDigest);
+      three = await manifestLoad(balancer.url, manifest.byTag, manifestSeconds);
+      threeByDigest = await manifestLoad(balancer.url, manifest.byDigest, manifestSeconds);
     } finally {
       await balancer.stop();
     }
-    const peaks = await Promise.all(replicas.map(peakRss));
+    const peaks = await Promise.all(
+      replicas.map((replica) => peakRss(replica.daemon.child.pid as number)),
+    );
     return {
       pushMBps,
       pullMBps,
       chunkedPushMBps,
+      pushPeakRssMB,
       peakRssMB,
       manifestRps: one.rps,
       manifestP99ms: one.p99ms,
@@ -267,16 +148,7 @@ async function measureOnce(
   }
 }
 
-interface Scenario {
-  readonly name: string;
-  readonly unit: string;
-  readonly figure: (figures: Figures) => number;
-  readonly higherIsBetter: boolean;
-  /** Judged on its own (a memory bound), not against distribution's figure. */
-  readonly absolute?: true;
-}
-
-const scenarios: Scenario[] = [
+const scenarios: Scenario<Figures>[] = [
   {
     name: `${blobMiB} MiB monolithic push`,
     unit: 'MB/s',
@@ -291,7 +163,14 @@ const scenarios: Scenario[] = [
     higherIsBetter: true,
   },
   {
-    name: 'peak RSS of the replica during the pushes',
+    name: `peak RSS of the replica during the ${blobMiB} MiB pushes`,
+    unit: 'MB',
+    figure: (f) => f.pushPeakRssMB,
+    higherIsBetter: false,
+    absolute: true,
+  },
+  {
+    name: 'peak RSS of the replica after its pull and manifest loads too',
     unit: 'MB',
     figure: (f) => f.peakRssMB,
     higherIsBetter: false,
@@ -342,40 +221,8 @@ const scenarios: Scenario[] = [
   },
 ];
 
-/** Berth's advantage in one round: above 1 when Berth did better. */
-function ratio(scenario: Scenario, berth: Figures, distribution: Figures): number {
-  const ours = scenario.figure(berth);
-  const theirs = scenario.figure(distribution);
-  return scenario.higherIsBetter ? ours / theirs : theirs / ours;
-}
-
-function table(rounds: { berth: Figures; distribution: Figures }[]): string[] {
-  const lines = [
-    `| measure | ${rounds.map((_, index) => `round ${index + 1} berth / distribution`).join(' | ')} | median berth | median distribution | median ratio |`,
-    `| --- | ${rounds.map(() => '---').join(' | ')} | --- | --- | --- |`,
-  ];
-  for (const scenario of scenarios) {
-    const cells = rounds.map(({ berth, distribution }) => {
-      const pair = `${scenario.figure(berth).toFixed(1)} / ${scenario.figure(distribution).toFixed(1)}`;
-      if (scenario.absolute) return pair;
-      return `${pair} (${ratio(scenario, berth, distribution).toFixed(2)}x)`;
-    });
-    const berthMedian = median(rounds.map(({ berth }) => scenario.figure(berth)));
-    const distributionMedian = median(
-      rounds.map(({ distribution }) => scenario.figure(distribution)),
-    );
-    const ratioMedian = median(
-      rounds.map(({ berth, distribution }) => ratio(scenario, berth, distribution)),
-    );
-    lines.push(
-      `| ${scenario.name} (${scenario.unit}) | ${cells.join(' | ')} | ${berthMedian.toFixed(1)} | ${distributionMedian.toFixed(1)} | ${scenario.absolute ? '-' : `${ratioMedian.toFixed(2)}x`} |`,
-    );
-  }
-  return lines;
-}
-
 async function main(): Promise<void> {
-  for (const tool of ['curl', 'wrk', 'docker-registry', 'crane', s3Tool]) {
+  for (const tool of ['curl', 'wrk', 'haproxy', 'docker-registry', 'crane', s3Tool]) {
     if (!findTool(tool)) throw new Error(`${tool} is missing: run test/tools/install.sh`);
   }
   const rounds = roundsFromEnvironment(5);
@@ -385,7 +232,7 @@ async function main(): Promise<void> {
   try {
     const machine = await machineLine();
     process.stdout.write(`bench: ${machine}\nbench: writing a ${blobMiB} MiB random blob\n`);
-    const blob = await makeBlob(work.path);
+    const blob = await makeBlob(work.path, blobMiB);
     const results: { berth: Figures; distribution: Figures }[] = [];
     for (let round = 0; round < rounds; round += 1) {
       const figures: Partial<Record<Side, Figures>> = {};
@@ -399,7 +246,7 @@ async function main(): Promise<void> {
     const report = [
       `${blobMiB} MiB blob, ${rounds} alternating rounds, ${s3Tool} with its data on ${storageMedium === 'memory' ? 'tmpfs' : 'disk'} (${parent}), ${machine}`,
       '',
-      ...table(results),
+      ...comparisonTable(scenarios, results),
     ];
     process.stdout.write(`\n${report.join('\n')}\n`);
   } finally {

@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { berthCli } from './cli.ts';
+import { berthCli, imageNodeFlags } from './cli.ts';
 import { Daemon, ExitedError, freePort, waitFor } from './processes.ts';
 import { findTool } from './tools.ts';
 
@@ -33,6 +33,8 @@ export async function startBerth(
   const daemon = new Daemon(
     process.execPath,
     [
+      // Built, it runs as the image runs it.
+      ...(options.built ? imageNodeFlags : []),
       berthCli(options.built),
       'registry',
       '--listen',

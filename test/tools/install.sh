@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every tool the test suite drives, outside the repository:
 #   Debian packages: skopeo, containerd (with runc), podman, docker-registry (CNCF distribution
-#                    2.8), curl and wrk (benchmarks); for the real test cluster: the CNI plugins,
+#                    2.8), curl, wrk and haproxy (benchmarks); for the real test cluster: the CNI plugins,
 #                    iptables, iproute2, conntrack and busybox-static (the shell in test images);
 #                    apache2-utils (htpasswd for an authenticating upstream), openssl and python3
 #                    (strict certificate verification)
@@ -20,7 +20,7 @@ mkdir -p "$bin_dir"
 
 debian_packages=(skopeo containerd runc podman docker-registry curl wrk
   containernetworking-plugins iptables iproute2 conntrack busybox-static
-  apache2-utils openssl python3)
+  apache2-utils openssl python3 haproxy)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
