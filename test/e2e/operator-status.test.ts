@@ -338,6 +338,53 @@ describeWithTools(controlPlaneToolNames, 'the operator explains its state', () =
     await show('registry', 'tls', 'team-b');
   });
 
+  it("reports a mirror's login Secret that is missing, then incomplete, and clears once it serves", async () => {
+    const degraded = () => harness.condition('registry', 'hub', 'team-b', 'Degraded');
+    await harness.apply(
+      registry('team-b', 'hub', {
+        mirrors: [
+          {
+            url: 'https://registry-1.docker.io',
+            prefix: 'docker.io',
+            credentialsSecret: 'hub-login',
+          },
+        ],
+      }),
+    );
+    await waitFor(
+      async () => (await degraded())?.reason === 'SecretNotFound',
+      30_000,
+      `SecretNotFound for the mirror login (operator: ${output()})`,
+    );
+    expect((await degraded())?.message).toBe(
+      'mirrors[0].credentialsSecret hub-login does not exist in namespace team-b: the registry pods cannot start until it does',
+    );
+    const login = (stringData: Record<string, string>) => ({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'hub-login', namespace: 'team-b' },
+      type: 'Opaque',
+      stringData,
+    });
+    await harness.apply(login({ username: 'hub-user' }));
+    await waitFor(
+      async () => (await degraded())?.reason === 'SecretIncomplete',
+      30_000,
+      `SecretIncomplete for a login without a password (operator: ${output()})`,
+    );
+    expect((await degraded())?.message).toBe(
+      'mirrors[0].credentialsSecret hub-login has no password: the registry pods cannot start until it does',
+    );
+    const [event] = await harness.events('team-b', 'hub', 'SecretIncomplete');
+    expect(event).toMatchObject({ type: 'Warning' });
+    await harness.apply(login({ username: 'hub-user', password: 'hub-token' }));
+    await waitFor(
+      async () => (await degraded())?.status === 'False',
+      30_000,
+      `Degraded cleared once the login has both keys (operator: ${output()})`,
+    );
+  });
+
   it('exposes API errors, requeues, Registry conditions, pull Secrets and the earliest credential expiry as metrics', async () => {
     const text = await scrape();
     const value = (pattern: RegExp): number => Number(pattern.exec(text)?.[1] ?? Number.NaN);
