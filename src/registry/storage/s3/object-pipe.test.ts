@@ -110,6 +110,16 @@ describe('pipeObject', () => {
     expect(most).toBeLessThanOrEqual(2 * 256 * 1024);
   });
 
+  it('writes exactly Content-Length bytes when the server sends more', async () => {
+    answer = (socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n');
+      setTimeout(() => socket.end(Buffer.from('0123456789trailing bytes')), 10);
+    };
+    const sink = collector();
+    expect(await pipeObject(endpoint(), get, sink)).toEqual({ status: 200, copied: 10 });
+    expect(sink.bytes().toString()).toBe('0123456789');
+  });
+
   it('returns an error answer with its body, read only as far as its length says', async () => {
     const xml = '<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>';
     answer = (socket) => {

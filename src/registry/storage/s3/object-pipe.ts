@@ -221,9 +221,10 @@ export function pipeObject(
           const bytes = Buffer.from(buffer.buffer, buffer.byteOffset, length);
           let more: boolean;
           if (answer) {
-            // The destination now holds this buffer; the next read goes into another.
+            // Body bytes go to the destination in this buffer, so the next read goes into
+            // another; bytes past the body are not written, and theirs is read into again.
             more = received(bytes, reading);
-            if (answer.status < 300) reading = buffers.take();
+            if (pending.has(reading)) reading = buffers.take();
           } else {
             more = readHead(Buffer.from(bytes));
           }
