@@ -5,7 +5,13 @@ import type { Writable } from 'node:stream';
 import aws4 from 'aws4';
 import { XMLParser } from 'fast-xml-parser';
 import type { S3Credentials } from './credentials.ts';
-import { ObjectPipeError, pipeObject, type PipeAnswer, type SignedGet } from './object-pipe.ts';
+import {
+  bareHostname,
+  ObjectPipeError,
+  pipeObject,
+  type PipeAnswer,
+  type SignedGet,
+} from './object-pipe.ts';
 
 export interface S3ClientOptions {
   readonly bucket: string;
@@ -420,7 +426,7 @@ export class S3Client {
       const outgoing = send(
         {
           protocol: this.url.protocol,
-          hostname: this.url.hostname,
+          hostname: bareHostname(this.url),
           port: this.url.port,
           method: request.method,
           path: signed.path,

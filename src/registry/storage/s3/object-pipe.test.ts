@@ -1,7 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { createServer as createHttpsServer } from 'node:https';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { getCACertificates, setDefaultCACertificates } from 'node:tls';
 import { PassThrough, Writable } from 'node:stream';
+import { createCertificateAuthority, issueServingCertificate } from '../../../tls/certificates.ts';
 import { ObjectPipeError, pipeObject } from './object-pipe.ts';
 
 /**
@@ -181,5 +184,77 @@ describe('pipeObject', () => {
     const side = serverSide as Socket;
     if (!side.destroyed) await new Promise((resolve) => side.once('close', resolve));
     expect(side.destroyed).toBe(true);
+  });
+
+  it('reaches an IPv6 address written in brackets, as URL keeps it', async () => {
+    const body = Buffer.from('over IPv6');
+    const v6 = createServer((socket) => {
+      socket.once('data', () =>
+        socket.end(
+          Buffer.concat([
+            Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`),
+            body,
+          ]),
+        ),
+      );
+    });
+    v6.listen(0, '::1');
+    await once(v6, 'listening');
+    try {
+      const sink = collector();
+      const url = new URL(`http://[::1]:${(v6.address() as AddressInfo).port}`);
+      expect(await pipeObject(url, get, sink)).toEqual({ status: 200, copied: body.length });
+      expect(sink.bytes().toString()).toBe('over IPv6');
+    } finally {
+      v6.close();
+    }
+  });
+
+  describe('over TLS', () => {
+    const hour = 3_600_000;
+    const ca = createCertificateAuthority('object-pipe test CA', hour);
+    const serving = issueServingCertificate(ca, 's3.test', ['localhost', '127.0.0.1'], hour);
+    const body = randomBytes(1024 * 1024);
+    let https: ReturnType<typeof createHttpsServer>;
+    let port: number;
+    const trusted = getCACertificates('default');
+
+    beforeAll(async () => {
+      https = createHttpsServer(
+        { key: serving.privateKeyPem, cert: serving.certificatePem },
+        (_request, response) => {
+          response.setHeader('Content-Length', body.length);
+          response.end(body);
+        },
+      );
+      https.listen(0, '127.0.0.1');
+      await once(https, 'listening');
+      port = (https.address() as AddressInfo).port;
+    });
+    afterAll(() => {
+      setDefaultCACertificates(trusted);
+      https.close();
+    });
+
+    it('copies the body from a server whose certificate names the host or the address', async () => {
+      setDefaultCACertificates([...trusted, ca.certificatePem]);
+      for (const host of ['localhost', '127.0.0.1']) {
+        const sink = collector();
+        const answer = await pipeObject(new URL(`https://${host}:${port}`), get, sink);
+        expect(answer).toEqual({ status: 200, copied: body.length });
+        expect(sink.bytes().equals(body)).toBe(true);
+      }
+    });
+
+    it('refuses a certificate the process does not trust, before a byte is written', async () => {
+      setDefaultCACertificates(trusted);
+      const sink = collector();
+      const failure = await pipeObject(new URL(`https://localhost:${port}`), get, sink).catch(
+        (error: unknown) => error,
+      );
+      expect(failure).toMatchObject({ bodyStarted: false });
+      expect((failure as ObjectPipeError).code).toMatch(/CERT|SIGNATURE|ISSUER/);
+      expect(sink.bytes().length).toBe(0);
+    });
   });
 });

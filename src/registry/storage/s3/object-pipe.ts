@@ -1,4 +1,4 @@
-import { connect as connectTcp, type Socket } from 'node:net';
+import { connect as connectTcp, isIP, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
 import type { Writable } from 'node:stream';
 import {
@@ -50,6 +50,11 @@ export class ObjectPipeError extends Error {
     this.code = code;
     this.bodyStarted = bodyStarted;
   }
+}
+
+/** The host to connect to: URL keeps an IPv6 literal in brackets, a socket wants the address. */
+export function bareHostname(url: URL): string {
+  return url.hostname.replace(/^\[(.*)\]$/, '$1');
 }
 
 interface Head {
@@ -211,8 +216,9 @@ export function pipeObject(
       finish({ status: answer?.status ?? 0, body: errorBytes > 0 ? body : '' });
     };
 
+    const host = bareHostname(endpoint);
     const options = {
-      host: endpoint.hostname,
+      host,
       port: Number(endpoint.port || (endpoint.protocol === 'https:' ? 443 : 80)),
       onread: {
         buffer: (): Buffer => reading,
@@ -235,7 +241,8 @@ export function pipeObject(
     };
     const socket: Socket =
       endpoint.protocol === 'https:'
-        ? connectTls({ ...options, servername: endpoint.hostname })
+        ? // SNI carries names only (RFC 6066); an address is still checked against the certificate.
+          connectTls({ ...options, ...(isIP(host) ? {} : { servername: host }) })
         : connectTcp(options);
     socket.setNoDelay(true);
     socket.setTimeout(idleMillis, () =>
