@@ -12,6 +12,7 @@ import { randomLayerTar } from '../support/images.ts';
 import { run, temporaryDirectory } from '../support/processes.ts';
 import { startBerth, type RegistryProcess } from '../support/registries.ts';
 import { findTool } from '../support/tools.ts';
+import { manifestLoad } from './registry-clients.ts';
 
 const seconds = Number(process.env.BENCH_MANIFEST_SECONDS ?? 10);
 
@@ -19,26 +20,13 @@ async function load(
   registry: RegistryProcess,
   token: string | undefined,
 ): Promise<{ rps: number; p99: string }> {
-  const args = [
-    '-t2',
-    '-c32',
-    `-d${seconds}s`,
-    '--latency',
-    '-H',
-    'Accept: application/vnd.oci.image.manifest.v1+json',
-  ];
-  if (token) args.push('-H', `Authorization: Bearer ${token}`);
-  const output = (
-    await run('wrk', [...args, `${registry.url}/v2/team-a/app/manifests/v1`], {
-      timeoutMs: (seconds + 30) * 1000,
-    })
-  ).stdout;
-  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(output);
-  if (non2xx) throw new Error(`manifest GET answered ${non2xx[1]} errors`);
-  return {
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1]),
-    p99: /99%\s+(\S+)/.exec(output)?.[1] ?? '?',
-  };
+  const { rps, p99ms } = await manifestLoad(
+    registry.url,
+    '/v2/team-a/app/manifests/v1',
+    seconds,
+    token ? [`Authorization: Bearer ${token}`] : [],
+  );
+  return { rps, p99: `${p99ms.toFixed(2)}ms` };
 }
 
 async function main(): Promise<void> {

@@ -136,11 +136,12 @@ export async function chunkedPush(
   return blob.size / 1e6 / ((performance.now() - started) / 1000);
 }
 
-/** wrk, 2 threads, 32 connections, for `seconds` against one manifest. */
+/** wrk, 2 threads, 32 connections, for `seconds` against one manifest; `headers` as `Name: value`. */
 export async function manifestLoad(
   base: string,
   path: string,
   seconds: number,
+  headers: readonly string[] = [],
 ): Promise<{ rps: number; p99ms: number }> {
   const output = (
     await run(
@@ -152,6 +153,7 @@ export async function manifestLoad(
         '--latency',
         '-H',
         'Accept: application/vnd.oci.image.manifest.v1+json',
+        ...headers.flatMap((header) => ['-H', header]),
         `${base}${path}`,
       ],
       { timeoutMs: (seconds + 30) * 1000 },

@@ -110,7 +110,6 @@ export function pipeObject(
     let remaining = 0;
     let copied = 0;
     let errorBody: Buffer[] = [];
-    let errorBytes = 0;
     let settled = false;
     let paused = false;
 
@@ -205,7 +204,6 @@ export function pipeObject(
       if (answer && answer.status < 300) return writeBody(bytes, borrowed);
       const kept = bytes.subarray(0, Math.max(0, Math.min(bytes.length, remaining)));
       errorBody.push(Buffer.from(kept));
-      errorBytes += kept.length;
       remaining -= kept.length;
       if (remaining <= 0) finishWithError();
       return true;
@@ -213,7 +211,7 @@ export function pipeObject(
     const finishWithError = (): void => {
       const body = Buffer.concat(errorBody).toString('utf8');
       errorBody = [];
-      finish({ status: answer?.status ?? 0, body: errorBytes > 0 ? body : '' });
+      finish({ status: answer?.status ?? 0, body });
     };
 
     const host = bareHostname(endpoint);
