@@ -174,6 +174,8 @@ export class CacheWriter {
   private handle: FileHandle | undefined;
   private failed = false;
   private pending: Buffer[] = [];
+  /** Called once the pending chunk at the same index is written. */
+  private pendingDone: ((() => void) | undefined)[] = [];
   private pendingBytes = 0;
   private flushing: Promise<void> | undefined;
   /** Callers of `write` told to wait until the queue has room. */
@@ -191,10 +193,14 @@ export class CacheWriter {
     return new CacheWriter(path, await open(path, 'w', 0o600));
   }
 
-  /** Queues a chunk; returns a promise to wait for only when the queue is full. */
-  write(chunk: Buffer): Promise<void> | undefined {
+  /**
+   * Queues a chunk; returns a promise to wait for only when the queue is full. `written` is
+   * called once the chunk is in the file, and not at all if it never gets there.
+   */
+  write(chunk: Buffer, written?: () => void): Promise<void> | undefined {
     if (this.failed || !this.handle) return undefined;
     this.pending.push(chunk);
+    this.pendingDone.push(written);
     this.pendingBytes += chunk.length;
     if (!this.flushing && this.pendingBytes >= CacheWriter.batchBytes) this.startFlush();
     if (this.pendingBytes < CacheWriter.maxPendingBytes) return undefined;
@@ -227,16 +233,20 @@ export class CacheWriter {
     this.flushing = (async () => {
       while (this.pending.length > 0 && !this.failed && this.handle) {
         const batch = this.pending;
+        const done = this.pendingDone;
         const size = this.pendingBytes;
         this.pending = [];
+        this.pendingDone = [];
         this.pendingBytes = 0;
         this.wakeWaiting();
         try {
           await this.handle.writev(batch);
           this.written += size;
+          for (const written of done) written?.();
         } catch {
           this.failed = true;
           this.pending = [];
+          this.pendingDone = [];
           this.pendingBytes = 0;
         }
       }

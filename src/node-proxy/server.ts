@@ -15,7 +15,9 @@ import { Counter, Gauge, MetricsRegistry } from '../observability/metrics.ts';
 import { answerProbe, formatAddress, listenOn, type ProbeState } from '../observability/probes.ts';
 import { corkForThisTurn, drained, VerifiedSender } from '../util/client-writes.ts';
 import { forEachChunk } from '../util/streams.ts';
+import type { PipeAnswer } from '../util/get-pipe.ts';
 import { BlobCache } from './blob-cache.ts';
+import { FillSink } from './fill-sink.ts';
 import { BadTargetError, Upstream } from './upstream.ts';
 import { UpstreamHealth } from './upstream-health.ts';
 
@@ -211,41 +213,43 @@ class ProxyHandler {
     path: string,
     digest: string,
   ): Promise<void> {
+    let answeredElsewhere = false;
     const cached = await this.cache.fetchOnce(digest, async (writer) => {
       this.observer.fetched();
-      const response = await this.upstream.send({ method: 'GET', path, headers: req.headers });
-      const length = Number(response.headers['content-length']);
-      const clientHeaders = this.upstream.clientHeaders(response.headers, req.headers.host ?? '');
-      if (response.statusCode !== 200 || !Number.isFinite(length) || !this.cache.accepts(length)) {
-        // Not cacheable: relay it; requests waiting on this fetch make their own.
-        res.writeHead(response.statusCode ?? 502, clientHeaders);
-        await relay(response, res);
-        return false;
-      }
-      res.writeHead(200, clientHeaders);
       const client = new VerifiedSender(res);
-      const hash = createHash('sha256');
-      let received = 0;
+      const sink = new FillSink(client);
+      let length = 0;
+      let cacheable = false;
+      const onHead = (status: number, headers: ReadonlyMap<string, string>): void => {
+        length = Number(headers.get('content-length'));
+        cacheable = status === 200 && this.cache.accepts(length);
+        if (cacheable) sink.cacheInto(writer);
+        const host = req.headers.host ?? '';
+        res.writeHead(status, this.upstream.clientHeaders(Object.fromEntries(headers), host));
+      };
+      let answer: PipeAnswer;
       try {
-        await forEachChunk(response, (chunk) => {
-          hash.update(chunk);
-          received += chunk.length;
-          const disk = writer.write(chunk);
-          const network = client.write(chunk);
-          if (!disk) return network;
-          return network ? Promise.all([disk, network]).then(() => undefined) : disk;
-        });
+        answer = await this.upstream.pipe(path, req.headers, sink, onHead);
       } catch (error) {
+        sink.stop();
         // The registry's stream broke: the client sees a cut connection and retries.
-        client.finish(false);
+        if (res.headersSent) client.finish(false);
         throw error;
       }
-      const verified = `sha256:${hash.digest('hex')}` === digest && received === length;
+      if ('body' in answer) {
+        // Not a blob after all (deleted since the HEAD, say): the registry's own answer, whole.
+        // Requests waiting on this fetch make their own.
+        await this.pass(req, res);
+        answeredElsewhere = true;
+        return false;
+      }
+      const verified = (await sink.complete()) === digest && sink.received === length;
       client.finish(verified);
       if (!verified)
         this.logger.warn({ digest }, 'registry sent bytes that do not match the digest');
-      return verified;
+      return verified && cacheable;
     });
+    if (answeredElsewhere) return;
     // A fill that failed before answering (the registry unreachable) must still answer.
     if (!cached && !res.headersSent) unavailable(res);
     else if (!res.writableEnded) res.destroy();

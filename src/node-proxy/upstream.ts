@@ -2,6 +2,8 @@ import { request as httpRequest, Agent as HttpAgent, type IncomingMessage } from
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
 import { readFile } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
+import { GetPipeError, pipeGet, type PipeAnswer } from '../util/get-pipe.ts';
 import { reloadIntervalMillis, watchFiles, type FileWatch } from '../tls/reload.ts';
 
 /** Headers that describe one connection, not the message; a proxy must not forward them. */
@@ -180,6 +182,43 @@ export class Upstream {
     }
   }
 
+  /**
+   * GETs a blob and copies a 2xx answer's body into `destination` through reused buffers
+   * (util/get-pipe.ts says why not node:http); `onHead` hears its headers before the first body
+   * byte. Another answer comes back with its body, none of it written. On a connection of its
+   * own, closed after the answer. Sent again, like `send`, while the registry cannot be reached.
+   */
+  async pipe(
+    path: string,
+    headers: IncomingHttpHeaders,
+    destination: Writable,
+    onHead: (status: number, headers: ReadonlyMap<string, string>) => void,
+  ): Promise<PipeAnswer> {
+    if (!isOriginForm(path)) throw new BadTargetError(path);
+    const outgoing: Record<string, string> = {};
+    for (const [name, value] of Object.entries(forwardedHeaders(headers, false)))
+      if (value !== undefined)
+        outgoing[name] = Array.isArray(value) ? value.join(', ') : String(value);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await pipeGet(this.url, { host: this.host, path, headers: outgoing }, destination, {
+          ca: this.ca,
+          servername: this.serverName,
+          connectTimeoutMillis,
+          onHead,
+        });
+      } catch (error) {
+        const delay = retryDelaysMillis[attempt];
+        const notConnected =
+          error instanceof GetPipeError &&
+          !error.bodyStarted &&
+          (notConnectedCodes.has(error.code) || error.code === 'ConnectTimeout');
+        if (!notConnected || delay === undefined) throw error;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
   private sendOnce({
     method,
     path,
@@ -187,23 +226,8 @@ export class Upstream {
     body,
     signal,
   }: UpstreamRequest): Promise<IncomingMessage> {
-    // Only origin-form targets ("/v2/..."): "//host/..." or an absolute URL would leave the registry.
-    if (!path.startsWith('/') || path.startsWith('//'))
-      return Promise.reject(new BadTargetError(path));
-    // Headers the client named in Connection are hop-by-hop too.
-    const connection = String(headers.connection ?? '')
-      .split(',')
-      .map((name) => name.trim().toLowerCase());
-    const outgoing: OutgoingHttpHeaders = {};
-    for (const [name, value] of Object.entries(headers)) {
-      if (value !== undefined && !hopByHop.has(name) && !connection.includes(name))
-        outgoing[name] = value;
-    }
-    // A request sent without its body must not announce one, or the pooled connection desyncs.
-    if (!body) {
-      delete outgoing['content-length'];
-      delete outgoing['transfer-encoding'];
-    }
+    if (!isOriginForm(path)) return Promise.reject(new BadTargetError(path));
+    const outgoing = forwardedHeaders(headers, body !== undefined);
     outgoing.host = this.host;
     const send = this.url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
@@ -265,6 +289,30 @@ export class Upstream {
     this.caWatch?.stop();
     this.agent.destroy();
   }
+}
+
+/** Only origin-form targets ("/v2/..."): "//host/..." or an absolute URL would leave the registry. */
+function isOriginForm(path: string): boolean {
+  return path.startsWith('/') && !path.startsWith('//');
+}
+
+/** The client's headers as sent on to the registry: hop-by-hop ones dropped, Host not set. */
+function forwardedHeaders(headers: IncomingHttpHeaders, hasBody: boolean): OutgoingHttpHeaders {
+  // Headers the client named in Connection are hop-by-hop too.
+  const connection = String(headers.connection ?? '')
+    .split(',')
+    .map((name) => name.trim().toLowerCase());
+  const outgoing: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined && !hopByHop.has(name) && !connection.includes(name))
+      outgoing[name] = value;
+  }
+  // A request sent without its body must not announce one, or the pooled connection desyncs.
+  if (!hasBody) {
+    delete outgoing['content-length'];
+    delete outgoing['transfer-encoding'];
+  }
+  return outgoing;
 }
 
 /** Closes the agent's idle pooled connections (none is serving a request). */

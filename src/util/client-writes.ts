@@ -8,18 +8,30 @@ import type { ServerResponse } from 'node:http';
 export class VerifiedSender {
   private readonly res: ServerResponse;
   private held: Buffer | undefined;
+  private heldSent: (() => void) | undefined;
 
   constructor(res: ServerResponse) {
     this.res = res;
   }
 
-  write(chunk: Buffer): Promise<void> | undefined {
+  /**
+   * Sends the chunk held back so far and holds this one; a promise to wait for when the client
+   * is behind. `sent` is called once the chunk has gone to the socket, and not at all if it
+   * never does (the client went away, or the blob turned out wrong).
+   */
+  write(chunk: Buffer, sent?: () => void): Promise<void> | undefined {
     const previous = this.held;
+    const previousSent = this.heldSent;
     this.held = chunk;
+    this.heldSent = sent;
     if (!previous || this.res.destroyed) return undefined;
     corkForThisTurn(this.res);
-    if (this.res.write(previous)) return undefined;
-    return drained(this.res);
+    const accepted = previousSent
+      ? this.res.write(previous, (error) => {
+          if (!error) previousSent();
+        })
+      : this.res.write(previous);
+    return accepted ? undefined : drained(this.res);
   }
 
   finish(verified: boolean): void {

@@ -7,11 +7,11 @@ import { XMLParser } from 'fast-xml-parser';
 import type { S3Credentials } from './credentials.ts';
 import {
   bareHostname,
-  ObjectPipeError,
-  pipeObject,
+  GetPipeError,
+  pipeGet,
   type PipeAnswer,
   type SignedGet,
-} from './object-pipe.ts';
+} from '../../../util/get-pipe.ts';
 
 export interface S3ClientOptions {
   readonly bucket: string;
@@ -123,7 +123,7 @@ export class S3Client {
 
   /**
    * Copies the object's bytes, or the range `offset`..`end` (inclusive), into `destination`
-   * (object-pipe.ts says why not through node:http); false when the object does not exist.
+   * (util/get-pipe.ts says why not through node:http); false when the object does not exist.
    * Retried like any request until the first byte is written, never after.
    */
   async pipe(
@@ -135,9 +135,9 @@ export class S3Client {
     for (let attempt = 1; ; attempt += 1) {
       let answer: PipeAnswer;
       try {
-        answer = await pipeObject(this.url, this.sign(request), destination);
+        answer = await pipeGet(this.url, this.sign(request), destination);
       } catch (error) {
-        if (!(error instanceof ObjectPipeError)) throw error;
+        if (!(error instanceof GetPipeError)) throw error;
         if (!error.bodyStarted && error.code !== 'DestinationClosed' && attempt < attempts) {
           await delay(attempt);
           continue;

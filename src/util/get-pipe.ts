@@ -4,15 +4,17 @@ import type { Writable } from 'node:stream';
 import {
   blobGetBuffers as pipeBuffers,
   blobGetChunksInFlight as chunksInFlight,
-} from '../../../util/buffer-pool.ts';
+} from './buffer-pool.ts';
 
 /**
- * One GET of an object whose body is copied into a writable through reused buffers.
+ * One GET of a blob whose body is copied into a writable through reused buffers: an S3 object
+ * for the registry, a registry blob for the node proxy.
  *
  * Why not node:http: its client allocates a new buffer for every read of the socket and hands
- * each through a stream, and that garbage was most of a blob pull's CPU on S3 (512 MiB from
- * versitygw on loopback: 700-1300 ms of CPU through `http.request`, 150-180 ms reading into
- * buffers of a pool, measured in one run). A socket's `onread` reads into buffers we give it,
+ * each through a stream, and that garbage was most of a blob pull's CPU (512 MiB from versitygw
+ * on loopback: 700-1300 ms of CPU through `http.request`, 150-180 ms reading into buffers of a
+ * pool; 512 MiB from `berth registry` over TLS: 650-1030 ms through `https.request`, 195-210 ms
+ * through a TLS socket's `onread`, measured in one run each). A socket's `onread` reads into buffers we give it,
  * but node:http cannot parse from such a socket, so this reads the one answer itself: HTTP/1.1,
  * the status line and headers, then exactly Content-Length bytes. It sends `Connection: close`,
  * so nothing is left on the connection to get wrong; an answer framed any other way is an error.
@@ -30,13 +32,25 @@ export interface SignedGet {
   readonly headers: Readonly<Record<string, string>>;
 }
 
+/** How to reach the server, and who hears of the answer's head. */
+export interface GetPipeOptions {
+  /** TLS: trust this CA instead of the process's default ones. */
+  readonly ca?: Buffer | undefined;
+  /** TLS: the name to send (SNI) and verify, when the endpoint is an address, not that name. */
+  readonly servername?: string | undefined;
+  /** No connection within this long fails the GET with code `ConnectTimeout`. */
+  readonly connectTimeoutMillis?: number;
+  /** Hears a 2xx answer's status and headers (names in lower case) before its first body byte is written. */
+  readonly onHead?: (status: number, headers: ReadonlyMap<string, string>) => void;
+}
+
 /** What the server answered: a 2xx whose body was copied, or another status with its body. */
 export type PipeAnswer =
   | { readonly status: number; readonly copied: number }
   | { readonly status: number; readonly body: string };
 
 /** The connection failed, or the answer could not be read; `bodyStarted` if a byte was written. */
-export class ObjectPipeError extends Error {
+export class GetPipeError extends Error {
   readonly bodyStarted: boolean;
   readonly code: string;
   constructor(
@@ -46,7 +60,7 @@ export class ObjectPipeError extends Error {
     options: { cause?: unknown } = {},
   ) {
     super(message, options);
-    this.name = 'ObjectPipeError';
+    this.name = 'GetPipeError';
     this.code = code;
     this.bodyStarted = bodyStarted;
   }
@@ -84,14 +98,15 @@ function parseHead(text: string): Head {
  * Resolves once every byte was accepted by the destination; a buffer goes back to the pool when
  * the destination has called back its write or has closed.
  */
-export function pipeObject(
+export function pipeGet(
   endpoint: URL,
   get: SignedGet,
   destination: Writable,
+  options: GetPipeOptions = {},
 ): Promise<PipeAnswer> {
   if (destination.destroyed)
     return Promise.reject(
-      new ObjectPipeError(
+      new GetPipeError(
         'DestinationClosed',
         'the client went away before the object was sent',
         false,
@@ -113,17 +128,17 @@ export function pipeObject(
     let settled = false;
     let paused = false;
 
-    const finish = (outcome: PipeAnswer | ObjectPipeError): void => {
+    const finish = (outcome: PipeAnswer | GetPipeError): void => {
       if (settled) return;
       settled = true;
       socket.destroy();
       destination.off('close', destinationClosed);
       buffers.giveBack(reading);
-      if (outcome instanceof ObjectPipeError) reject(outcome);
+      if (outcome instanceof GetPipeError) reject(outcome);
       else resolve(outcome);
     };
     const fail = (code: string, message: string, cause?: unknown): void =>
-      finish(new ObjectPipeError(code, message, copied > 0, { cause }));
+      finish(new GetPipeError(code, message, copied > 0, { cause }));
     const destinationClosed = (): void => {
       // A socket's pending writes end with it: what it did not call back is never read.
       for (const buffer of [...pending]) giveBack(buffer);
@@ -162,14 +177,18 @@ export function pipeObject(
       const end = head.indexOf(headEnd);
       if (end < 0) {
         if (head.length > maxHeadBytes)
-          fail('BadAnswer', `S3 sent a head of over ${maxHeadBytes} bytes`);
+          fail('BadAnswer', `the server sent a head of over ${maxHeadBytes} bytes`);
         return true;
       }
       const rest = head.subarray(end + headEnd.length);
       try {
         answer = parseHead(head.subarray(0, end).toString('latin1'));
       } catch (error) {
-        fail('BadAnswer', `S3 answered what is not HTTP: ${(error as Error).message}`, error);
+        fail(
+          'BadAnswer',
+          `the server answered what is not HTTP: ${(error as Error).message}`,
+          error,
+        );
         return true;
       }
       head = undefined;
@@ -179,7 +198,7 @@ export function pipeObject(
         if (answer.status < 300) {
           fail(
             'BadAnswer',
-            `S3 answered ${answer.status} without a Content-Length; Berth reads objects only so framed`,
+            `the server answered ${answer.status} without a Content-Length; Berth reads blobs only so framed`,
           );
           return true;
         }
@@ -188,6 +207,7 @@ export function pipeObject(
       } else {
         remaining = answer.status < 300 ? Number(length) : Math.min(Number(length), maxHeadBytes);
       }
+      if (answer.status < 300) options.onHead?.(answer.status, answer.headers);
       if (remaining === 0) {
         finish(
           answer.status < 300
@@ -215,7 +235,7 @@ export function pipeObject(
     };
 
     const host = bareHostname(endpoint);
-    const options = {
+    const connection = {
       host,
       port: Number(endpoint.port || (endpoint.protocol === 'https:' ? 443 : 80)),
       onread: {
@@ -237,14 +257,30 @@ export function pipeObject(
         },
       },
     };
+    const servername = options.servername ?? (isIP(host) ? undefined : host);
     const socket: Socket =
       endpoint.protocol === 'https:'
         ? // SNI carries names only (RFC 6066); an address is still checked against the certificate.
-          connectTls({ ...options, ...(isIP(host) ? {} : { servername: host }) })
-        : connectTcp(options);
+          connectTls({
+            ...connection,
+            ...(servername ? { servername } : {}),
+            ...(options.ca ? { ca: options.ca } : {}),
+          })
+        : connectTcp(connection);
+    if (options.connectTimeoutMillis !== undefined) {
+      const limit = options.connectTimeoutMillis;
+      const timer = setTimeout(
+        () => fail('ConnectTimeout', `no connection to ${get.host} within ${limit} ms`),
+        limit,
+      );
+      socket.once(endpoint.protocol === 'https:' ? 'secureConnect' : 'connect', () =>
+        clearTimeout(timer),
+      );
+      socket.once('close', () => clearTimeout(timer));
+    }
     socket.setNoDelay(true);
     socket.setTimeout(idleMillis, () =>
-      fail('Timeout', `S3 sent nothing for ${idleMillis / 1000} s`),
+      fail('Timeout', `the server sent nothing for ${idleMillis / 1000} s`),
     );
     socket.on('error', (error: NodeJS.ErrnoException) =>
       fail(error.code ?? 'NetworkError', error.message, error),
@@ -254,7 +290,7 @@ export function pipeObject(
       else if (!settled && remaining > 0)
         fail(
           'ConnectionBroken',
-          `S3 closed the connection with ${remaining} bytes of the answer unsent`,
+          `the server closed the connection with ${remaining} bytes of the answer unsent`,
         );
     });
     destination.once('close', destinationClosed);

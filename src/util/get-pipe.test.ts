@@ -4,14 +4,14 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { getCACertificates, setDefaultCACertificates } from 'node:tls';
 import { PassThrough, Writable } from 'node:stream';
-import { createCertificateAuthority, issueServingCertificate } from '../../../tls/certificates.ts';
-import { ObjectPipeError, pipeObject } from './object-pipe.ts';
+import { createCertificateAuthority, issueServingCertificate } from '../tls/certificates.ts';
+import { GetPipeError, pipeGet } from './get-pipe.ts';
 
 /**
- * pipeObject against a TCP server that answers with bytes the test writes, so each way an S3
+ * pipeGet against a TCP server that answers with bytes the test writes, so each way an S3
  * server can frame, split, refuse or break off an answer is met on purpose.
  */
-describe('pipeObject', () => {
+describe('pipeGet', () => {
   let server: Server;
   let answer: (socket: Socket, request: string) => void;
   let requests: string[];
@@ -76,7 +76,7 @@ describe('pipeObject', () => {
       }, 20);
     };
     const sink = collector(1);
-    const result = await pipeObject(endpoint(), get, sink);
+    const result = await pipeGet(endpoint(), get, sink);
     expect(result).toEqual({ status: 200, copied: body.length });
     expect(createHash('sha256').update(sink.bytes()).digest('hex')).toBe(
       createHash('sha256').update(body).digest('hex'),
@@ -106,7 +106,7 @@ describe('pipeObject', () => {
         setTimeout(callback, 5);
       },
     });
-    const result = await pipeObject(endpoint(), get, slow);
+    const result = await pipeGet(endpoint(), get, slow);
     expect(result).toEqual({ status: 206, copied: body.length });
     expect(Buffer.concat(chunks).equals(body)).toBe(true);
     expect(most).toBeGreaterThan(0);
@@ -119,7 +119,7 @@ describe('pipeObject', () => {
       setTimeout(() => socket.end(Buffer.from('0123456789trailing bytes')), 10);
     };
     const sink = collector();
-    expect(await pipeObject(endpoint(), get, sink)).toEqual({ status: 200, copied: 10 });
+    expect(await pipeGet(endpoint(), get, sink)).toEqual({ status: 200, copied: 10 });
     expect(sink.bytes().toString()).toBe('0123456789');
   });
 
@@ -131,7 +131,7 @@ describe('pipeObject', () => {
       );
     };
     const sink = collector();
-    expect(await pipeObject(endpoint(), get, sink)).toEqual({ status: 503, body: xml });
+    expect(await pipeGet(endpoint(), get, sink)).toEqual({ status: 503, body: xml });
     expect(sink.bytes().length).toBe(0);
   });
 
@@ -140,8 +140,8 @@ describe('pipeObject', () => {
       socket.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
     };
     const sink = collector();
-    const failure = await pipeObject(endpoint(), get, sink).catch((error: unknown) => error);
-    expect(failure).toBeInstanceOf(ObjectPipeError);
+    const failure = await pipeGet(endpoint(), get, sink).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(GetPipeError);
     expect(failure).toMatchObject({ code: 'BadAnswer', bodyStarted: false });
     expect((failure as Error).message).toContain('without a Content-Length');
     expect(sink.bytes().length).toBe(0);
@@ -152,7 +152,7 @@ describe('pipeObject', () => {
       socket.write('HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n');
       socket.end(Buffer.alloc(600, 1));
     };
-    const failure = await pipeObject(endpoint(), get, collector()).catch((error: unknown) => error);
+    const failure = await pipeGet(endpoint(), get, collector()).catch((error: unknown) => error);
     expect(failure).toMatchObject({ code: 'ConnectionBroken', bodyStarted: true });
     expect((failure as Error).message).toContain('400 bytes of the answer unsent');
   });
@@ -161,7 +161,7 @@ describe('pipeObject', () => {
     const closed = endpoint();
     server.close();
     await once(server, 'close');
-    const failure = await pipeObject(closed, get, collector()).catch((error: unknown) => error);
+    const failure = await pipeGet(closed, get, collector()).catch((error: unknown) => error);
     expect(failure).toMatchObject({ code: 'ECONNREFUSED', bodyStarted: false });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');
@@ -175,7 +175,7 @@ describe('pipeObject', () => {
       socket.write(Buffer.alloc(512 * 1024));
     };
     const client = new PassThrough();
-    const piping = pipeObject(endpoint(), get, client);
+    const piping = pipeGet(endpoint(), get, client);
     await once(client, 'data');
     client.destroy();
     const failure = await piping.catch((error: unknown) => error);
@@ -203,7 +203,7 @@ describe('pipeObject', () => {
     try {
       const sink = collector();
       const url = new URL(`http://[::1]:${(v6.address() as AddressInfo).port}`);
-      expect(await pipeObject(url, get, sink)).toEqual({ status: 200, copied: body.length });
+      expect(await pipeGet(url, get, sink)).toEqual({ status: 200, copied: body.length });
       expect(sink.bytes().toString()).toBe('over IPv6');
     } finally {
       v6.close();
@@ -212,7 +212,7 @@ describe('pipeObject', () => {
 
   describe('over TLS', () => {
     const hour = 3_600_000;
-    const ca = createCertificateAuthority('object-pipe test CA', hour);
+    const ca = createCertificateAuthority('get-pipe test CA', hour);
     const serving = issueServingCertificate(ca, 's3.test', ['localhost', '127.0.0.1'], hour);
     const body = randomBytes(1024 * 1024);
     let https: ReturnType<typeof createHttpsServer>;
@@ -240,7 +240,7 @@ describe('pipeObject', () => {
       setDefaultCACertificates([...trusted, ca.certificatePem]);
       for (const host of ['localhost', '127.0.0.1']) {
         const sink = collector();
-        const answer = await pipeObject(new URL(`https://${host}:${port}`), get, sink);
+        const answer = await pipeGet(new URL(`https://${host}:${port}`), get, sink);
         expect(answer).toEqual({ status: 200, copied: body.length });
         expect(sink.bytes().equals(body)).toBe(true);
       }
@@ -249,11 +249,11 @@ describe('pipeObject', () => {
     it('refuses a certificate the process does not trust, before a byte is written', async () => {
       setDefaultCACertificates(trusted);
       const sink = collector();
-      const failure = await pipeObject(new URL(`https://localhost:${port}`), get, sink).catch(
+      const failure = await pipeGet(new URL(`https://localhost:${port}`), get, sink).catch(
         (error: unknown) => error,
       );
       expect(failure).toMatchObject({ bodyStarted: false });
-      expect((failure as ObjectPipeError).code).toMatch(/CERT|SIGNATURE|ISSUER/);
+      expect((failure as GetPipeError).code).toMatch(/CERT|SIGNATURE|ISSUER/);
       expect(sink.bytes().length).toBe(0);
     });
   });
