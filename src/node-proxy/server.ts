@@ -14,7 +14,7 @@ import { registerCertificateExpiry } from '../observability/certificate-expiry.t
 import { Counter, Gauge, MetricsRegistry } from '../observability/metrics.ts';
 import { answerProbe, formatAddress, listenOn, type ProbeState } from '../observability/probes.ts';
 import { corkForThisTurn, drained, VerifiedSender } from '../util/client-writes.ts';
-import { forEachChunk } from '../util/streams.ts';
+import { copyFileRange } from '../util/file-range.ts';
 import type { PipeAnswer } from '../util/get-pipe.ts';
 import { BlobCache } from './blob-cache.ts';
 import { FillSink } from './fill-sink.ts';
@@ -32,6 +32,9 @@ function blobOf(url: string): RegExpExecArray | null {
   const query = url.indexOf('?');
   return blobPath.exec(query === -1 ? url : url.slice(0, query));
 }
+
+/** A cached blob's last bytes, sent only once the whole blob has matched its digest. */
+const heldBackBytes = 64 * 1024;
 
 /** Often enough that a kubelet probing every 10 s sees a change within one probe or two. */
 const upstreamChecks = { intervalMillis: 5_000, timeoutMillis: 3_000 };
@@ -270,7 +273,10 @@ class ProxyHandler {
     }
   }
 
-  /** Serves a cached blob, verifying it as it goes; a mismatch drops the entry. */
+  /**
+   * Serves a cached blob, verifying it as it goes: the last bytes are sent only once the whole
+   * blob matched its digest; a mismatch cuts the client off and drops the entry.
+   */
   private async serveCached(
     res: ServerResponse,
     digest: string,
@@ -283,26 +289,28 @@ class ProxyHandler {
     };
     res.writeHead(200, headers);
     const hash = createHash('sha256');
-    const client = new VerifiedSender(res);
-    let sent = 0;
+    const held = Buffer.allocUnsafe(Math.min(cached.size, heldBackBytes));
+    const heldFrom = cached.size - held.length;
     try {
       // The open handle keeps reading even if eviction unlinks the file meanwhile.
-      const stream = cached.file.createReadStream({ highWaterMark: 1 << 20, autoClose: true });
-      await forEachChunk(stream, (chunk) => {
-        hash.update(chunk);
-        sent += chunk.length;
-        return client.write(chunk);
-      });
+      await copyFileRange(cached.file, 0, heldFrom - 1, res, (chunk) => hash.update(chunk));
+      const { bytesRead } = await cached.file.read(held, 0, held.length, heldFrom);
+      if (bytesRead !== held.length) throw new Error('cached blob is shorter than its entry');
     } catch (error) {
-      this.logger.warn({ err: error, digest }, 'cached blob read failed');
-      client.finish(false);
+      // A client that went away is no failure of the cache.
+      if (!res.destroyed) this.logger.warn({ err: error, digest }, 'cached blob read failed');
+      res.destroy();
+      return;
+    } finally {
       await cached.file.close().catch(() => undefined);
+    }
+    if (`sha256:${hash.update(held).digest('hex')}` === digest) {
+      res.end(held);
       return;
     }
-    const verified = `sha256:${hash.digest('hex')}` === digest && sent === cached.size;
     // Dropped before the client hears of it, so its retry fetches a good copy.
-    if (!verified) await this.cache.dropCorrupt(digest);
-    client.finish(verified);
+    await this.cache.dropCorrupt(digest);
+    res.destroy();
   }
 }
 

@@ -14,10 +14,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import {
-  blobGetBuffers as pipeBuffers,
-  blobGetChunksInFlight as chunksInFlight,
-} from '../../../util/buffer-pool.ts';
+import { copyFileRange } from '../../../util/file-range.ts';
 import {
   assertStoragePath,
   PathNotFoundError,
@@ -166,7 +163,7 @@ export class FilesystemDriver implements StorageDriver {
     }
     try {
       const end = range.end ?? (await handle.stat()).size - 1;
-      await copyRange(handle, range.offset, end, destination);
+      await copyFileRange(handle, range.offset, end, destination);
     } finally {
       await handle.close();
     }
@@ -290,61 +287,6 @@ async function placeInto(
   } finally {
     await directory.close();
   }
-}
-
-/**
- * Copies a byte range from a file into a writable through buffers of the shared pool: no
- * allocation per chunk, and a buffer goes back once the destination has called back its write,
- * or has closed (a socket's pending writes end with it). A client that stalls keeps at most
- * `chunksInFlight` buffers. About twice as fast as piping a read stream (Node's HTTP/1.1 server
- * has no sendfile).
- */
-async function copyRange(
-  handle: FileHandle,
-  start: number,
-  end: number,
-  destination: Writable,
-): Promise<void> {
-  // A destroyed socket may drop write callbacks; its close ends every wait below.
-  const closed = new Promise<void>((resolve) => destination.once('close', resolve));
-  const buffers = pipeBuffers.borrower();
-  /** Buffers the destination may still read: each goes back once, when it is done with it. */
-  const pending = new Set<Buffer>();
-  const giveBack = (buffer: Buffer): void => {
-    if (pending.delete(buffer)) buffers.giveBack(buffer);
-  };
-  const flushes: Promise<void>[] = [];
-  try {
-    let position = start;
-    while (position <= end) {
-      if (flushes.length >= chunksInFlight) await Promise.race([flushes.shift(), closed]);
-      if (destination.destroyed) throw new Error('destination closed before the blob was sent');
-      const buffer = buffers.take();
-      pending.add(buffer);
-      const length = Math.min(buffer.length, end - position + 1);
-      const { bytesRead } = await handle.read(buffer, 0, length, position);
-      if (bytesRead === 0) throw new Error('file ended before the requested range');
-      position += bytesRead;
-      const chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
-      flushes.push(
-        new Promise((resolve) =>
-          destination.write(chunk, () => {
-            giveBack(buffer);
-            resolve();
-          }),
-        ),
-      );
-      if (destination.writableNeedDrain) await Promise.race([drained(destination), closed]);
-    }
-    await Promise.race([Promise.all(flushes), closed]);
-  } finally {
-    // What the destination has not called back goes back once it has closed, never to be read.
-    if (pending.size > 0) void closed.then(() => [...pending].forEach(giveBack));
-  }
-}
-
-function drained(destination: Writable): Promise<void> {
-  return new Promise((resolve) => destination.once('drain', resolve));
 }
 
 /**
