@@ -1,12 +1,9 @@
 import type { FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
-import {
-  blobGetBuffers as pipeBuffers,
-  blobGetChunksInFlight as chunksInFlight,
-} from './buffer-pool.ts';
+import { blobGetChunksInFlight as chunksInFlight, fileReadBuffers } from './buffer-pool.ts';
 
 /**
- * Copies a byte range from a file into a writable through buffers of the shared pool: no
+ * Copies a byte range from a file into a writable through buffers of a shared pool: no
  * allocation per chunk, and a buffer goes back once the destination has called back its write,
  * or has closed (a socket's pending writes end with it). A client that stalls keeps at most
  * `chunksInFlight` buffers. About twice as fast as piping a read stream (Node's HTTP/1.1 server
@@ -22,7 +19,7 @@ export async function copyFileRange(
 ): Promise<void> {
   // A destroyed socket may drop write callbacks; its close ends every wait below.
   const closed = new Promise<void>((resolve) => destination.once('close', resolve));
-  const buffers = pipeBuffers.borrower();
+  const buffers = fileReadBuffers.borrower();
   /** Buffers the destination may still read: each goes back once, when it is done with it. */
   const pending = new Set<Buffer>();
   const giveBack = (buffer: Buffer): void => {

@@ -2,7 +2,7 @@ import { connect as connectTcp, isIP, type Socket } from 'node:net';
 import { connect as connectTls } from 'node:tls';
 import type { Writable } from 'node:stream';
 import {
-  blobGetBuffers as pipeBuffers,
+  socketReadBuffers as pipeBuffers,
   blobGetChunksInFlight as chunksInFlight,
 } from './buffer-pool.ts';
 
