@@ -5,6 +5,7 @@ import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
+import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { parseRegistryConfig } from '../../src/config/registry.ts';
 import { Upstream } from '../../src/node-proxy/upstream.ts';
@@ -111,6 +112,21 @@ async function upstreamGet(upstream: Upstream, path: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of response) chunks.push(chunk as Buffer);
   if (response.statusCode !== 200) throw new Error(`GET ${path}: ${response.statusCode}`);
+  return Buffer.concat(chunks);
+}
+
+/** A blob GET the way a cache fill sends it: `Upstream.pipe`, on a connection of its own. */
+async function upstreamPipe(upstream: Upstream, path: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      // The reader reuses its buffer once called back.
+      chunks.push(Buffer.from(chunk));
+      callback();
+    },
+  });
+  const answer = await upstream.pipe(path, {}, sink, () => undefined);
+  if (!('copied' in answer)) throw new Error(`GET ${path}: ${answer.status}`);
   return Buffer.concat(chunks);
 }
 
@@ -287,6 +303,10 @@ describe('certificate renewal under a running registry and node-proxy upstream',
     const loops = [
       pull((path) => upstreamGet(upstream, path)),
       pull((path) => upstreamGet(upstream, path)),
+      // The manifest through the pool, the blob as a cache fill fetches it.
+      pull(async (path) =>
+        path.includes('/blobs/') ? upstreamPipe(upstream, path) : upstreamGet(upstream, path),
+      ),
       pull((path) => freshGet(port, path, caFile)),
     ];
     const served = async (pem: string) => (await servedCertificate(port)) === fingerprint(pem);
