@@ -102,10 +102,7 @@ export class S3Driver implements StorageDriver {
       if (!stream) throw new PathNotFoundError(path);
       return stream;
     } catch (error) {
-      // A range starting at the end of an object (a zero-byte one, say) is empty, not an error.
-      if (error instanceof S3Error && error.status === 416 && (await this.client.head(key))) {
-        return Readable.from([]);
-      }
+      if (await this.emptyRange(error, key)) return Readable.from([]);
       throw error;
     }
   }
@@ -119,10 +116,21 @@ export class S3Driver implements StorageDriver {
     try {
       if (!(await this.client.pipe(key, destination, range))) throw new PathNotFoundError(path);
     } catch (error) {
-      // A range starting at the end of an object (a zero-byte one, say) is empty, not an error.
-      if (error instanceof S3Error && error.status === 416 && (await this.client.head(key))) return;
+      if (await this.emptyRange(error, key)) return;
       throw error;
     }
+  }
+
+  /**
+   * Whether a GET's error is S3's 416 for a range starting at the end of an object that exists
+   * (a zero-byte one, say): an empty read, not an error.
+   */
+  private async emptyRange(error: unknown, key: string): Promise<boolean> {
+    return (
+      error instanceof S3Error &&
+      error.status === 416 &&
+      (await this.client.head(key)) !== undefined
+    );
   }
 
   async writer(path: string): Promise<FileWriter> {
