@@ -216,7 +216,6 @@ class ProxyHandler {
     path: string,
     digest: string,
   ): Promise<void> {
-    let answeredElsewhere = false;
     const cached = await this.cache.fetchOnce(digest, async (writer) => {
       this.observer.fetched();
       const client = new VerifiedSender(res);
@@ -243,7 +242,6 @@ class ProxyHandler {
         // Not a blob after all (deleted since the HEAD, say): the registry's own answer, whole.
         // Requests waiting on this fetch make their own.
         await this.pass(req, res);
-        answeredElsewhere = true;
         return false;
       }
       const verified = (await sink.complete()) === digest && sink.received === length;
@@ -252,8 +250,8 @@ class ProxyHandler {
         this.logger.warn({ digest }, 'registry sent bytes that do not match the digest');
       return verified && cacheable;
     });
-    if (answeredElsewhere) return;
-    // A fill that failed before answering (the registry unreachable) must still answer.
+    // A fill that failed before answering (the registry unreachable) must still answer; one
+    // relayed whole (the registry's own error) has ended the response already.
     if (!cached && !res.headersSent) unavailable(res);
     else if (!res.writableEnded) res.destroy();
   }

@@ -165,21 +165,9 @@ export class Upstream {
    * registry pod being replaced, which is all a pull in flight would otherwise see fail.
    */
   async send(request: UpstreamRequest): Promise<IncomingMessage> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.sendOnce(request);
-      } catch (error) {
-        const delay = retryDelaysMillis[attempt];
-        if (
-          request.body ||
-          !(error instanceof NotConnectedError) ||
-          delay === undefined ||
-          request.signal?.aborted
-        )
-          throw error;
-        await new Promise((resolve) => setTimeout(resolve, delay));
-      }
-    }
+    // A request with a body cannot be sent again: the body has been read.
+    if (request.body) return this.sendOnce(request);
+    return retryUnconnected(() => this.sendOnce(request), request.signal);
   }
 
   /**
@@ -199,7 +187,7 @@ export class Upstream {
     for (const [name, value] of Object.entries(forwardedHeaders(headers, false)))
       if (value !== undefined)
         outgoing[name] = Array.isArray(value) ? value.join(', ') : String(value);
-    for (let attempt = 0; ; attempt++) {
+    const once = async (): Promise<PipeAnswer> => {
       try {
         return await pipeGet(this.url, { host: this.host, path, headers: outgoing }, destination, {
           ca: this.ca,
@@ -208,15 +196,14 @@ export class Upstream {
           onHead,
         });
       } catch (error) {
-        const delay = retryDelaysMillis[attempt];
         const notConnected =
           error instanceof GetPipeError &&
           !error.bodyStarted &&
           (notConnectedCodes.has(error.code) || error.code === 'ConnectTimeout');
-        if (!notConnected || delay === undefined) throw error;
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        throw notConnected ? new NotConnectedError(error.message, { cause: error }) : error;
       }
-    }
+    };
+    return retryUnconnected(once);
   }
 
   private sendOnce({
@@ -288,6 +275,24 @@ export class Upstream {
   close(): void {
     this.caWatch?.stop();
     this.agent.destroy();
+  }
+}
+
+/**
+ * Runs `once` until it does not fail with NotConnectedError (a request the registry never
+ * received, so sending it again does nothing twice), waiting `retryDelaysMillis` between
+ * attempts, or until `signal` ends it.
+ */
+async function retryUnconnected<T>(once: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await once();
+    } catch (error) {
+      const delay = retryDelaysMillis[attempt];
+      if (!(error instanceof NotConnectedError) || delay === undefined || signal?.aborted)
+        throw error;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
   }
 }
 

@@ -20,7 +20,7 @@ export class ChunkBatches {
 
   /** Takes back a batch nothing reads any more; the end's partial batch is not taken. */
   release(batch: Buffer): void {
-    if (batch.length === this.batchBytes && batch.byteOffset === 0) this.free.push(batch);
+    if (batch.length === this.batchBytes) this.free.push(batch);
   }
 
   private next(): Buffer {
